@@ -1,0 +1,245 @@
+"""A LIBERO environment that follows the protocol: reset to a fixed init state, wait, step, score.
+
+Experts, learned policies, the evaluation harness and the demonstration recorder all drive
+the same :class:`LiberoEnv`::
+
+    env = LiberoEnv("libero_spatial", 0)             # renders both cameras at 128x128
+    obs = env.reset(init_index=3)                    # seed, reset, init state, 10 wait steps
+    obs, done, info = env.step(action)               # 7-D OSC_POSE delta action, gripper -1/+1
+    env.success                                      # the task's goal predicate, from the env
+
+An observation is a dict:
+
+- ``agentview_rgb``, ``eye_in_hand_rgb``: (H, W, 3) uint8, upright (only when rendering);
+- ``proprio``: (8,) float32, end-effector position, axis-angle orientation, gripper qpos;
+- ``instruction``: the task's language instruction;
+- ``state``: robosuite's raw observation dict (object poses etc., privileged; for experts).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rsdlib.libero.protocol import WAIT_ACTION, Protocol, postprocess_gripper
+from rsdlib.libero.render import configure_rendering
+from rsdlib.libero.tasks import TaskSpec, get_task, init_states
+
+#: Observation keys of the two cameras, as LIBERO's HDF5 files name them, by robosuite camera.
+CAMERA_KEYS = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How (and whether) camera images are rendered.
+
+    Attributes:
+        enabled: render the protocol's cameras (off: physics only, about 10x faster).
+        fast: no MSAA, reflections or shadows (about 2x faster on a CPU). The images differ
+            slightly from LIBERO's reference rendering, so results record this flag.
+        backend: MuJoCo GL backend; None picks ``$MUJOCO_GL`` or ``egl`` (see ``render.py``).
+    """
+
+    enabled: bool = True
+    fast: bool = False
+    backend: str | None = None
+
+
+def quat_xyzw_to_axis_angle(quat: np.ndarray) -> np.ndarray:
+    """Axis-angle (3,) of a unit quaternion in robosuite's (x, y, z, w) order.
+
+    The angle is taken in [0, pi]: ``q`` and ``-q`` give the same vector.
+    """
+    x, y, z, w = np.asarray(quat, dtype=np.float64)
+    if w < 0:  # same rotation, angle in [0, pi]
+        x, y, z, w = -x, -y, -z, -w
+    sin_half = np.sqrt(max(0.0, 1.0 - min(w * w, 1.0)))
+    if sin_half < 1e-8:
+        return np.zeros(3)
+    angle = 2.0 * np.arccos(min(w, 1.0))
+    return np.array([x, y, z]) / sin_half * angle
+
+
+def proprio_from_state(state: dict[str, np.ndarray]) -> np.ndarray:
+    """The 8-D proprio vector of OpenVLA-OFT: eef position, eef axis-angle, gripper qpos."""
+    return np.concatenate(
+        [
+            state["robot0_eef_pos"],
+            quat_xyzw_to_axis_angle(state["robot0_eef_quat"]),
+            state["robot0_gripper_qpos"],
+        ]
+    ).astype(np.float32)
+
+
+class LiberoEnv:
+    """One LIBERO task, run under a :class:`Protocol`.
+
+    Args:
+        suite: suite name (see ``protocol.SUITES``).
+        task_id: task index in the suite.
+        protocol: the evaluation protocol (camera names and resolution come from it).
+        render: rendering options.
+
+    Raises:
+        ValueError: unknown suite or task index.
+        RenderBackendError: no usable render backend (the message says what to install).
+    """
+
+    def __init__(
+        self,
+        suite: str,
+        task_id: int,
+        protocol: Protocol | None = None,
+        render: RenderOptions | None = None,
+    ) -> None:
+        self.protocol = protocol or Protocol()
+        self.render = render or RenderOptions()
+        self.task: TaskSpec = get_task(suite, task_id)
+        self.backend = configure_rendering(self.render.backend)
+        self.init_states = init_states(suite, task_id)
+        self.max_steps = self.protocol.max_steps_for(suite)
+        self._env = self._make()
+        self._fast_applied = False
+        self.steps = 0  # steps taken since the wait ended
+
+    def _make(self):
+        from libero.libero.envs import OffScreenRenderEnv
+        from libero.libero.envs.env_wrapper import ControlEnv
+
+        res = self.protocol.camera_resolution
+        kwargs: dict[str, Any] = dict(
+            bddl_file_name=self.task.bddl_file,
+            camera_names=list(self.protocol.camera_names),
+            camera_heights=res,
+            camera_widths=res,
+            hard_reset=False,  # a soft reset takes 0.1 s instead of 3 s; the init state is set after it
+        )
+        if self.render.enabled:
+            return OffScreenRenderEnv(**kwargs)
+        return ControlEnv(**kwargs, has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False)
+
+    # -- episode -----------------------------------------------------------------------------
+
+    def reset(self, init_index: int, *, wait: bool = True) -> dict[str, Any]:
+        """Start an episode from fixed init state ``init_index`` and let objects settle.
+
+        Follows the protocol's order: ``seed``, ``reset``, ``set_init_state``, then
+        ``num_wait_steps`` no-op steps with the gripper open (skipped with ``wait=False``).
+        """
+        n = len(self.init_states)
+        if not isinstance(init_index, int | np.integer) or not 0 <= init_index < n:
+            raise ValueError(
+                f"init state {init_index!r} is out of range: {self.task.suite} task {self.task.task_id} "
+                f"has init states 0..{n - 1}"
+            )
+        self._env.seed(self.protocol.env_seed)
+        self._env.reset()
+        self._apply_fast_render()
+        raw = self._env.set_init_state(self.init_states[init_index])
+        if wait:
+            for _ in range(self.protocol.num_wait_steps):
+                raw, _, _, _ = self._env.step(np.asarray(WAIT_ACTION))
+        self.steps = 0
+        return self._observation(raw)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], bool, dict[str, Any]]:
+        """Apply one 7-D action; returns (observation, done, info). ``done`` means success."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (7,):
+            raise ValueError(f"an action is 7 numbers (dx, dy, dz, dax, day, daz, gripper), got shape {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action has non-finite values: {action}")
+        action = postprocess_gripper(action, binarize=self.protocol.binarize_gripper)
+        raw, reward, done, info = self._env.step(action)
+        self.steps += 1
+        return self._observation(raw), bool(done), {"reward": float(reward), **info}
+
+    @property
+    def success(self) -> bool:
+        """Whether the task's goal holds now."""
+        return bool(self._env.check_success())
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether the episode used up its step budget."""
+        return self.steps >= self.max_steps
+
+    def sim_state(self) -> np.ndarray:
+        """The flat MuJoCo state (what LIBERO's HDF5 ``states`` hold)."""
+        return np.asarray(self._env.get_sim_state())
+
+    def observation_from_state(self, state: np.ndarray) -> dict[str, Any]:
+        """Set the sim to ``state`` and return the observation there (re-renders cameras)."""
+        self._apply_fast_render()
+        return self._observation(self._env.regenerate_obs_from_state(state))
+
+    def close(self) -> None:
+        """Free the simulator and its render context."""
+        if getattr(self, "_env", None) is not None:
+            self._env.close()
+            self._env = None
+
+    def __enter__(self) -> LiberoEnv:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def raw(self):
+        """The wrapped LIBERO ``ControlEnv`` (for experts and debugging)."""
+        return self._env
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
+        obs: dict[str, Any] = {
+            "proprio": proprio_from_state(raw),
+            "instruction": self.task.language,
+            "state": raw,
+        }
+        if self.render.enabled:
+            for camera in self.protocol.camera_names:
+                image = raw[f"{camera}_image"]
+                key = CAMERA_KEYS.get(camera, f"{camera}_rgb")
+                obs[key] = np.ascontiguousarray(image[::-1, ::-1]) if self.protocol.flip_images else image
+        return obs
+
+    def _apply_fast_render(self) -> None:
+        """Turn off MSAA, reflections and shadows in the offscreen context (once per context)."""
+        if not (self.render.enabled and self.render.fast):
+            return
+        import mujoco
+
+        sim = self._env.env.sim
+        ctx = sim._render_context_offscreen
+        if ctx is None or getattr(ctx, "_rsd_fast", False):
+            return
+        model = sim.model._model
+        model.vis.quality.offsamples = 0  # no multisample anti-aliasing
+        # The MSAA setting is read when the GL context is made: rebuild it.
+        ctx.con.free()
+        del ctx.con
+        ctx._set_mujoco_context_and_buffers()
+        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        ctx._rsd_fast = True
+
+
+def run_steps(env: LiberoEnv, actions: np.ndarray) -> tuple[int, float]:
+    """Step through ``actions``; returns (steps taken, seconds). Stops early on success."""
+    start = time.perf_counter()
+    for i, action in enumerate(actions, 1):
+        _, done, _ = env.step(action)
+        if done:
+            return i, time.perf_counter() - start
+    return len(actions), time.perf_counter() - start
+
+
+def default_backend() -> str:
+    """The backend a new env would use (``$MUJOCO_GL`` or ``egl``)."""
+    return os.environ.get("MUJOCO_GL", "egl")

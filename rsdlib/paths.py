@@ -1,0 +1,13 @@
+"""Where the repository's folders are, so notebooks and scripts agree on them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root (the folder holding ``rsdlib/``). ``RSD_ROOT`` overrides it.
+REPO_ROOT = Path(os.environ.get("RSD_ROOT", Path(__file__).resolve().parent.parent))
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+FIGURES_DIR = REPO_ROOT / "figures"
+RESULTS_DIR = REPO_ROOT / "results"
+BUILD_DIR = REPO_ROOT / "build"

@@ -1,0 +1,260 @@
+"""Run the numbered notebooks in order with papermill, on a named parameter profile.
+
+Usage::
+
+    python -m rsdlib.pipeline --profile default            # the main job
+    python -m rsdlib.pipeline --profile smoke --only 00    # one notebook, tiny parameters
+    python -m rsdlib.pipeline --list                       # notebooks and their parameters
+
+Profiles live in one place, ``notebooks/profiles.yaml``: ``smoke`` (tiny, for tests),
+``default`` (the main job on a 2-core CPU) and ``full`` (the published protocol, for a GPU
+workstation or a cluster). Each maps a notebook's stem to parameter overrides. The runner
+also hands every notebook the parameters in :data:`COMMON_PARAMETERS`, so every notebook
+declares them. Executed copies go to ``build/<profile>/``; a failing notebook is named with
+its failing cell, and its executed copy is kept for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rsdlib.paths import BUILD_DIR, FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RESULTS_DIR
+
+PROFILES = ("smoke", "default", "full")
+PROFILES_FILE = NOTEBOOKS_DIR / "profiles.yaml"
+#: Parameters the runner gives every notebook; each notebook's parameters cell declares them.
+COMMON_PARAMETERS = ("profile", "figures_dir", "results_dir")
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed, or the profiles do not fit the notebooks."""
+
+
+def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in run order."""
+    return sorted(p for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, dict[str, Any]]]:
+    """Read the profiles file: ``{profile: {notebook_stem: {param: value}}}``."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError as err:
+        raise PipelineError(f"profiles file {path} is missing") from err
+    except yaml.YAMLError as err:
+        raise PipelineError(f"profiles file {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: the top level must map profile names to notebooks")
+    for profile, notebooks in raw.items():
+        if profile not in PROFILES:
+            raise PipelineError(f"{path}: unknown profile {profile!r}; expected one of {PROFILES}")
+        for stem, params in (notebooks or {}).items():
+            if not isinstance(params, dict):
+                raise PipelineError(f"{path}: {profile}.{stem} must map parameter names to values")
+    return {p: {s: dict(v or {}) for s, v in (raw.get(p) or {}).items()} for p in PROFILES}
+
+
+def declared_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
+    """The parameters a notebook's ``parameters`` cell declares (name -> papermill's info).
+
+    Raises:
+        PipelineError: the notebook has no cell tagged ``parameters``.
+    """
+    import nbformat
+    import papermill as pm
+
+    nb = nbformat.read(notebook, as_version=4)
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        raise PipelineError(f"{notebook.name} has no cell tagged 'parameters'")
+    return {p["name"]: p for p in pm.inspect_notebook(str(notebook)).values()}
+
+
+def check_profiles(
+    profiles: dict[str, dict[str, dict[str, Any]]] | None = None,
+    notebooks: list[Path] | None = None,
+) -> list[str]:
+    """Everything wrong between the profiles and the notebooks, as messages (empty: all fine).
+
+    Catches a profile naming a notebook that does not exist, a profile handing a notebook a
+    parameter it does not declare (papermill would only warn), and a notebook that lacks the
+    common parameters or a ``parameters`` cell.
+    """
+    profiles = load_profiles() if profiles is None else profiles
+    notebooks = list_notebooks() if notebooks is None else notebooks
+    by_stem = {nb.stem: nb for nb in notebooks}
+    problems: list[str] = []
+    declared: dict[str, set[str]] = {}
+    for stem, nb in by_stem.items():
+        try:
+            declared[stem] = set(declared_parameters(nb))
+        except PipelineError as err:
+            problems.append(str(err))
+            continue
+        missing = [p for p in COMMON_PARAMETERS if p not in declared[stem]]
+        if missing:
+            problems.append(f"{nb.name} does not declare the common parameters {missing}")
+    for profile, per_notebook in profiles.items():
+        for stem, params in per_notebook.items():
+            if stem not in by_stem:
+                problems.append(f"profile {profile!r} names notebook {stem!r}, which does not exist")
+                continue
+            unknown = sorted(set(params) - declared.get(stem, set(params)))
+            if unknown:
+                problems.append(
+                    f"profile {profile!r} hands {stem} parameters it does not declare: {unknown}"
+                )
+    return problems
+
+
+@dataclass
+class NotebookRun:
+    """The outcome of one notebook in a pipeline run."""
+
+    notebook: str
+    output: str
+    seconds: float
+    ok: bool
+    error: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def run_notebook(
+    notebook: Path,
+    output: Path,
+    parameters: dict[str, Any],
+    *,
+    kernel: str = "python3",
+    progress: bool = True,
+    timeout: int | None = None,
+) -> NotebookRun:
+    """Execute one notebook with papermill, in the repository root, keeping the executed copy."""
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(notebook), str(output), parameters=parameters, kernel_name=kernel,
+            cwd=str(REPO_ROOT), progress_bar=progress, execution_timeout=timeout,
+        )  # fmt: skip
+    except pm.PapermillExecutionError as err:
+        source = _cell_source(output, err.cell_index)
+        message = (
+            f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+            f"{err.ename}: {err.evalue}\n  cell starts: {source}\n  executed copy kept at {output}"
+        )
+        return NotebookRun(notebook.name, str(output), time.perf_counter() - start, False, message, parameters)
+    return NotebookRun(notebook.name, str(output), time.perf_counter() - start, True, None, parameters)
+
+
+def _cell_source(executed: Path, cell_index: int) -> str:
+    try:
+        cells = json.loads(executed.read_text())["cells"]
+        first = "".join(cells[cell_index]["source"]).strip().splitlines()
+        return first[0][:120] if first else "<empty cell>"
+    except (OSError, ValueError, KeyError, IndexError):
+        return "<unavailable>"
+
+
+def run_pipeline(
+    profile: str,
+    *,
+    only: list[str] | None = None,
+    build_dir: Path | None = None,
+    figures_dir: Path = FIGURES_DIR,
+    results_dir: Path = RESULTS_DIR,
+    kernel: str = "python3",
+    progress: bool = True,
+    stop_on_error: bool = True,
+) -> list[NotebookRun]:
+    """Run the notebooks in order for ``profile``; see the module docstring.
+
+    Args:
+        profile: ``smoke``, ``default`` or ``full``.
+        only: notebook stems or number prefixes to run (e.g. ``["00", "02_action_tokenizers"]``).
+        build_dir: where executed copies go (default ``build/<profile>``).
+        figures_dir, results_dir: handed to every notebook.
+        stop_on_error: stop at the first failing notebook (later ones build on earlier ones).
+
+    Raises:
+        PipelineError: unknown profile, profiles that do not fit the notebooks, or a failing notebook.
+    """
+    if profile not in PROFILES:
+        raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    problems = check_profiles()
+    if problems:
+        raise PipelineError("profiles do not fit the notebooks:\n  " + "\n  ".join(problems))
+    notebooks = list_notebooks()
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem == o or nb.stem.startswith(o + "_") for o in only)]
+        if not notebooks:
+            raise PipelineError(f"no notebook matches {only}; see `python -m rsdlib.pipeline --list`")
+    build_dir = Path(build_dir or BUILD_DIR / profile)
+    overrides = load_profiles()[profile]
+    runs: list[NotebookRun] = []
+    for i, nb in enumerate(notebooks, 1):
+        params = {"profile": profile, "figures_dir": str(figures_dir), "results_dir": str(results_dir)}
+        params |= overrides.get(nb.stem, {})
+        print(f"[{i}/{len(notebooks)}] {nb.name} ({profile})", flush=True)
+        run = run_notebook(nb, build_dir / nb.name, params, kernel=kernel, progress=progress)
+        runs.append(run)
+        print(f"    {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s", flush=True)
+        if not run.ok and stop_on_error:
+            break
+    (build_dir / "pipeline.json").write_text(json.dumps([r.__dict__ for r in runs], indent=2) + "\n")
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        raise PipelineError("\n".join(r.error or r.notebook for r in failed))
+    return runs
+
+
+def _describe() -> str:
+    lines = []
+    profiles = load_profiles()
+    for nb in list_notebooks():
+        lines.append(nb.name)
+        for name, info in declared_parameters(nb).items():
+            overridden = [p for p in PROFILES if name in profiles[p].get(nb.stem, {})]
+            lines.append(
+                f"    {name}: {info['inferred_type_name']} = {info['default']}"
+                + (f"   (set by: {', '.join(overridden)})" if overridden else "")
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rsdlib.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=PROFILES, default="default")
+    parser.add_argument("--only", nargs="*", help="notebook stems or number prefixes, e.g. 00 02")
+    parser.add_argument("--build-dir", type=Path, help="where executed notebooks go (default build/<profile>)")
+    parser.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--kernel", default="python3")
+    parser.add_argument("--list", action="store_true", help="list notebooks and their parameters, then exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        print(_describe())
+        return 0
+    start = time.perf_counter()
+    try:
+        runs = run_pipeline(
+            args.profile, only=args.only, build_dir=args.build_dir,
+            figures_dir=args.figures_dir, results_dir=args.results_dir, kernel=args.kernel,
+        )  # fmt: skip
+    except PipelineError as err:
+        print(f"\npipeline failed:\n{err}", file=sys.stderr)
+        return 1
+    print(f"\n{len(runs)} notebook(s) ran on profile {args.profile!r} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
