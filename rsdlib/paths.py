@@ -11,3 +11,13 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_DIR = REPO_ROOT / "figures"
 RESULTS_DIR = REPO_ROOT / "results"
 BUILD_DIR = REPO_ROOT / "build"
+
+
+def repo_path(path: str | os.PathLike) -> Path:
+    """``path`` itself if absolute, else relative to the repository root.
+
+    Notebooks use this for their ``figures_dir``/``results_dir`` parameters, so they write to
+    the same place whether papermill, nbval or JupyterLab (cwd ``notebooks/``) runs them.
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path

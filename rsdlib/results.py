@@ -160,7 +160,8 @@ def new_run(
     Raises:
         ValueError: a name is not a plain folder name, or a reopened run was made with another config.
     """
-    run = run or _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    if run is None:
+        run = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     for what, name in (("experiment", experiment), ("run", run)):
         if not _RUN_NAME.match(name):
             raise ValueError(f"{what} name {name!r} must be letters, digits, '_', '-' or '.'")

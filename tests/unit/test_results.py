@@ -1,0 +1,59 @@
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from rsdlib.results import new_run, provenance, read_json, write_json
+
+
+@dataclass
+class Cfg:
+    lr: float = 1e-3
+    layers: tuple = (1, 2)
+
+
+def test_new_run_writes_config_and_provenance(tmp_path):
+    run = new_run("exp", Cfg(), run="r1", root=tmp_path)
+    assert run == tmp_path / "exp" / "r1"
+    assert read_json(run / "config.json") == {"lr": 1e-3, "layers": [1, 2]}
+    prov = read_json(run / "provenance.json")
+    assert {"git_sha", "packages", "device", "render", "created"} <= set(prov)
+    assert prov["packages"]["torch"] is not None
+    assert prov["device"]["torch_threads"] >= 1
+
+
+def test_reopening_a_run_with_the_same_config_resumes_it(tmp_path):
+    run = new_run("exp", {"a": 1}, run="r", root=tmp_path)
+    (run / "episodes.jsonl").write_text('{"episode": 0}\n')
+    assert new_run("exp", {"a": 1}, run="r", root=tmp_path) == run
+    assert (run / "episodes.jsonl").read_text() == '{"episode": 0}\n'  # nothing lost
+
+
+def test_reopening_a_run_with_another_config_is_refused(tmp_path):
+    new_run("exp", {"a": 1}, run="r", root=tmp_path)
+    with pytest.raises(ValueError, match="different config"):
+        new_run("exp", {"a": 2}, run="r", root=tmp_path)
+    with pytest.raises(FileExistsError):
+        new_run("exp", {"a": 1}, run="r", root=tmp_path, exist_ok=False)
+
+
+@pytest.mark.parametrize("name", ["", "../up", "a b", "x/y"])
+def test_run_names_must_be_plain(tmp_path, name):
+    with pytest.raises(ValueError, match="must be letters"):
+        new_run("exp", {}, run=name, root=tmp_path)
+
+
+def test_json_helpers_convert_numpy_and_name_bad_files(tmp_path):
+    path = write_json(tmp_path / "m.json", {"x": np.float32(0.5), "n": np.int64(3), "arr": (1, 2)})
+    assert json.loads(path.read_text()) == {"x": 0.5, "n": 3, "arr": [1, 2]}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        read_json(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        read_json(tmp_path / "missing.json")
+
+
+def test_provenance_records_the_render_backend(monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    assert provenance()["render"]["MUJOCO_GL"] == "osmesa"
