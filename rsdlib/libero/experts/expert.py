@@ -1,0 +1,109 @@
+"""The scripted expert: reads the BDDL goal, plans skills from object poses, acts like a teleoperator.
+
+The expert is a :class:`~rsdlib.libero.policy.Policy`, so the evaluation harness and the
+demonstration recorder drive it exactly as they drive a learned policy. It is privileged: at
+reset it takes the live env from the :class:`~rsdlib.libero.policy.EpisodeContext` and reads
+object poses and shapes from the simulator.
+
+Each goal predicate maps to a skill (``on`` and ``in``: pick and place; ``open`` / ``close``:
+drawers and doors; ``turnon`` / ``turnoff``: knobs). Predicates are solved in BDDL order; a
+predicate whose skill failed (the grasp slipped, the object bounced off) is tried again while
+the step budget lasts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rsdlib.libero.experts import skills
+from rsdlib.libero.experts.motion import OPEN, Motion, MotionConfig
+from rsdlib.libero.experts.scene import Scene
+from rsdlib.libero.policy import EpisodeContext, Policy
+
+
+class UnsupportedGoal(NotImplementedError):
+    """The expert has no skill for a goal predicate."""
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Settings of the scripted expert.
+
+    Attributes:
+        motion: speed, smoothness and noise of the motions.
+        attempts: tries per goal predicate before giving up (holding still).
+    """
+
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    attempts: int = 3
+
+    @classmethod
+    def with_noise(cls, noise_std: float = 0.05, waypoint_noise: float = 0.004, **kwargs) -> ExpertConfig:
+        """The demonstration setting: small action and waypoint noise, so episodes vary."""
+        return cls(motion=MotionConfig(noise_std=noise_std, waypoint_noise=waypoint_noise), **kwargs)
+
+
+class ScriptedExpert(Policy):
+    """A privileged expert for LIBERO tasks (see the module docstring).
+
+    Args:
+        config: expert settings; noise is drawn from a generator seeded with each episode's seed.
+    """
+
+    name = "scripted_expert"
+
+    def __init__(self, config: ExpertConfig | None = None) -> None:
+        self.expert_config = config or ExpertConfig()
+        self._routine: Iterator[np.ndarray] | None = None
+        self.phase = "idle"
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.expert_config)}
+
+    def reset(self, context: EpisodeContext) -> None:
+        if context.env is None:
+            raise ValueError(
+                "the scripted expert is privileged: reset it with an EpisodeContext whose env is set"
+            )
+        self.scene = Scene(context.env)
+        self.motion = Motion(self.scene, self.expert_config.motion, np.random.default_rng(context.seed))
+        self._routine = self._solve()
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        if self._routine is None:
+            raise RuntimeError("call reset(context) before act(obs)")
+        return next(self._routine)
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _solve(self) -> Iterator[np.ndarray]:
+        for predicate in self.scene.goal:
+            for attempt in range(self.expert_config.attempts):
+                if self.scene.holds(predicate):
+                    break
+                self.phase = f"{predicate[0]} attempt {attempt}"
+                yield from self._skill(predicate, attempt)
+        self.phase = "done"
+        while True:  # goal reached (or given up): hold still, gripper open
+            self.motion.gripper = OPEN
+            yield self.motion.action_towards(self.scene.eef_pos)
+
+    def _skill(self, predicate: list[str], attempt: int) -> Generator[np.ndarray, None, bool]:
+        kind, *args = predicate
+        if kind in ("on", "in"):
+            obj, target = args
+            lifted = yield from skills.pick(self.motion, obj, attempt=attempt)
+            if not lifted:
+                yield from self._let_go()
+                return False
+            yield from skills.place(self.motion, obj, target, inside=kind == "in")
+            return True
+        raise UnsupportedGoal(f"the scripted expert has no skill for the goal predicate {predicate}")
+
+    def _let_go(self) -> Iterator[np.ndarray]:
+        yield from self.motion.grip(OPEN, steps=6)
+        yield from self.motion.move(self.scene.eef_pos + [0, 0, 0.06], tolerance=0.02, max_steps=12)
