@@ -146,25 +146,34 @@ def run_notebook(
             cwd=str(REPO_ROOT), progress_bar=progress, execution_timeout=timeout,
         )  # fmt: skip
     except pm.PapermillExecutionError as err:
-        source = _cell_source(output, err.cell_index)
+        index, source = _failing_cell(output)
         message = (
-            f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-            f"{err.ename}: {err.evalue}\n  cell starts: {source}\n  executed copy kept at {output}"
+            f"{notebook.name} failed in cell {index} (In [{err.exec_count}]): {err.ename}: {err.evalue}\n"
+            f"  cell starts: {source}\n  executed copy kept at {output}"
         )
         return NotebookRun(notebook.name, str(output), time.perf_counter() - start, False, message, parameters)
     return NotebookRun(notebook.name, str(output), time.perf_counter() - start, True, None, parameters)
 
 
-def _cell_source(executed: Path, cell_index: int) -> str:
+def _failing_cell(executed: Path) -> tuple[int | str, str]:
+    """(index among the notebook's own cells, first source line) of the cell that raised.
+
+    papermill adds a banner cell (and an injected-parameters cell) to the executed copy, so
+    the index counts only the cells the notebook itself has.
+    """
     try:
         cells = json.loads(executed.read_text())["cells"]
-        first = "".join(cells[cell_index]["source"]).strip().splitlines()
-        return first[0][:120] if first else "<empty cell>"
-    except (OSError, ValueError, KeyError, IndexError):
-        return "<unavailable>"
+    except (OSError, ValueError, KeyError):
+        return "?", "<executed copy unreadable>"
+    own = [c for c in cells if not {"papermill-error-cell-tag", "injected-parameters"} & set(c["metadata"].get("tags", []))]
+    for i, cell in enumerate(own):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            lines = "".join(cell["source"]).strip().splitlines()
+            return i, lines[0][:120] if lines else "<empty cell>"
+    return "?", "<no cell with an error output>"
 
 
-def run_pipeline(
+def execute_profile(
     profile: str,
     *,
     only: list[str] | None = None,
@@ -175,18 +184,7 @@ def run_pipeline(
     progress: bool = True,
     stop_on_error: bool = True,
 ) -> list[NotebookRun]:
-    """Run the notebooks in order for ``profile``; see the module docstring.
-
-    Args:
-        profile: ``smoke``, ``default`` or ``full``.
-        only: notebook stems or number prefixes to run (e.g. ``["00", "02_action_tokenizers"]``).
-        build_dir: where executed copies go (default ``build/<profile>``).
-        figures_dir, results_dir: handed to every notebook.
-        stop_on_error: stop at the first failing notebook (later ones build on earlier ones).
-
-    Raises:
-        PipelineError: unknown profile, profiles that do not fit the notebooks, or a failing notebook.
-    """
+    """Run the notebooks in order for ``profile`` and return how each went (see :func:`run_pipeline`)."""
     if profile not in PROFILES:
         raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     problems = check_profiles()
@@ -210,6 +208,26 @@ def run_pipeline(
         if not run.ok and stop_on_error:
             break
     (build_dir / "pipeline.json").write_text(json.dumps([r.__dict__ for r in runs], indent=2) + "\n")
+    return runs
+
+
+def run_pipeline(profile: str, **kwargs: Any) -> list[NotebookRun]:
+    """Run the notebooks in order for ``profile``; raise if any fails.
+
+    Args:
+        profile: ``smoke``, ``default`` or ``full``.
+        only: notebook stems or number prefixes to run (e.g. ``["00", "02_action_tokenizers"]``).
+        build_dir: where executed copies go (default ``build/<profile>``).
+        figures_dir, results_dir: handed to every notebook.
+        kernel: Jupyter kernel name.
+        progress: show papermill's per-cell progress bar.
+        stop_on_error: stop at the first failing notebook (later ones build on earlier ones).
+
+    Raises:
+        PipelineError: unknown profile, profiles that do not fit the notebooks, or a failing notebook
+            (the message names it, its failing cell, and where its executed copy is).
+    """
+    runs = execute_profile(profile, **kwargs)
     failed = [r for r in runs if not r.ok]
     if failed:
         raise PipelineError("\n".join(r.error or r.notebook for r in failed))

@@ -1,0 +1,82 @@
+"""Every numbered notebook runs under the smoke profile, records sane outputs, and re-runs the same.
+
+1. papermill runs all notebooks in order under ``smoke`` (tiny parameters) into a temporary
+   build folder, with figures and results in temporary folders too.
+2. Each notebook's ``outputs`` dict (its last cell) is checked against expectations.
+3. nbval re-runs each executed copy and compares every cell's output with the first run,
+   after the sanitizers in ``sanitize.cfg``: a notebook whose outputs change from run to run
+   with the same seed fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rsdlib.pipeline import execute_profile, list_notebooks
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow, pytest.mark.libero]
+
+NOTEBOOKS = [nb.stem for nb in list_notebooks()]
+SANITIZE = Path(__file__).with_name("sanitize.cfg")
+
+
+def check_00_environment_check(out: dict) -> None:
+    assert out["suites_rendered"] == ["libero_spatial"]
+    assert out["image_shapes"] == ["(64, 64, 3)"]
+    assert out["render_faster_without_images"] is True
+
+
+#: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
+CHECKS = {"00_environment_check": check_00_environment_check}
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """Run every notebook once under the smoke profile; {stem: (run, executed copy, folders)}."""
+    root = tmp_path_factory.mktemp("smoke")
+    runs = execute_profile(
+        "smoke", build_dir=root / "build", figures_dir=root / "figures", results_dir=root / "results",
+        progress=False, stop_on_error=False,
+    )  # fmt: skip
+    return {Path(r.notebook).stem: r for r in runs}, root
+
+
+def recorded_outputs(executed: Path) -> dict:
+    """The ``outputs`` dict displayed by the notebook's last code cell."""
+    cells = [c for c in json.loads(executed.read_text())["cells"] if c["cell_type"] == "code"]
+    for out in cells[-1]["outputs"]:
+        if "data" in out and "text/plain" in out["data"]:
+            return ast.literal_eval("".join(out["data"]["text/plain"]))
+    raise AssertionError(f"{executed.name}: the last cell displays no outputs dict")
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_notebook_runs_under_smoke_and_records_sane_outputs(smoke, stem):
+    runs, root = smoke
+    run = runs[stem]
+    assert run.ok, run.error
+    outputs = recorded_outputs(Path(run.output))
+    assert isinstance(outputs, dict) and outputs, "the outputs section records nothing"
+    CHECKS.get(stem, lambda out: None)(outputs)
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_notebook_outputs_are_the_same_when_rerun(smoke, stem):
+    runs, root = smoke
+    if not runs[stem].ok:
+        pytest.skip(f"{stem} did not run under smoke (see the test above)")
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "--nbval", runs[stem].output, "--nbval-current-env",
+            "--nbval-sanitize-with", str(SANITIZE), "-p", "no:cacheprovider", "-q",
+            "-c", "/dev/null", "--rootdir", str(root),
+        ],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, f"nbval found cells whose output changed:\n{result.stdout[-6000:]}"
