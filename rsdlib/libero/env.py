@@ -151,7 +151,9 @@ class LiberoEnv:
         """Apply one 7-D action; returns (observation, done, info). ``done`` means success."""
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (7,):
-            raise ValueError(f"an action is 7 numbers (dx, dy, dz, dax, day, daz, gripper), got shape {action.shape}")
+            raise ValueError(
+                f"an action is 7 numbers (dx, dy, dz, dax, day, daz, gripper), got shape {action.shape}"
+            )
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action has non-finite values: {action}")
         action = postprocess_gripper(action, binarize=self.protocol.binarize_gripper)

