@@ -1,0 +1,244 @@
+"""Acceptance rules: may a drafted RFSQ layer stand in for the main model's?
+
+Each rule is a pure function of one drafted layer per item: the drafted tokens x ``(B, N)``,
+the draft distributions q ``(B, N, V)`` they came from and the main distributions p
+``(B, N, V)`` (conditioned on the drafted layers before it). It returns a :class:`Verdict`:
+per-token acceptance, whether the layer is accepted, and the correction to commit when it is
+not. :func:`make_rule` wraps them into named, selectable :class:`AcceptanceRule` objects.
+
+Lossless rules (``exact``, ``speculative``) leave the main model's output unchanged (greedy
+tokens, or the sampling distribution); the lossy ones trade fidelity for acceptance and say so
+in their ``lossless`` flag, which every trace and summary carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Verdict:
+    """A rule's decision on one drafted layer per item.
+
+    Attributes:
+        token_accepted: ``(B, N)`` per-token acceptance.
+        layer_accepted: ``(B,)`` whether the drafted layer is committed as drafted.
+        correction: ``(B, N)`` the layer to commit instead when it is rejected.
+    """
+
+    token_accepted: torch.Tensor
+    layer_accepted: torch.Tensor
+    correction: torch.Tensor
+
+
+def exact(x: torch.Tensor, p: torch.Tensor) -> Verdict:
+    """Accept a layer only if every token is the main model's argmax. Lossless (greedy).
+
+    Greedy speculative decoding with this rule returns exactly the greedy autoregressive tokens,
+    whatever the drafter. The correction is the main argmax.
+
+    Args:
+        x: ``(B, N)`` drafted tokens.
+        p: ``(B, N, V)`` main distributions.
+    """
+    choice = p.argmax(dim=-1)  # (B, N)
+    token_accepted = x == choice
+    return Verdict(token_accepted, token_accepted.all(dim=-1), choice)
+
+
+def speculative(x: torch.Tensor, q: torch.Tensor, p: torch.Tensor, *, generator: torch.Generator) -> Verdict:
+    """Leviathan et al. (2023) rejection sampling per token. Lossless in distribution.
+
+    Token i is accepted when ``r_i < min(1, p(x_i) / q(x_i))`` with ``r_i ~ U(0, 1)``; a rejected
+    token is redrawn from ``norm(max(0, p - q))``. The tokens of a layer are independent given
+    the earlier layers (the main model predicts a layer in parallel), so the layer built from
+    accepted and redrawn tokens is distributed exactly as p. Departure from the paper: the
+    paper stops at the first rejected *token* of a sequence; here every token of the layer is
+    judged (they are conditionally independent), and the round stops at the first layer that
+    had any rejection (``layer_accepted`` False), because later layers were conditioned on the
+    drafted one.
+
+    Args:
+        x: ``(B, N)`` drafted tokens, drawn from q.
+        q: ``(B, N, V)`` draft distributions.
+        p: ``(B, N, V)`` main distributions.
+        generator: the source of ``r`` and of the redraws.
+    """
+    p_x = p.gather(-1, x[..., None])[..., 0]  # (B, N)
+    q_x = q.gather(-1, x[..., None])[..., 0]  # (B, N)
+    r = torch.rand(p_x.shape, generator=generator, dtype=p.dtype, device=p.device)  # (B, N)
+    token_accepted = r * q_x < p_x  # r < p/q without dividing by q
+    residual = (p - q).clamp(min=0)  # (B, N, V)
+    mass = residual.sum(dim=-1, keepdim=True)
+    # mass is 0 only where p == q, and then every token was accepted; p keeps the draw defined.
+    residual = torch.where(mass > 0, residual / mass.clamp(min=torch.finfo(p.dtype).tiny), p)
+    redraw = torch.multinomial(residual.reshape(-1, p.shape[-1]), 1, generator=generator).reshape(x.shape)
+    correction = torch.where(token_accepted, x, redraw)
+    return Verdict(token_accepted, token_accepted.all(dim=-1), correction)
+
+
+def match_rate(x: torch.Tensor, p: torch.Tensor, *, tau: float) -> Verdict:
+    """Accept a layer if at least a fraction ``tau`` of its tokens equal the main argmax. Lossy.
+
+    The earlier prototype's rule; with ``tau = 1`` it is :func:`exact`. An accepted layer keeps
+    its mismatching drafted tokens. The correction is the main argmax.
+    """
+    choice = p.argmax(dim=-1)
+    token_accepted = x == choice
+    rate = token_accepted.to(p.dtype).mean(dim=-1)  # (B,)
+    return Verdict(token_accepted, rate >= tau - 1e-12, choice)
+
+
+def level_distance(
+    x: torch.Tensor, p: torch.Tensor, *, delta: int, digits: Callable[[torch.Tensor], torch.Tensor]
+) -> Verdict:
+    """Accept a layer if every FSQ channel of every token is within ``delta`` levels of the argmax. Lossy.
+
+    A flat code index is mixed-radix over the FSQ channels, so nearness is judged per channel
+    (Spec-VLA's relaxed acceptance, done on digits). ``delta = 0`` is :func:`exact`.
+
+    Args:
+        x: ``(B, N)`` drafted tokens.
+        p: ``(B, N, V)`` main distributions.
+        delta: allowed levels of difference per channel.
+        digits: the tokenizer's ``index_to_digits``: ``(...)`` -> ``(..., channels)``.
+    """
+    choice = p.argmax(dim=-1)
+    dist = (digits(x) - digits(choice)).abs()  # (B, N, channels)
+    token_accepted = (dist <= delta).all(dim=-1)
+    return Verdict(token_accepted, token_accepted.all(dim=-1), choice)
+
+
+def action_tolerance(
+    x: torch.Tensor,
+    p: torch.Tensor,
+    *,
+    tokens: torch.Tensor,
+    layer: torch.Tensor,
+    eps: float,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+) -> Verdict:
+    """Accept a layer if the decoded chunk moves by at most ``eps`` (max abs, normalised units). Lossy.
+
+    Compares the chunk decoded from the committed layers plus the drafted layer with the chunk
+    decoded from the committed layers plus the main argmax layer. Per-token flags report
+    equality with the argmax (for display); the decision is on the decoded action.
+
+    Args:
+        x: ``(B, N)`` drafted tokens.
+        p: ``(B, N, V)`` main distributions.
+        tokens: ``(B, L, N)`` committed tokens (layers ``< layer[i]`` are read).
+        layer: ``(B,)`` the layer each item's x is for.
+        eps: tolerance in normalised action units.
+        decode: the tokenizer's ``decode``: ids ``(B, N, k)`` -> chunk ``(B, H, A)``.
+    """
+    choice = p.argmax(dim=-1)
+    layer_accepted = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for k in layer.unique().tolist():
+        rows = (layer == k).nonzero()[:, 0]
+        with_draft = tokens[rows, : k + 1].clone()  # (b, k+1, N)
+        with_draft[:, k] = x[rows]
+        with_main = with_draft.clone()
+        with_main[:, k] = choice[rows]
+        a = decode(with_draft.transpose(1, 2))  # (b, H, A)
+        b = decode(with_main.transpose(1, 2))
+        layer_accepted[rows] = (a - b).abs().flatten(1).amax(dim=1) <= eps
+    return Verdict(x == choice, layer_accepted, choice)
+
+
+@dataclass(frozen=True)
+class AcceptanceRule:
+    """A named, parameterised rule as the decoding loop calls it.
+
+    Attributes:
+        name: ``exact``, ``speculative``, ``match_rate``, ``level_distance`` or ``action_tolerance``.
+        lossless: whether results equal the main model's (greedy tokens or distribution).
+        params: the rule's parameters (``tau``, ``delta``, ``eps``).
+        needs_sampling: True for ``speculative`` (temperature > 0 and a generator).
+    """
+
+    name: str
+    lossless: bool
+    params: dict[str, Any] = field(default_factory=dict)
+    needs_sampling: bool = False
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """``name(param=value)`` plus ``[lossy]`` where it applies: what figures should print."""
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}({args})" + ("" if self.lossless else " [lossy]")
+
+    def __call__(
+        self,
+        *,
+        x: torch.Tensor,
+        q: torch.Tensor,
+        p: torch.Tensor,
+        tokens: torch.Tensor,
+        layer: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> Verdict:
+        """Judge one drafted layer per item (see the module docstring for shapes)."""
+        if self.name == "exact":
+            return exact(x, p)
+        if self.name == "speculative":
+            if generator is None:
+                raise ValueError("the speculative rule needs an explicit torch.Generator")
+            return speculative(x, q, p, generator=generator)
+        if self.name == "match_rate":
+            return match_rate(x, p, tau=self.params["tau"])
+        if self.name == "level_distance":
+            return level_distance(x, p, delta=self.params["delta"], digits=self.tokenizer.index_to_digits)
+        if self.name == "action_tolerance":
+            return action_tolerance(
+                x, p, tokens=tokens, layer=layer, eps=self.params["eps"], decode=self.tokenizer.decode
+            )
+        raise ValueError(f"unknown rule {self.name!r}")
+
+
+RULE_NAMES = ("exact", "speculative", "match_rate", "level_distance", "action_tolerance")
+
+
+def make_rule(name: str, *, tokenizer: Any = None, **params: Any) -> AcceptanceRule:
+    """Build a rule by name.
+
+    Args:
+        name: one of :data:`RULE_NAMES`.
+        tokenizer: the RFSQ tokenizer (``level_distance`` needs ``index_to_digits``,
+            ``action_tolerance`` needs ``decode``).
+        **params: ``tau`` in (0, 1] for ``match_rate``, ``delta`` >= 0 for ``level_distance``,
+            ``eps`` >= 0 for ``action_tolerance``.
+
+    Raises:
+        ValueError: an unknown name, a missing or out-of-range parameter, or a missing tokenizer.
+    """
+    wanted = {"exact": (), "speculative": (), "match_rate": ("tau",), "level_distance": ("delta",)}
+    wanted["action_tolerance"] = ("eps",)
+    if name not in wanted:
+        raise ValueError(f"unknown acceptance rule {name!r}; choose one of {RULE_NAMES}")
+    if set(params) != set(wanted[name]):
+        raise ValueError(f"rule {name!r} takes parameters {list(wanted[name])}, got {sorted(params)}")
+    if name == "match_rate" and not 0 < params["tau"] <= 1:
+        raise ValueError(f"match_rate tau ({params['tau']}) must be in (0, 1]")
+    if name == "level_distance":
+        if int(params["delta"]) != params["delta"] or params["delta"] < 0:
+            raise ValueError(f"level_distance delta ({params['delta']}) must be a non-negative integer")
+        if not hasattr(tokenizer, "index_to_digits"):
+            raise ValueError("level_distance needs tokenizer= with index_to_digits (the RFSQ tokenizer)")
+    if name == "action_tolerance":
+        if params["eps"] < 0:
+            raise ValueError(f"action_tolerance eps ({params['eps']}) must be >= 0")
+        if not hasattr(tokenizer, "decode"):
+            raise ValueError("action_tolerance needs tokenizer= with decode (the RFSQ tokenizer)")
+    return AcceptanceRule(
+        name=name,
+        lossless=name in ("exact", "speculative"),
+        params=dict(params),
+        needs_sampling=name == "speculative",
+        tokenizer=tokenizer,
+    )

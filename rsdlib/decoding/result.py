@@ -1,0 +1,88 @@
+"""What every decoding loop returns, and the shared bookkeeping around it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rsdlib.decoding.trace import DecodeTrace
+
+
+@dataclass
+class DecodeResult:
+    """Decoded chunks for a batch.
+
+    Attributes:
+        tokens: ``(B, L, N)`` RFSQ tokens (``(B, T)`` FAST tokens padded with -1 for ``fast_ar``;
+            None for ``l1_regression``).
+        actions: ``(B, H, A)`` chunks in normalised units, when a tokenizer was given (always
+            for ``l1_regression``); else None.
+        traces: one :class:`DecodeTrace` per item.
+    """
+
+    tokens: torch.Tensor | None
+    actions: torch.Tensor | None
+    traces: list[DecodeTrace]
+
+
+class Stopwatch:
+    """Accumulates wall time per named step (``torch.cuda.synchronize`` first on a GPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def timings(self, *names: str) -> dict[str, float]:
+        """Named steps (0 for unused ones) and their ``total``."""
+        out = {n: self.seconds.get(n, 0.0) for n in names}
+        out["total"] = sum(self.seconds.values())
+        return out
+
+
+def check_tokenizer(tokenizer: Any, *, num_layers: int, num_latents: int, codebook_size: int) -> None:
+    """Raise if ``tokenizer`` does not fit the policy's token shape."""
+    if tokenizer is None:
+        return
+    have = (
+        getattr(tokenizer, "num_layers", None),
+        getattr(tokenizer, "num_latents", None),
+        getattr(tokenizer, "codebook_size", None),
+    )
+    if have != (num_layers, num_latents, codebook_size):
+        raise ValueError(
+            f"tokenizer has (num_layers, num_latents, codebook_size) = {have}, the policy was built "
+            f"for {(num_layers, num_latents, codebook_size)}: load the tokenizer the policy was trained with"
+        )
+
+
+def layer_actions(tokenizer: Any, tokens: torch.Tensor) -> list[list[list[list[float]]]] | None:
+    """Per item, the chunk decoded from the first k layers for k = 1..L (``[B][L][H][A]``)."""
+    if tokenizer is None:
+        return None
+    L = tokens.shape[1]
+    per_k = [tokenizer.decode(tokens[:, :k].transpose(1, 2)).double().tolist() for k in range(1, L + 1)]
+    return [[per_k[k][i] for k in range(L)] for i in range(tokens.shape[0])]
+
+
+def decode_actions(tokenizer: Any, tokens: torch.Tensor) -> torch.Tensor | None:
+    """``(B, H, A)`` from ``(B, L, N)`` tokens (the contract's ``decode`` takes ``(B, N, k)``)."""
+    return None if tokenizer is None else tokenizer.decode(tokens.transpose(1, 2))

@@ -1,0 +1,302 @@
+"""Residual speculative decoding (RSD): draft RFSQ layers cheaply, verify them in one main pass.
+
+Per chunk: one main prefix pass, then rounds. Each round (for every item still decoding):
+
+1. draft: the drafter proposes ``g = min(gamma, L - c)`` layers after the c committed ones;
+2. verify: one main pass over blocks ``c .. c + g`` (block l reads layer l-1, drafted or
+   committed) gives the main distribution of every drafted layer, conditioned on the drafted
+   layers before it, and of layer ``c + g`` (the bonus);
+3. accept: walk the drafted layers in order with the acceptance rule; the first rejected layer
+   is replaced by the rule's correction and ends the round; if all g are accepted, the bonus
+   layer comes free from the same pass;
+4. crop: keep the main cache's blocks below the new committed count (blocks run on a rejected
+   draft are dropped) and repeat until L layers are committed.
+
+Sequential main passes per chunk fall from L (plain) to the number of rounds, at best
+``ceil(L / (gamma + 1))``. Items of a batch are judged independently: each keeps its own
+committed count, and the trunk's per-item block masks let one pass serve them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from rsdlib.decoding.acceptance import AcceptanceRule
+from rsdlib.decoding.result import (
+    DecodeResult,
+    Stopwatch,
+    check_tokenizer,
+    decode_actions,
+    layer_actions,
+)
+from rsdlib.decoding.trace import DecodeTrace, RoundRecord
+from rsdlib.policies.drafters import Drafter
+from rsdlib.policies.heads import RFSQAutoregressive
+from rsdlib.policies.processor import ObservationBatch
+from rsdlib.policies.sampling import probabilities, sample
+
+
+def _check_settings(rule: AcceptanceRule, gamma: int, temperature: float, generator: Any) -> None:
+    if gamma < 1:
+        raise ValueError(f"gamma ({gamma}) must be at least 1 layer per round")
+    if rule.needs_sampling:
+        if temperature <= 0 or generator is None:
+            raise ValueError(
+                f"rule {rule.name!r} samples: pass temperature > 0 (got {temperature}) and a torch.Generator "
+                "(for greedy decoding use the 'exact' rule)"
+            )
+    elif temperature != 0:
+        raise ValueError(
+            f"rule {rule.label} compares drafts with the main argmax, so it is greedy: use temperature=0 "
+            f"(got {temperature}), or the 'speculative' rule to sample"
+        )
+
+
+@torch.no_grad()
+def speculative_decode(
+    main: RFSQAutoregressive,
+    drafter: Drafter,
+    observations: Sequence[Mapping[str, Any]] | ObservationBatch,
+    *,
+    rule: AcceptanceRule,
+    gamma: int,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    tokenizer: Any = None,
+    redraft: bool = True,
+    top_k: int = 3,
+) -> DecodeResult:
+    """Decode a batch of chunks with RSD.
+
+    Args:
+        main: the ``rfsq_ar`` main policy.
+        drafter: proposes layers (its L, N, V must be the main's).
+        observations: observation dicts or a prepared batch.
+        rule: the acceptance rule (:func:`rsdlib.decoding.acceptance.make_rule`).
+        gamma: layers drafted per round.
+        temperature: 0 for greedy (``exact`` and the lossy rules); > 0 for ``speculative``.
+        generator: the source of every random draw at temperature > 0.
+        tokenizer: the RFSQ tokenizer, to decode actions and per-layer refinements (optional).
+        redraft: draft again every round; False drafts only in the first round and then goes on
+            plainly (one block per pass).
+        top_k: main choices recorded per token in the trace.
+
+    Returns:
+        :class:`DecodeResult`; each trace's ``main_passes`` counts the verification passes that
+        item took part in (the prefix pass not included).
+    """
+    _check_settings(rule, gamma, temperature, generator)
+    check_tokenizer(tokenizer, num_layers=main.L, num_latents=main.N, codebook_size=main.V)
+    obs = main.prepare(observations)
+    B, L, N, V = obs.batch_size, main.L, main.N, main.V
+    dev = main.device
+    clock = Stopwatch(dev)
+    tokens = torch.zeros(B, L, N, dtype=torch.long, device=dev)  # committed layers
+    committed = torch.zeros(B, dtype=torch.long, device=dev)
+    passes = torch.zeros(B, dtype=torch.long, device=dev)
+    sources: list[list[list[str]]] = [[[""] * N for _ in range(L)] for _ in range(B)]
+    rounds: list[list[RoundRecord]] = [[] for _ in range(B)]
+    draft_steps = 0
+    round_index = 0
+
+    with clock.step("prefix"):
+        state = main.prefix(obs)
+    with clock.step("draft"):
+        drafter.begin(obs=obs, main_state=state)
+
+    while bool((committed < L).any()):
+        active = committed < L  # (B,)
+        use_draft = redraft or round_index == 0
+        round_index += 1
+        g = torch.where(active, (L - committed).clamp(max=gamma), torch.zeros_like(committed))
+        if not use_draft:
+            g = torch.zeros_like(g)
+        G = int(g.max())
+
+        # 1. draft
+        if G > 0:
+            with clock.step("draft"):
+                draft = drafter.propose(
+                    tokens=tokens, committed=committed, gamma=G, temperature=temperature, generator=generator
+                )
+            draft_steps += 1
+            x_all, q_all = draft.tokens, draft.q  # (B, G, N), (B, G, N, V)
+            if x_all.shape != (B, G, N) or q_all.shape != (B, G, N, V):
+                raise ValueError(
+                    f"drafter {drafter.name!r} returned tokens {tuple(x_all.shape)} and q {tuple(q_all.shape)}, "
+                    f"expected {(B, G, N)} and {(B, G, N, V)}"
+                )
+        step = "verify" if G > 0 else "plain"
+        with clock.step(step):
+            # 2. verify blocks c .. c + g in one main pass, fed the drafted layers
+            work = tokens.clone()
+            offs = torch.arange(max(G, 1), device=dev)
+            if G > 0:
+                layer_of = (committed[:, None] + offs).clamp(max=L - 1)  # (B, G)
+                write = offs[None, :] < g[:, None]  # (B, G)
+                current = work.gather(1, layer_of[:, :, None].expand(-1, -1, N))
+                work.scatter_(
+                    1, layer_of[:, :, None].expand(-1, -1, N), torch.where(write[:, :, None], x_all, current)
+                )
+            count = torch.where(active, torch.minimum(g + 1, L - committed), torch.zeros_like(g))
+            logits = main.block_logits(state, work, committed, count)  # (B, k, N, V)
+            p_all = probabilities(logits, temperature)  # (B, k, N, V)
+            passes += active.long()
+
+            # 3. accept layer by layer, in order; the first rejection ends the item's round
+            judging = active.clone()
+            accepted = torch.zeros(B, dtype=torch.long, device=dev)
+            correction = torch.full((B, N), -1, dtype=torch.long, device=dev)
+            flags: list[torch.Tensor] = []  # per j: (B, N) token verdicts
+            judged_rows: list[torch.Tensor] = []  # per j: (B,) who was judged at j
+            for j in range(G):
+                judge = judging & (j < g)
+                if not bool(judge.any()):
+                    break
+                verdict = rule(
+                    x=x_all[:, j],
+                    q=q_all[:, j],
+                    p=p_all[:, j],
+                    tokens=work,
+                    layer=(committed + j).clamp(max=L - 1),
+                    generator=generator,
+                )
+                flags.append(verdict.token_accepted)
+                judged_rows.append(judge)
+                ok = judge & verdict.layer_accepted
+                rejected = judge & ~verdict.layer_accepted
+                accepted += ok.long()
+                correction = torch.where(rejected[:, None], verdict.correction, correction)
+                judging = ok
+            # Commit: accepted drafts, then the correction, or the bonus layer if one is left.
+            has_correction = correction[:, 0] >= 0
+            bonus_at = g  # offset of the bonus layer in this pass
+            has_bonus = active & ~has_correction & (accepted == g) & (committed + g < L)
+            k = p_all.shape[1]
+            p_bonus = p_all.gather(1, bonus_at.clamp(max=k - 1)[:, None, None, None].expand(-1, 1, N, V))[
+                :, 0
+            ]
+            bonus = sample(p_bonus, temperature=temperature, generator=generator)  # (B, N)
+            extra = torch.where(has_correction[:, None], correction, bonus)  # (B, N)
+            new_committed = committed + accepted + (has_correction | has_bonus).long()
+            for j in range(G):
+                take = (j < accepted)[:, None]
+                idx = (committed + j).clamp(max=L - 1)
+                cur = tokens[torch.arange(B), idx]
+                tokens[torch.arange(B), idx] = torch.where(take, x_all[:, j], cur)
+            idx = (committed + accepted).clamp(max=L - 1)
+            put = (has_correction | has_bonus)[:, None]
+            tokens[torch.arange(B), idx] = torch.where(put, extra, tokens[torch.arange(B), idx])
+
+            # 4. crop the cache to the committed blocks (block l read layer l-1)
+            main.trunk.truncate(state, new_committed)
+
+        _record_round(
+            rounds=rounds,
+            sources=sources,
+            active=active,
+            committed=committed,
+            g=g,
+            accepted=accepted,
+            has_correction=has_correction,
+            has_bonus=has_bonus,
+            extra=extra,
+            x_all=x_all if G > 0 else None,
+            q_all=q_all if G > 0 else None,
+            p_all=p_all,
+            flags=flags,
+            judged_rows=judged_rows,
+            top_k=min(top_k, V),
+        )
+        committed = new_committed
+
+    with clock.step("detokenize"):
+        actions = decode_actions(tokenizer, tokens)
+    timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize")
+    per_layer = layer_actions(tokenizer, tokens)
+    rows = tokens.tolist()
+    traces = [
+        DecodeTrace(
+            method="rsd",
+            num_layers=L,
+            num_latents=N,
+            tokens=rows[i],
+            sources=sources[i],
+            main_passes=int(passes[i]),
+            rounds=rounds[i],
+            layer_actions=None if per_layer is None else per_layer[i],
+            timings=dict(timings),
+            rule=rule.label,
+            lossless=rule.lossless,
+            gamma=gamma,
+            drafter=drafter.name,
+            temperature=temperature,
+            batch_size=B,
+            draft_steps=draft_steps,
+        )
+        for i in range(B)
+    ]
+    return DecodeResult(tokens=tokens, actions=actions, traces=traces)
+
+
+def _record_round(
+    *,
+    rounds: list[list[RoundRecord]],
+    sources: list[list[list[str]]],
+    active: torch.Tensor,
+    committed: torch.Tensor,
+    g: torch.Tensor,
+    accepted: torch.Tensor,
+    has_correction: torch.Tensor,
+    has_bonus: torch.Tensor,
+    extra: torch.Tensor,
+    x_all: torch.Tensor | None,
+    q_all: torch.Tensor | None,
+    p_all: torch.Tensor,
+    flags: list[torch.Tensor],
+    judged_rows: list[torch.Tensor],
+    top_k: int,
+) -> None:
+    """Append one :class:`RoundRecord` per active item and fill in its token sources."""
+    top_p, top_t = p_all.topk(top_k, dim=-1)  # (B, k, N, top_k)
+    top_p, top_t = top_p.double().tolist(), top_t.tolist()
+    if x_all is not None:
+        q_x = q_all.gather(-1, x_all[..., None])[..., 0].double().tolist()  # (B, G, N)
+        G = x_all.shape[1]
+        p_x = p_all[:, :G].gather(-1, x_all[..., None])[..., 0].double().tolist()
+        xs = x_all.tolist()
+    flag_rows = [f.tolist() for f in flags]
+    judged = [j.tolist() for j in judged_rows]
+    act, com, gs, acc = active.tolist(), committed.tolist(), g.tolist(), accepted.tolist()
+    corr, bon, ext = has_correction.tolist(), has_bonus.tolist(), extra.tolist()
+    for i in range(len(act)):
+        if not act[i]:
+            continue
+        gi, c, a = gs[i], com[i], acc[i]
+        m = gi + int(bon[i])  # verified layers with a main distribution worth showing
+        record = RoundRecord(
+            start_layer=c,
+            draft_tokens=xs[i][:gi] if gi else [],
+            draft_probs=q_x[i][:gi] if gi else [],
+            main_probs=p_x[i][:gi] if gi else [],
+            main_top_tokens=top_t[i][:m],
+            main_top_probs=top_p[i][:m],
+            token_accepted=[flag_rows[j][i] for j in range(len(flag_rows)) if judged[j][i]],
+            accepted_layers=a,
+            correction=ext[i] if corr[i] else None,
+            bonus=ext[i] if bon[i] else None,
+        )
+        rounds[i].append(record)
+        src = sources[i]
+        for j in range(a):
+            src[c + j] = ["accepted"] * len(src[c + j])
+        if corr[i]:
+            # A correction token equal to the drafted one kept the draft; the rest came from the main model.
+            src[c + a] = [
+                "accepted" if e == d else "corrected" for e, d in zip(ext[i], xs[i][a], strict=True)
+            ]
+        elif bon[i]:
+            src[c + a] = ["bonus" if gi else "plain"] * len(src[c + a])

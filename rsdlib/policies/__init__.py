@@ -1,0 +1,49 @@
+"""Policies: a shared trunk, heads (rfsq_ar, rfsq_parallel, l1_regression, fast_ar), drafters, checkpoints."""
+
+from rsdlib.policies.checkpoints import CheckpointError, load, save
+from rsdlib.policies.configuration import ActionSpace, HeadDrafterConfig, PolicyConfig, TrunkConfig
+from rsdlib.policies.drafters import Draft, Drafter, HeadDrafter, PolicyDrafter, RandomDrafter
+from rsdlib.policies.heads import (
+    FastAutoregressive,
+    L1Regression,
+    Policy,
+    RFSQAutoregressive,
+    RFSQParallel,
+    build_policy,
+)
+from rsdlib.policies.processor import (
+    InstructionTokenizer,
+    ObservationBatch,
+    build_instruction_vocab,
+    prepare_observations,
+)
+from rsdlib.policies.trunk import LlamaTrunk, Trunk, TrunkState, block_causal_mask
+
+__all__ = [
+    "ActionSpace",
+    "CheckpointError",
+    "Draft",
+    "Drafter",
+    "FastAutoregressive",
+    "HeadDrafter",
+    "HeadDrafterConfig",
+    "InstructionTokenizer",
+    "L1Regression",
+    "LlamaTrunk",
+    "ObservationBatch",
+    "Policy",
+    "PolicyConfig",
+    "PolicyDrafter",
+    "RFSQAutoregressive",
+    "RFSQParallel",
+    "RandomDrafter",
+    "Trunk",
+    "TrunkConfig",
+    "TrunkState",
+    "block_causal_mask",
+    "build_instruction_vocab",
+    "build_policy",
+    "load",
+    "prepare_observations",
+    "save",
+]

@@ -1,0 +1,224 @@
+"""What a policy is made of, as validated dataclasses (everything a checkpoint's JSON holds).
+
+``TrunkConfig`` sizes the shared transformer trunk (image encoder, instruction embedding,
+proprio, a ``LlamaModel`` body). ``ActionSpace`` is the tokenizer contract the heads are sized
+from (L layers of N tokens over a V-code vocabulary; H x A actions). ``PolicyConfig`` names a
+head and ties the two together; ``HeadDrafterConfig`` sizes the EAGLE-style draft head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+#: Heads that run on a trunk (``rsdlib.policies.heads``).
+HEAD_KINDS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar")
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """The shared transformer trunk.
+
+    Attributes:
+        hidden_size: width of every token (D).
+        num_layers: transformer layers.
+        num_heads: attention heads (``hidden_size`` must divide by it).
+        intermediate_size: MLP width.
+        image_size: square camera resolution the encoder expects (LIBERO renders 128).
+        num_cameras: cameras read per observation (agentview, wrist).
+        image_channels: channels of the CNN encoder's stages, one stride-2 conv per entry.
+        proprio_dim: proprioception size (LIBERO: 8).
+        max_instruction_tokens: instruction length in word tokens (padded or truncated).
+        instruction_vocab: words the instruction tokenizer knows (filled when it is trained).
+        attn_implementation: ``"sdpa"`` or ``"eager"`` attention in the transformers body.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    image_size: int = 128
+    num_cameras: int = 2
+    image_channels: tuple[int, ...] = (16, 32, 64, 64, 128)
+    proprio_dim: int = 8
+    max_instruction_tokens: int = 20
+    instruction_vocab: tuple[str, ...] = ()
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "num_cameras"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrunkConfig.{name} ({getattr(self, name)}) must be at least 1")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"TrunkConfig.hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(
+                f"head size hidden_size/num_heads ({self.hidden_size}/{self.num_heads}) must be even for rotary positions"
+            )
+        if not self.image_channels:
+            raise ValueError("TrunkConfig.image_channels must name at least one conv stage")
+        if self.image_size % (2 ** len(self.image_channels)):
+            raise ValueError(
+                f"TrunkConfig.image_size ({self.image_size}) must be divisible by 2**len(image_channels) "
+                f"({2 ** len(self.image_channels)}): each stage halves the resolution"
+            )
+        if self.proprio_dim < 0 or self.max_instruction_tokens < 1:
+            raise ValueError(
+                f"proprio_dim ({self.proprio_dim}) must be >= 0 and max_instruction_tokens "
+                f"({self.max_instruction_tokens}) >= 1"
+            )
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation ({self.attn_implementation!r}) must be 'sdpa' or 'eager'")
+        object.__setattr__(self, "image_channels", tuple(int(c) for c in self.image_channels))
+        object.__setattr__(self, "instruction_vocab", tuple(str(w) for w in self.instruction_vocab))
+
+    @property
+    def image_tokens_per_camera(self) -> int:
+        """Patch tokens one camera adds to the prefix."""
+        side = self.image_size // 2 ** len(self.image_channels)
+        return side * side
+
+    @property
+    def prefix_length(self) -> int:
+        """Prefix tokens: image patches of every camera, instruction words, one proprio token."""
+        return (
+            self.num_cameras * self.image_tokens_per_camera
+            + self.max_instruction_tokens
+            + (1 if self.proprio_dim else 0)
+        )
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    """The action tokenizer's shape, as the heads see it (the tokenizer contract).
+
+    Attributes:
+        num_layers: RFSQ layers L (coarse to fine).
+        num_latents: tokens per layer N.
+        codebook_size: codes per layer V (product of the FSQ levels).
+        horizon: action steps per chunk H.
+        action_dim: action dimensions A.
+        fast_vocab: FAST BPE vocabulary (``fast_ar`` only; 0 when unused).
+        fast_max_tokens: longest FAST sequence including the end token (``fast_ar`` only).
+    """
+
+    num_layers: int = 4
+    num_latents: int = 4
+    codebook_size: int = 1000
+    horizon: int = 8
+    action_dim: int = 7
+    fast_vocab: int = 0
+    fast_max_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "num_latents", "codebook_size", "horizon", "action_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ActionSpace.{name} ({getattr(self, name)}) must be at least 1")
+        if self.fast_vocab < 0 or self.fast_max_tokens < 0:
+            raise ValueError(
+                f"fast_vocab ({self.fast_vocab}) and fast_max_tokens ({self.fast_max_tokens}) must be >= 0"
+            )
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **extra: int) -> ActionSpace:
+        """Read L, N, V, H, A from an object that satisfies the RFSQ tokenizer contract."""
+        missing = [
+            a
+            for a in ("num_layers", "num_latents", "codebook_size", "horizon", "action_dim")
+            if not hasattr(tokenizer, a)
+        ]
+        if missing:
+            raise TypeError(f"{type(tokenizer).__name__} lacks {missing} of the RFSQ tokenizer contract")
+        return cls(
+            num_layers=int(tokenizer.num_layers),
+            num_latents=int(tokenizer.num_latents),
+            codebook_size=int(tokenizer.codebook_size),
+            horizon=int(tokenizer.horizon),
+            action_dim=int(tokenizer.action_dim),
+            **extra,
+        )
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """A trunk plus one head.
+
+    Attributes:
+        head: one of :data:`HEAD_KINDS`.
+        trunk: the trunk's sizes.
+        actions: the action tokenizer's shape.
+        metadata: free JSON (tokenizer path, normaliser stats, training run); not used to build.
+    """
+
+    head: str = "rfsq_ar"
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
+    actions: ActionSpace = field(default_factory=ActionSpace)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"PolicyConfig.head ({self.head!r}) must be one of {HEAD_KINDS}")
+        if isinstance(self.trunk, dict):
+            object.__setattr__(self, "trunk", _build(TrunkConfig, self.trunk))
+        if isinstance(self.actions, dict):
+            object.__setattr__(self, "actions", _build(ActionSpace, self.actions))
+        if self.head == "fast_ar" and (self.actions.fast_vocab < 3 or self.actions.fast_max_tokens < 2):
+            raise ValueError(
+                f"head 'fast_ar' needs actions.fast_vocab >= 3 (got {self.actions.fast_vocab}) and "
+                f"fast_max_tokens >= 2 (got {self.actions.fast_max_tokens})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class HeadDrafterConfig:
+    """The EAGLE-style draft head that reads the main trunk's prefix states.
+
+    Attributes:
+        trunk_hidden_size: width of the main trunk's prefix states it reads.
+        hidden_size: its own width.
+        num_blocks: residual MLP blocks per drafted layer.
+        actions: the action tokenizer's shape (must match the main policy's).
+        metadata: free JSON.
+    """
+
+    trunk_hidden_size: int = 128
+    hidden_size: int = 128
+    num_blocks: int = 2
+    actions: ActionSpace = field(default_factory=ActionSpace)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("trunk_hidden_size", "hidden_size", "num_blocks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HeadDrafterConfig.{name} ({getattr(self, name)}) must be at least 1")
+        if isinstance(self.actions, dict):
+            object.__setattr__(self, "actions", _build(ActionSpace, self.actions))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeadDrafterConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        return _build(cls, data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Construct a config dataclass from a dict, naming unknown keys."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__} got unknown keys {unknown}; known: {sorted(known)}")
+    return cls(**data)

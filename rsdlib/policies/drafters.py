@@ -1,0 +1,276 @@
+"""Drafters: cheap proposers of the next RFSQ layers, behind one small interface.
+
+A drafter is told the observation batch and the main trunk's prefix state once per chunk
+(:meth:`Drafter.begin`), then asked for ``gamma`` layers after each item's committed ones
+(:meth:`Drafter.propose`), returning the tokens and the distributions q they were drawn from.
+
+- :class:`HeadDrafter` (``head``): an MLP head reading the main trunk's prefix states
+  (EAGLE-style; near free, the main model computes those states anyway).
+- :class:`PolicyDrafter` (``tiny_policy``): any :class:`RFSQAutoregressive` with its own trunk and
+  cache; wrapping the main policy itself gives the "main as its own drafter" check.
+- :class:`RandomDrafter`: random distributions from its own seeded generator (a test baseline).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsdlib.policies.configuration import HeadDrafterConfig
+from rsdlib.policies.heads import RFSQAutoregressive
+from rsdlib.policies.processor import ObservationBatch
+from rsdlib.policies.sampling import probabilities, sample
+from rsdlib.policies.trunk import TrunkState
+
+
+@dataclass
+class Draft:
+    """Proposed layers.
+
+    Attributes:
+        tokens: ``(B, G, N)``; ``tokens[i, g]`` is for layer ``committed[i] + g`` (entries for
+            layers >= L are padding).
+        q: ``(B, G, N, V)`` the distributions the tokens were drawn from.
+    """
+
+    tokens: torch.Tensor
+    q: torch.Tensor
+
+
+class Drafter(ABC):
+    """Proposes tokens for the next layers with their probabilities."""
+
+    name: str = "drafter"
+
+    @abstractmethod
+    def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
+        """Start a chunk for a batch (after the main prefix pass)."""
+
+    @abstractmethod
+    def propose(
+        self,
+        *,
+        tokens: torch.Tensor,
+        committed: torch.Tensor,
+        gamma: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Draft:
+        """Propose layers ``committed[i] .. committed[i] + gamma - 1`` for each item.
+
+        Args:
+            tokens: ``(B, L, N)`` committed tokens (layers ``< committed[i]`` are meaningful).
+            committed: ``(B,)`` layers committed per item.
+            gamma: layers to propose.
+            temperature: 0 for greedy drafts.
+            generator: for draws at temperature > 0.
+        """
+
+
+class HeadDrafter(nn.Module, Drafter):
+    """EAGLE-style draft head over the main trunk's prefix states.
+
+    Per latent, a learned query pools the prefix states (single-head attention); layer l then
+    adds layer l-1's drafted tokens (all N, flattened, so latents see each other) and runs a
+    few residual MLP blocks to layer l's logits.
+    """
+
+    name = "head"
+
+    def __init__(self, *, config: HeadDrafterConfig) -> None:
+        super().__init__()
+        self.config = config
+        a, H = config.actions, config.hidden_size
+        self.L, self.N, self.V = a.num_layers, a.num_latents, a.codebook_size
+        self.proj = nn.Linear(config.trunk_hidden_size, H)
+        self.pool_queries = nn.Parameter(torch.randn(self.N, H) * 0.02)
+        self.layer_embed = nn.Parameter(torch.randn(self.L, H) * 0.02)
+        self.token_embed = nn.Embedding(max(self.L - 1, 1) * self.V, H)
+        self.mix = nn.Linear(self.N * H, H)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(H), nn.Linear(H, 2 * H), nn.GELU(), nn.Linear(2 * H, H))
+            for _ in range(config.num_blocks)
+        )
+        self.norm = nn.LayerNorm(H)
+        self.out_weight = nn.Parameter(torch.randn(self.L, H, self.V) * H**-0.5)
+        self.out_bias = nn.Parameter(torch.zeros(self.L, self.V))
+        self._pooled: torch.Tensor | None = None
+
+    def pool(self, prefix_hidden: torch.Tensor, prefix_valid: torch.Tensor) -> torch.Tensor:
+        """``(B, P, D_trunk)`` prefix states -> ``(B, N, H)`` per-latent summaries."""
+        kv = self.proj(prefix_hidden)  # (B, P, H)
+        scores = torch.einsum("nh,bph->bnp", self.pool_queries, kv) * kv.shape[-1] ** -0.5
+        scores = scores.masked_fill(~prefix_valid[:, None, :], float("-inf"))
+        return torch.einsum("bnp,bph->bnh", scores.softmax(-1), kv)  # (B, N, H)
+
+    def layer_logits(self, pooled: torch.Tensor, layer: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, N, V)`` of ``layer`` ``(B,)`` given layer-1's tokens ``prev`` ``(B, N)``."""
+        layer = layer.clamp(0, self.L - 1)
+        prev_layer = (layer - 1).clamp(min=0)
+        emb = self.token_embed(prev + (prev_layer * self.V)[:, None])  # (B, N, H)
+        emb = emb * (layer > 0)[:, None, None].to(emb.dtype)  # layer 0 reads no tokens
+        x = pooled + self.layer_embed[layer][:, None] + self.mix(emb.flatten(1))[:, None]  # (B, N, H)
+        for block in self.blocks:
+            x = x + block(x)
+        x = self.norm(x)
+        return torch.einsum("bnh,bhv->bnv", x, self.out_weight[layer]) + self.out_bias[layer][:, None]
+
+    def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy on demonstration tokens, teacher forced.
+
+        Args:
+            batch: ``prefix_hidden`` ``(B, P, D)`` and ``prefix_valid`` ``(B, P)`` (the main
+                trunk's, computed without gradient) and ``tokens`` ``(B, L, N)``.
+        """
+        tokens = batch["tokens"]
+        pooled = self.pool(batch["prefix_hidden"], batch["prefix_valid"])
+        B = tokens.shape[0]
+        logits = []
+        for li in range(self.L):
+            layer = torch.full((B,), li, dtype=torch.long, device=tokens.device)
+            logits.append(self.layer_logits(pooled, layer, tokens[:, max(li - 1, 0)]))
+        logits = torch.stack(logits, dim=1)  # (B, L, N, V)
+        loss = F.cross_entropy(logits.flatten(0, 2), tokens.flatten())
+        acc = (logits.argmax(-1) == tokens).float().mean(dim=(0, 2))
+        return loss, {"loss": float(loss)} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
+
+    def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
+        self._pooled = self.pool(main_state.prefix_hidden, main_state.prefix_valid)
+
+    @torch.no_grad()
+    def propose(
+        self,
+        *,
+        tokens: torch.Tensor,
+        committed: torch.Tensor,
+        gamma: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Draft:
+        if self._pooled is None:
+            raise RuntimeError("HeadDrafter.propose called before begin()")
+        B = tokens.shape[0]
+        prev = torch.gather(tokens, 1, (committed - 1).clamp(min=0)[:, None, None].expand(B, 1, self.N))[:, 0]
+        out_tokens, out_q = [], []
+        for g in range(gamma):
+            layer = committed + g
+            q = probabilities(self.layer_logits(self._pooled, layer, prev), temperature)  # (B, N, V)
+            x = sample(q, temperature=temperature, generator=generator)  # (B, N)
+            out_tokens.append(x)
+            out_q.append(q)
+            prev = x
+        return Draft(tokens=torch.stack(out_tokens, 1), q=torch.stack(out_q, 1))
+
+
+class PolicyDrafter(Drafter):
+    """``tiny_policy``: an independent RFSQ autoregressive policy drafting with its own cache.
+
+    It keeps the blocks it has run whose inputs match the committed tokens, runs any block it is
+    behind by in the same pass as the first draft step (at most one, after a fully accepted
+    round), then one block per further drafted layer.
+
+    Args:
+        policy: the drafting policy (its trunk may differ from the main one; its L, N, V may not).
+    """
+
+    name = "tiny_policy"
+
+    def __init__(self, *, policy: RFSQAutoregressive) -> None:
+        self.policy = policy
+        self._obs: ObservationBatch | None = None
+        self._state: TrunkState | None = None
+        self._fed: torch.Tensor | None = None  # (B, L, N) tokens its cached blocks read
+
+    def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
+        p = self.policy
+        self._obs = obs.to(p.device, p.dtype)
+        with torch.no_grad():
+            self._state = p.prefix(self._obs)
+        self._fed = torch.zeros(obs.batch_size, p.L, p.N, dtype=torch.long, device=p.device)
+
+    @torch.no_grad()
+    def propose(
+        self,
+        *,
+        tokens: torch.Tensor,
+        committed: torch.Tensor,
+        gamma: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Draft:
+        if self._state is None:
+            raise RuntimeError("PolicyDrafter.propose called before begin()")
+        p, state = self.policy, self._state
+        held = state.blocks_held()  # (B,)
+        # Block b read layer b-1: it stays valid while that layer equals the committed one.
+        layers = torch.arange(p.L, device=tokens.device)
+        same = (self._fed == tokens).all(-1) & (layers < committed[:, None])  # (B, L)
+        first_bad = torch.where(~same, layers, torch.full_like(layers, p.L)).min(dim=1).values  # (B,)
+        keep = torch.minimum(torch.minimum(held, committed), first_bad + 1)
+        p.trunk.truncate(state, keep)
+        work = tokens.clone()
+        self._fed = torch.where((layers < committed[:, None])[:, :, None], tokens, self._fed)
+        # First step: catch up blocks keep..committed-1 and run block `committed` in one pass.
+        # Items already done (committed == L) run nothing; their drafts are padding.
+        count = torch.where(committed < p.L, committed - keep + 1, torch.zeros_like(committed))
+        logits = p.block_logits(state, work, keep, count)  # (B, k, N, V)
+        at = (count - 1).clamp(min=0)[:, None, None, None].expand(-1, 1, p.N, p.V)
+        last = torch.gather(logits, 1, at)[:, 0]  # (B, N, V)
+        out_tokens, out_q = [], []
+        for g in range(gamma):
+            q = probabilities(last, temperature)  # (B, N, V)
+            x = sample(q, temperature=temperature, generator=generator)  # (B, N)
+            out_tokens.append(x)
+            out_q.append(q)
+            layer = committed + g
+            inside = layer < p.L
+            idx = layer.clamp(max=p.L - 1)[:, None, None].expand(-1, 1, p.N)
+            work.scatter_(1, idx, torch.where(inside[:, None], x, work.gather(1, idx)[:, 0])[:, None])
+            self._fed.scatter_(1, idx, work.gather(1, idx))
+            if g + 1 < gamma:
+                last = p.block_logits(state, work, layer + 1, torch.ones_like(layer))[:, 0]
+        return Draft(tokens=torch.stack(out_tokens, 1), q=torch.stack(out_q, 1))
+
+
+class RandomDrafter(Drafter):
+    """Random draft distributions from its own seeded generator (a worst-case baseline).
+
+    Args:
+        num_layers: L.
+        num_latents: N.
+        codebook_size: V.
+        seed: seeds its generator.
+        sharpness: scale of the random logits (0 gives uniform q).
+    """
+
+    name = "random"
+
+    def __init__(
+        self, *, num_layers: int, num_latents: int, codebook_size: int, seed: int = 0, sharpness: float = 2.0
+    ) -> None:
+        self.L, self.N, self.V, self.sharpness = num_layers, num_latents, codebook_size, sharpness
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
+        self._dtype, self._device = main_state.prefix_hidden.dtype, main_state.prefix_hidden.device
+
+    def propose(
+        self,
+        *,
+        tokens: torch.Tensor,
+        committed: torch.Tensor,
+        gamma: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Draft:
+        B = tokens.shape[0]
+        logits = torch.randn(B, gamma, self.N, self.V, generator=self.generator, dtype=torch.float64)
+        q = torch.softmax(logits * self.sharpness, dim=-1)  # (B, G, N, V)
+        x = torch.multinomial(q.reshape(-1, self.V), 1, generator=self.generator).reshape(B, gamma, self.N)
+        return Draft(tokens=x.to(self._device), q=q.to(self._device, self._dtype))

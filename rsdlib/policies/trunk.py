@@ -1,0 +1,299 @@
+"""The trunk: observation -> prefix states, then blocks of action positions with a croppable KV cache.
+
+Every token carries a *block id*: the prefix is block -1, action block l is block l. One rule
+makes the whole mask: a query in block b attends a key iff the key is valid and its block is
+<= b. So the prefix is bidirectional, action blocks see the prefix and every earlier block, and
+attention inside a block is bidirectional (the block-causal mask of DESIGN.md section 2).
+
+The cache remembers, per batch item, each cached key's block id and whether it is valid.
+:meth:`Trunk.truncate` drops an item's blocks from some index on by marking their keys invalid
+(so items in one batch may hold different numbers of blocks) and crops the columns that no item
+needs any more from the ``DynamicCache``. Padding positions (ragged block counts, padded
+instruction words) are written as invalid keys that nobody attends.
+
+The default :class:`LlamaTrunk` is a ``transformers`` ``LlamaModel`` fed ``inputs_embeds``
+with an explicit 4-D boolean mask ``(B, 1, q, kv)`` (in transformers 5.24 a 4-D mask is passed
+to attention as-is, ``create_causal_mask`` returns it untouched) and explicit ``position_ids``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache, LlamaConfig, LlamaModel
+
+from rsdlib.policies.configuration import TrunkConfig
+from rsdlib.policies.processor import ObservationBatch
+
+PREFIX_BLOCK = -1
+
+
+@dataclass
+class TrunkState:
+    """A batch's KV cache and what each cached key is.
+
+    Attributes:
+        cache: the transformers cache (keys ``(B, heads, K, head_dim)`` per layer), or None
+            for a trunk run without a cache.
+        key_block: ``(B, K)`` block id of every cached key (prefix -1).
+        key_valid: ``(B, K)`` whether the key may be attended.
+        prefix_hidden: ``(B, P, D)`` the prefix's final hidden states (drafters read them).
+        prefix_valid: ``(B, P)`` which prefix positions are real.
+    """
+
+    cache: DynamicCache | None
+    key_block: torch.Tensor
+    key_valid: torch.Tensor
+    prefix_hidden: torch.Tensor
+    prefix_valid: torch.Tensor
+
+    @property
+    def num_keys(self) -> int:
+        return int(self.key_block.shape[1])
+
+    def blocks_held(self) -> torch.Tensor:
+        """``(B,)`` one more than the highest valid cached block (0 when only the prefix is held)."""
+        blocks = torch.where(self.key_valid, self.key_block, torch.full_like(self.key_block, PREFIX_BLOCK))
+        return blocks.max(dim=1).values + 1
+
+
+def block_causal_mask(
+    key_block: torch.Tensor, key_valid: torch.Tensor, query_block: torch.Tensor
+) -> torch.Tensor:
+    """The attention mask: a query in block b sees valid keys in blocks <= b.
+
+    Args:
+        key_block: ``(B, K)`` block id per key.
+        key_valid: ``(B, K)`` bool.
+        query_block: ``(B, q)`` block id per query.
+
+    Returns:
+        ``(B, 1, q, K)`` bool, True where attention is allowed.
+    """
+    allowed = key_valid[:, None, :] & (key_block[:, None, :] <= query_block[:, :, None])  # (B, q, K)
+    return allowed[:, None]  # (B, 1, q, K)
+
+
+class Trunk(nn.Module, ABC):
+    """The interface every trunk implements (the default small transformer, or a wrapped VLM)."""
+
+    hidden_size: int
+    prefix_length: int
+
+    @abstractmethod
+    def embed_prefix(self, obs: ObservationBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix token embeddings ``(B, P, D)`` and their validity ``(B, P)``."""
+
+    @abstractmethod
+    def body(
+        self,
+        embeds: torch.Tensor,
+        *,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: DynamicCache | None,
+    ) -> torch.Tensor:
+        """Run the transformer body on ``embeds`` ``(B, q, D)``; return hidden ``(B, q, D)``.
+
+        ``mask`` is ``(B, 1, q, K_past + q)`` bool and ``positions`` ``(B, q)``. With a cache,
+        the new keys are appended to it.
+        """
+
+    @abstractmethod
+    def new_cache(self) -> DynamicCache:
+        """An empty cache for :meth:`body`."""
+
+    # -- shared logic -------------------------------------------------------------------------
+
+    def prefix(self, obs: ObservationBatch, *, use_cache: bool = True) -> TrunkState:
+        """One pass over the prefix; returns the state to run blocks after."""
+        embeds, valid = self.embed_prefix(obs)  # (B, P, D), (B, P)
+        B, P, _ = embeds.shape
+        block = torch.full((B, P), PREFIX_BLOCK, dtype=torch.long, device=embeds.device)
+        positions = torch.arange(P, device=embeds.device).expand(B, P)
+        cache = self.new_cache() if use_cache else None
+        mask = block_causal_mask(block, valid, block)
+        hidden = self.body(embeds, mask=mask, positions=positions, cache=cache)  # (B, P, D)
+        return TrunkState(
+            cache=cache, key_block=block, key_valid=valid, prefix_hidden=hidden, prefix_valid=valid
+        )
+
+    def extend(
+        self,
+        state: TrunkState,
+        embeds: torch.Tensor,
+        *,
+        block: torch.Tensor,
+        valid: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run action positions after what ``state`` holds and append them to its cache.
+
+        Args:
+            state: from :meth:`prefix`, possibly extended and truncated.
+            embeds: ``(B, q, D)`` inputs.
+            block: ``(B, q)`` block id of each position (>= 0).
+            valid: ``(B, q)`` False marks padding, which later queries never attend.
+            positions: ``(B, q)`` rotary positions.
+
+        Returns:
+            ``(B, q, D)`` hidden states.
+        """
+        if state.cache is None:
+            raise ValueError("this TrunkState was made with use_cache=False; use Trunk.full instead")
+        key_block = torch.cat([state.key_block, block], dim=1)  # (B, K + q)
+        key_valid = torch.cat([state.key_valid, valid], dim=1)  # (B, K + q)
+        mask = block_causal_mask(key_block, key_valid, block)  # (B, 1, q, K + q)
+        hidden = self.body(embeds, mask=mask, positions=positions, cache=state.cache)
+        state.key_block, state.key_valid = key_block, key_valid
+        return hidden
+
+    def truncate(self, state: TrunkState, keep_blocks: torch.Tensor) -> None:
+        """Forget every cached block >= ``keep_blocks[i]`` for item i; crop what nobody needs.
+
+        Args:
+            state: the state to edit in place.
+            keep_blocks: ``(B,)`` blocks to keep per item (the prefix is always kept).
+        """
+        drop = state.key_block >= keep_blocks[:, None]  # (B, K)
+        state.key_valid = state.key_valid & ~drop
+        needed = state.key_valid.any(dim=0)  # (K,)
+        last = int(needed.nonzero().max()) + 1 if bool(needed.any()) else 0
+        last = max(last, int(state.prefix_valid.shape[1]))
+        surplus = state.num_keys - last
+        if surplus > 0:
+            state.cache.crop(-surplus)
+            state.key_block = state.key_block[:, :last]
+            state.key_valid = state.key_valid[:, :last]
+
+    def full(
+        self,
+        obs: ObservationBatch,
+        embeds: torch.Tensor,
+        *,
+        block: torch.Tensor,
+        valid: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix and action positions in one pass without a cache (training, and the parity check).
+
+        Returns:
+            prefix hidden ``(B, P, D)`` and action hidden ``(B, q, D)``.
+        """
+        prefix_embeds, prefix_valid = self.embed_prefix(obs)
+        B, P, _ = prefix_embeds.shape
+        prefix_block = torch.full((B, P), PREFIX_BLOCK, dtype=torch.long, device=embeds.device)
+        prefix_pos = torch.arange(P, device=embeds.device).expand(B, P)
+        all_block = torch.cat([prefix_block, block], dim=1)
+        all_valid = torch.cat([prefix_valid, valid], dim=1)
+        mask = block_causal_mask(all_block, all_valid, all_block)
+        hidden = self.body(
+            torch.cat([prefix_embeds, embeds], dim=1),
+            mask=mask,
+            positions=torch.cat([prefix_pos, positions], dim=1),
+            cache=None,
+        )
+        return hidden[:, :P], hidden[:, P:]
+
+
+class ImageEncoder(nn.Module):
+    """A small CNN shared by the cameras: stride-2 conv stages, then a 1x1 projection to D.
+
+    ``(B, 3, S, S)`` -> ``(B, (S / 2**stages)**2, D)`` patch tokens.
+    """
+
+    def __init__(self, *, channels: tuple[int, ...], hidden_size: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c_out in channels:
+            layers += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
+                nn.GroupNorm(num_groups=min(8, c_out), num_channels=c_out),
+                nn.GELU(),
+            ]
+            c_in = c_out
+        self.stages = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, hidden_size, kernel_size=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.stages(images * 2.0 - 1.0))  # (B, D, s, s)
+        return x.flatten(2).transpose(1, 2)  # (B, s*s, D)
+
+
+class LlamaTrunk(Trunk):
+    """The default trunk: CNN image patches + instruction words + proprio, into a ``LlamaModel``.
+
+    Args:
+        config: sizes; ``config.instruction_vocab`` fixes the word embedding size.
+    """
+
+    def __init__(self, *, config: TrunkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.hidden_size = config.hidden_size
+        self.prefix_length = config.prefix_length
+        D = config.hidden_size
+        self.image_encoder = ImageEncoder(channels=config.image_channels, hidden_size=D)
+        self.camera_embed = nn.Parameter(torch.zeros(config.num_cameras, config.image_tokens_per_camera, D))
+        self.word_embed = nn.Embedding(len(config.instruction_vocab) + 2, D)
+        self.word_pos_embed = nn.Parameter(torch.zeros(config.max_instruction_tokens, D))
+        self.proprio_proj = nn.Linear(config.proprio_dim, D) if config.proprio_dim else None
+        nn.init.normal_(self.camera_embed, std=0.02)
+        nn.init.normal_(self.word_pos_embed, std=0.02)
+        self.llama_config = LlamaConfig(
+            vocab_size=1,
+            hidden_size=D,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            num_key_value_heads=config.num_heads,
+            max_position_embeddings=4096,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+            attn_implementation=config.attn_implementation,
+        )
+        self.body_model = LlamaModel(self.llama_config)
+        # The body reads inputs_embeds only; its token embedding is never used.
+        self.body_model.embed_tokens.requires_grad_(False)
+
+    def embed_prefix(self, obs: ObservationBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        B, C = obs.images.shape[:2]
+        if self.config.num_cameras != C:
+            raise ValueError(f"got {C} cameras, the trunk was built for {self.config.num_cameras}")
+        patches = self.image_encoder(obs.images.flatten(0, 1))  # (B*C, s*s, D)
+        patches = patches.unflatten(0, (B, C)) + self.camera_embed  # (B, C, s*s, D)
+        words = self.word_embed(obs.instruction_ids) + self.word_pos_embed  # (B, T, D)
+        parts = [patches.flatten(1, 2), words]
+        valid = [
+            torch.ones(B, patches.shape[1] * patches.shape[2], dtype=torch.bool, device=words.device),
+            obs.instruction_mask,
+        ]
+        if self.proprio_proj is not None:
+            parts.append(self.proprio_proj(obs.proprio)[:, None])  # (B, 1, D)
+            valid.append(torch.ones(B, 1, dtype=torch.bool, device=words.device))
+        return torch.cat(parts, dim=1), torch.cat(valid, dim=1)  # (B, P, D), (B, P)
+
+    def body(
+        self,
+        embeds: torch.Tensor,
+        *,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: DynamicCache | None,
+    ) -> torch.Tensor:
+        out = self.body_model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.llama_config)
