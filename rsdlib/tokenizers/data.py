@@ -145,3 +145,29 @@ def synthetic_episodes(
                 target, yaw_target = u(3) * 0.3 - 0.15, (u(1)[0] - 0.5) * 1.5
         episodes[f"{SYNTHETIC}_{i // 10}:demo_{i}"] = actions
     return episodes
+
+
+def load_source(
+    source: str, *, demos_dir: str | Path, synthetic_count: int = 60, seed: int = 0
+) -> tuple[str, dict[str, np.ndarray]]:
+    """Episodes of a named source and a label that says what they are.
+
+    Args:
+        source: ``"demos"`` (LIBERO-layout HDF5 files in ``demos_dir``) or ``"synthetic"``
+            (made-up expert-like episodes, for smoke runs and tests only).
+        demos_dir: folder of ``*.hdf5`` demonstrations.
+        synthetic_count: episodes to make when ``source == "synthetic"``.
+        seed: seeds the synthetic generator.
+
+    Raises:
+        FileNotFoundError: ``demos`` and no files in ``demos_dir`` (names notebook 01_demonstrations).
+        ValueError: unknown source.
+    """
+    if source == "demos":
+        files = demo_files(demos_dir)
+        episodes = load_episodes(files)
+        return f"demos {demos_dir} ({len(files)} files, {len(episodes)} episodes)", episodes
+    if source == SYNTHETIC:
+        episodes = synthetic_episodes(synthetic_count, generator=torch.Generator().manual_seed(seed))
+        return f"SYNTHETIC expert-like episodes ({synthetic_count}; not demonstrations)", episodes
+    raise ValueError(f"unknown data source {source!r}; use 'demos' or 'synthetic'")

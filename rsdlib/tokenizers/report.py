@@ -1,0 +1,157 @@
+"""Figures and tables of the tokenizer comparison, drawn from saved metrics only.
+
+One function per figure: each takes the tidy rows that notebook 02_action_tokenizers saved in
+``metrics.json`` and returns a matplotlib Figure; tables come out as markdown and LaTeX text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+_STYLE = {
+    "rfsq": ("C0", "o", "RFSQ (k layers)"),
+    "fast": ("C1", "s", "FAST (scales)"),
+    "binning": ("C2", "^", "binning"),
+}
+_AXIS = {"tokens_per_chunk": "tokens per chunk", "bits_per_chunk": "bits per chunk"}
+ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+
+
+def plot_error_vs_budget(
+    rows: list[dict[str, Any]], *, x: str = "tokens_per_chunk", datasets: list[str]
+) -> Figure:
+    """Normalised MSE against tokens (or bits) per chunk, one panel per data set, log-log.
+
+    Args:
+        rows: evaluation rows (``tokenizer``, ``setting``, ``data``, ``mse_normalised`` and ``x``).
+        x: ``tokens_per_chunk`` or ``bits_per_chunk``.
+        datasets: the ``data`` labels to draw, one panel each.
+    """
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 3.0), squeeze=False, sharey=True)
+    for ax, data in zip(axes[0], datasets, strict=True):
+        for kind, (color, marker, label) in _STYLE.items():
+            sel = sorted(
+                (r for r in rows if r["tokenizer"] == kind and r["data"] == data), key=lambda r: r[x]
+            )
+            if not sel:
+                continue
+            ax.plot(
+                [r[x] for r in sel],
+                [r["mse_normalised"] for r in sel],
+                marker=marker,
+                color=color,
+                label=label,
+            )
+            for r in sel:
+                ax.annotate(
+                    r["setting"],
+                    (r[x], r["mse_normalised"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(_AXIS.get(x, x))
+        ax.set_title(data)
+    axes[0][0].set_ylabel("reconstruction MSE (normalised)")
+    axes[0][-1].legend(loc="upper right")
+    return fig
+
+
+def plot_code_usage(usage: list[dict[str, Any]]) -> Figure:
+    """Per RFSQ layer: code entropy against its maximum (left), and code frequency by rank (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.8))
+    layers = [u["layer"] for u in usage]
+    left.bar(layers, [u["entropy_bits"] for u in usage], color="C0")
+    left.axhline(usage[0]["max_entropy_bits"], color="k", ls="--", lw=0.8, label="uniform over the codebook")
+    left.set_xlabel("RFSQ layer")
+    left.set_ylabel("code entropy (bits)")
+    left.set_xticks(layers)
+    left.legend(loc="lower right")
+    for u in usage:
+        counts = np.sort(np.asarray(u["counts"], dtype=float))[::-1]
+        counts = counts[counts > 0]
+        right.plot(np.arange(1, len(counts) + 1), counts / counts.sum(), label=f"layer {u['layer']}")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("code rank")
+    right.set_ylabel("frequency")
+    right.legend(fontsize=6)
+    return fig
+
+
+def plot_example_chunk(example: dict[str, Any]) -> Figure:
+    """One held-out chunk per action dimension: the original and RFSQ decodes with k layers.
+
+    Args:
+        example: ``{"original": (H, A) list, "decoded": {"k": (H, A) list}}`` in environment units.
+    """
+    original = np.asarray(example["original"])
+    horizon, dims = original.shape
+    fig, axes = plt.subplots(1, dims, figsize=(1.35 * dims, 2.2), sharex=True)
+    steps = np.arange(horizon)
+    for d, ax in enumerate(axes):
+        ax.plot(steps, original[:, d], color="k", lw=2.0, label="original")
+        for i, (k, chunk) in enumerate(sorted(example["decoded"].items(), key=lambda kv: int(kv[0]))):
+            ax.plot(steps, np.asarray(chunk)[:, d], color=plt.cm.viridis(i / max(1, len(example["decoded"]) - 1)),
+                    lw=1.0, ls="--", label=f"k={k}")  # fmt: skip
+        ax.set_title(ACTION_NAMES[d] if dims == len(ACTION_NAMES) else f"dim {d}")
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("action (env units)")
+    axes[-1].legend(fontsize=6, loc="best")
+    return fig
+
+
+def comparison_table(rows: list[dict[str, Any]], datasets: list[str]) -> list[dict[str, Any]]:
+    """One line per tokenizer setting: budget, and error on each data set (the first sets the budget)."""
+    table = []
+    first = [r for r in rows if r["data"] == datasets[0]]
+    for r in first:
+        line = {
+            "tokenizer": r["tokenizer"], "setting": r["setting"], "tokens/chunk": r["tokens_per_chunk"],
+            "bits/chunk": r["bits_per_chunk"], "sequential steps": r["sequential_steps"],
+        }  # fmt: skip
+        for data in datasets:
+            match = [
+                o
+                for o in rows
+                if o["data"] == data and (o["tokenizer"], o["setting"]) == (r["tokenizer"], r["setting"])
+            ]
+            if match:
+                line[f"MSE norm. ({data})"] = match[0]["mse_normalised"]
+                line[f"max abs env ({data})"] = match[0]["max_abs_env"]
+        table.append(line)
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2e}" if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.3g}"
+    return str(value)
+
+
+def to_markdown(table: list[dict[str, Any]]) -> str:
+    """A GitHub markdown table."""
+    header = list(table[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(row.get(h, "")) for h in header) + " |" for row in table]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: list[dict[str, Any]], caption: str) -> str:
+    """A booktabs LaTeX table."""
+    header = list(table[0])
+
+    def esc(text: str) -> str:
+        return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}",
+             r"\toprule", " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]  # fmt: skip
+    lines += [" & ".join(esc(_fmt(row.get(h, ""))) for h in header) + r" \\" for row in table]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(caption)}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
