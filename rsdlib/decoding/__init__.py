@@ -13,7 +13,7 @@ from rsdlib.decoding.acceptance import (
 )
 from rsdlib.decoding.plain import decode_fast_ar, decode_l1_regression, decode_rfsq_ar, decode_rfsq_parallel
 from rsdlib.decoding.result import DecodeResult
-from rsdlib.decoding.speculative import speculative_decode
+from rsdlib.decoding.speculative_loop import speculative_decode
 from rsdlib.decoding.trace import (
     DecodeTrace,
     RoundRecord,

@@ -8,6 +8,8 @@ real tokenizer.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -110,6 +112,10 @@ def tiny_policy(
         ),
     )
     policy = build_policy(cfg).double().eval()
+    with torch.no_grad():  # default inits are tiny; wider weights make outputs depend on the observation
+        for name, param in policy.named_parameters():
+            if param.dim() >= 2 and "out_weight" not in name:
+                param.normal_(0.0, 1.0 / math.sqrt(param[0].numel()))
     if sharpen != 1.0 and hasattr(policy, "out_weight"):
         with torch.no_grad():
             policy.out_weight.mul_(sharpen)
