@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 
-# 1. System libraries. MuJoCo renders headless through EGL (Mesa's llvmpipe on a CPU);
-#    osmesa is the fallback and needs libosmesa6. Debian/Ubuntu package names.
+# 1. System libraries. MuJoCo renders headless through EGL (Mesa's llvmpipe on a CPU); osmesa
+#    (libosmesa6) is the fallback, installed alongside when EGL has to be installed. Debian/Ubuntu names.
 missing=()
-for lib in libEGL.so.1 libGL.so.1 libOSMesa.so; do
+for lib in libEGL.so.1 libGL.so.1; do
   ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$lib")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -31,9 +31,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"
 fi
+pip_install() {
+  # Quiet, minus the warnings some pip configurations print for every local index they skip.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 # torch first and alone, so that no other package's range pulls a multi-GB CUDA build.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$(grep -E '^torch==' requirements.txt)"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+pip_install "$(grep -E '^torch==' requirements.txt)"
+pip_install -r requirements.txt
+pip_install --no-deps -e .
 "$VENV/bin/python" -m pip check
 echo "setup: done ($("$VENV/bin/python" -c 'import torch, robosuite, mujoco; print("torch", torch.__version__, "robosuite", robosuite.__version__, "mujoco", mujoco.__version__)' 2>/dev/null | tail -1))"
