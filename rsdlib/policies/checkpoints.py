@@ -115,6 +115,9 @@ def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | Head
         if shapes:
             parts.append(f"shape mismatch {_short(shapes)}")
         raise CheckpointError(f"{w_file} does not match {cfg_file}: " + "; ".join(parts))
+    stored = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    if len(stored) == 1:
+        model.to(stored.pop())  # load in the precision it was saved in
     model.load_state_dict(tensors, strict=False)
     if dtype is not None:
         model.to(dtype)

@@ -138,7 +138,7 @@ class HeadDrafter(nn.Module, Drafter):
         logits = torch.stack(logits, dim=1)  # (B, L, N, V)
         loss = F.cross_entropy(logits.flatten(0, 2), tokens.flatten())
         acc = (logits.argmax(-1) == tokens).float().mean(dim=(0, 2))
-        return loss, {"loss": float(loss)} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
+        return loss, {"loss": loss.item()} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
 
     def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
         self._pooled = self.pool(main_state.prefix_hidden, main_state.prefix_valid)

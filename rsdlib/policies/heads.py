@@ -175,7 +175,7 @@ class RFSQAutoregressive(Policy):
         logits = self.teacher_forced_logits(batch["obs"], tokens)  # (B, L, N, V)
         loss = F.cross_entropy(logits.flatten(0, 2), tokens.flatten())
         acc = (logits.argmax(-1) == tokens).float().mean(dim=(0, 2))  # (L,)
-        metrics = {"loss": float(loss)} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
+        metrics = {"loss": loss.item()} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
         return loss, metrics
 
 
@@ -213,7 +213,7 @@ class RFSQParallel(Policy):
         logits = self._run(batch["obs"], None)
         loss = F.cross_entropy(logits.flatten(0, 2), tokens.flatten())
         acc = (logits.argmax(-1) == tokens).float().mean(dim=(0, 2))
-        return loss, {"loss": float(loss)} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
+        return loss, {"loss": loss.item()} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
 
 
 class L1Regression(Policy):
@@ -246,7 +246,7 @@ class L1Regression(Policy):
         """L1 to the normalised chunk (``obs``, ``actions`` ``(B, H, A)``)."""
         pred = self._run(batch["obs"], None)
         loss = F.l1_loss(pred, batch["actions"])
-        return loss, {"loss": float(loss)}
+        return loss, {"loss": loss.item()}
 
 
 class FastAutoregressive(Policy):
@@ -301,7 +301,7 @@ class FastAutoregressive(Policy):
         )
         logits = self.out(hidden)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return loss, {"loss": float(loss)}
+        return loss, {"loss": loss.item()}
 
 
 HEADS: dict[str, type[Policy]] = {

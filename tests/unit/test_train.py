@@ -1,0 +1,117 @@
+"""The training loop on tiny synthetic batches: schedule, learning, exact resume, failures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fake_rfsq import observations, tiny_policy
+
+from rsdlib.train import TrainConfig, lr_factor, read_log, train
+
+L, N, V = 3, 2, 6
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def synthetic_batches(policy, size: int = 6):
+    """Observations drawn from a small pool; target tokens a fixed function of the proprio."""
+    pool = policy.prepare(observations(12, seed=3))
+    targets = (pool.proprio[:, :N] > 0).long()[:, None, :].expand(-1, L, -1) * 2 + torch.arange(L)[
+        None, :, None
+    ] % 2
+
+    def batches(step: int, generator: torch.Generator):
+        idx = torch.randint(0, 12, (size,), generator=generator)
+        sub = type(pool)(
+            images=pool.images[idx],
+            instruction_ids=pool.instruction_ids[idx],
+            instruction_mask=pool.instruction_mask[idx],
+            proprio=pool.proprio[idx],
+        )
+        return {"obs": sub, "tokens": targets[idx]}
+
+    return batches
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    f = [lr_factor(s, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
+    assert f[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match=r"warmup_steps \(20\)"):
+        TrainConfig(steps=10, warmup_steps=20)
+    with pytest.raises(ValueError, match=r"lr \(0\)"):
+        TrainConfig(lr=0)
+
+
+def test_training_lowers_the_loss_and_logs(tmp_path):
+    policy = tiny_policy(seed=0)
+    cfg = TrainConfig(steps=30, lr=3e-3, warmup_steps=3, log_every=5, progress=False)
+    batches = synthetic_batches(policy)
+    with torch.no_grad():
+        before = policy.loss(batches(0, torch.Generator().manual_seed(0)))[0].item()
+    result = train(
+        policy, batches=batches, config=cfg, run_dir=tmp_path, evaluate=lambda m: {"val_metric": 1.0}
+    )
+    rows = read_log(tmp_path)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [5, 10, 15, 20, 25, 30]
+    assert {"loss", "lr", "grad_norm", "acc_layer0", "seconds"} <= set(train_rows[-1])
+    assert rows[-1]["split"] == "val"
+    assert result.last_loss < 0.7 * before
+    assert (tmp_path / "last" / "model.safetensors").is_file()
+
+
+def test_resume_makes_exactly_the_same_updates(tmp_path):
+    cfg = TrainConfig(steps=6, lr=1e-3, warmup_steps=2, log_every=1, checkpoint_every=3, progress=False)
+    straight = tiny_policy(seed=0)
+    train(straight, batches=synthetic_batches(straight), config=cfg, run_dir=tmp_path / "a")
+
+    first = tiny_policy(seed=0)
+    # The same run, interrupted after its step-3 checkpoint.
+    calls = {"n": 0}
+    batches = synthetic_batches(first)
+
+    def interrupted(step, gen):
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return batches(step, gen)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(first, batches=interrupted, config=cfg, run_dir=tmp_path / "b")
+    resumed = tiny_policy(seed=5)  # different init: everything must come from the checkpoint
+    result = train(resumed, batches=synthetic_batches(resumed), config=cfg, run_dir=tmp_path / "b")
+    assert result.resumed_from == 3
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        if "embed_tokens" not in k:
+            assert torch.equal(a, b), k
+    assert [r["step"] for r in read_log(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_non_finite_loss_stops_training(tmp_path):
+    policy = tiny_policy(seed=0)
+    batches = synthetic_batches(policy)
+
+    def nan_loss(batch):
+        loss, m = policy.loss(batch)
+        return loss * float("nan"), m
+
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        train(
+            policy,
+            batches=batches,
+            loss_fn=nan_loss,
+            config=TrainConfig(steps=2, warmup_steps=1, progress=False),
+            run_dir=tmp_path,
+        )
