@@ -1,0 +1,354 @@
+"""Training data from demonstration files: action chunks with the observations they follow.
+
+::
+
+    from rsdlib.libero.dataset import load_demos
+
+    data = load_demos("libero_spatial", horizon=8, val_fraction=0.1, rng=np.random.default_rng(0))
+    item = data.train[0]          # actions (8, 7) normalised, agentview_rgb (128, 128, 3), proprio (8,), ...
+    data.stats.denormalize(x)     # back to env units
+
+Item ``t`` of an episode is the chunk of actions ``t .. t+H-1`` (past the end the last action
+repeats, see :func:`rsdlib.actions.chunk_episode`; ``valid`` marks real steps) with the
+observation at step ``t``. Actions are normalised per dimension from the 1st/99th percentiles
+to [-1, 1] (clipped), except the gripper, which stays -1/+1. The statistics (q01, q99, mean,
+std) are computed over every episode of the files and saved beside them as
+``norm_stats.json``. Train and validation splits are by episode, never by step (neighbouring
+steps are near-duplicates), stratified by task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsdlib.actions import GRIPPER, chunk_episode
+from rsdlib.libero.demos import DEMOS_DIR, DemoFileError, _is_opengl, _open, demo_names, language_of
+
+STATS_FILE = "norm_stats.json"
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-dimension action statistics and the normalisation they define.
+
+    Attributes:
+        q01, q99, mean, std: (A,) statistics over every step of every episode.
+        binary_dims: dimensions kept as they are (the gripper, already -1/+1).
+        num_episodes, num_steps: how much data they were computed from.
+    """
+
+    q01: np.ndarray
+    q99: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    binary_dims: tuple[int, ...] = (GRIPPER,)
+    num_episodes: int = 0
+    num_steps: int = 0
+
+    @classmethod
+    def from_actions(
+        cls, episodes: Sequence[np.ndarray], binary_dims: tuple[int, ...] = (GRIPPER,)
+    ) -> NormStats:
+        """Statistics over the concatenated (T, A) actions of ``episodes``."""
+        if not episodes:
+            raise ValueError("no episodes to compute normalisation statistics from")
+        steps = np.concatenate([np.asarray(e, dtype=np.float64) for e in episodes])
+        return cls(
+            q01=np.quantile(steps, 0.01, axis=0),
+            q99=np.quantile(steps, 0.99, axis=0),
+            mean=steps.mean(0),
+            std=steps.std(0),
+            binary_dims=tuple(binary_dims),
+            num_episodes=len(episodes),
+            num_steps=len(steps),
+        )
+
+    def normalize(self, actions: np.ndarray) -> np.ndarray:
+        """Map actions (..., A) to [-1, 1] by the q01/q99 range (clipped); binary dims unchanged."""
+        span = np.maximum(self.q99 - self.q01, 1e-8)
+        out = np.clip(2 * (np.asarray(actions) - self.q01) / span - 1, -1, 1)
+        for d in self.binary_dims:
+            out[..., d] = np.where(np.asarray(actions)[..., d] > 0, 1.0, -1.0)
+        return out
+
+    def denormalize(self, normalized: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize` inside the q01/q99 range; binary dims snapped to -1/+1."""
+        out = (np.asarray(normalized) + 1) / 2 * (self.q99 - self.q01) + self.q01
+        for d in self.binary_dims:
+            out[..., d] = np.where(np.asarray(normalized)[..., d] > 0, 1.0, -1.0)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "q01": self.q01.tolist(),
+            "q99": self.q99.tolist(),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "binary_dims": list(self.binary_dims),
+            "num_episodes": self.num_episodes,
+            "num_steps": self.num_steps,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NormStats:
+        arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("q01", "q99", "mean", "std")}
+        return cls(
+            **arrays,
+            binary_dims=tuple(data["binary_dims"]),
+            num_episodes=data["num_episodes"],
+            num_steps=data["num_steps"],
+        )
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> NormStats:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"normalisation statistics {path} do not exist; load_demos() writes them")
+        return cls.from_json(json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """Where one demonstration lives, and what it is."""
+
+    path: str
+    demo: str
+    length: int
+    suite: str
+    task_name: str
+    instruction: str
+
+
+def demo_files(suites: str | Sequence[str], root: str | Path = DEMOS_DIR) -> list[Path]:
+    """The demonstration files of ``suites`` under ``root`` (sorted).
+
+    Raises:
+        DemoFileError: a suite folder has no ``*_demo.hdf5`` files.
+    """
+    suites = [suites] if isinstance(suites, str) else list(suites)
+    files = []
+    for suite in suites:
+        found = sorted((Path(root) / suite).glob("*_demo.hdf5"))
+        if not found:
+            raise DemoFileError(
+                f"no demonstrations in {Path(root) / suite}; generate them with notebooks/01_demonstrations.ipynb "
+                f"or `python scripts/generate_demos.py --suite {suite}`"
+            )
+        files.extend(found)
+    return files
+
+
+def index_episodes(files: Sequence[str | Path], *, need_images: bool = False) -> list[EpisodeRef]:
+    """One :class:`EpisodeRef` per demo in ``files``.
+
+    Raises:
+        DemoFileError: a file is unreadable, or ``need_images`` and it holds no camera images.
+    """
+    refs = []
+    for path in files:
+        path = Path(path)
+        names = demo_names(path)
+        with _open(path) as f:
+            data = f["data"]
+            if need_images and not bool(data.attrs.get("has_images", True)):
+                raise DemoFileError(
+                    f"{path} holds no camera images yet (stage 1 only); render them with "
+                    "`python scripts/generate_demos.py --suite <suite>`, or load with images=False"
+                )
+            suite = str(data.attrs.get("suite", path.parent.name))
+            task_name = str(data.attrs.get("task_name", path.name.removesuffix("_demo.hdf5")))
+            language = language_of(data.attrs)
+            for name in names:
+                if "actions" not in data[name]:
+                    raise DemoFileError(f"{path}: {name} has no actions")
+                refs.append(
+                    EpisodeRef(str(path), name, len(data[name]["actions"]), suite, task_name, language)
+                )
+    return refs
+
+
+def split_episodes(
+    refs: Sequence[EpisodeRef], val_fraction: float, rng: np.random.Generator
+) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
+    """Split episodes into train and validation, by episode and stratified by task.
+
+    Each task with at least two episodes gives ``round(val_fraction * n)`` of them (at least one
+    when ``val_fraction > 0``) to validation.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction ({val_fraction}) must be in [0, 1)")
+    by_task: dict[tuple[str, str], list[EpisodeRef]] = {}
+    for ref in refs:
+        by_task.setdefault((ref.suite, ref.task_name), []).append(ref)
+    train, val = [], []
+    for key in sorted(by_task):
+        episodes = by_task[key]
+        order = rng.permutation(len(episodes))
+        n_val = 0 if val_fraction == 0 or len(episodes) < 2 else max(1, round(val_fraction * len(episodes)))
+        val.extend(episodes[i] for i in sorted(order[:n_val]))
+        train.extend(episodes[i] for i in sorted(order[n_val:]))
+    return train, val
+
+
+class DemoDataset:
+    """Action chunks with the observation they start from (a ``torch.utils.data.Dataset``).
+
+    Args:
+        refs: the episodes.
+        stats: normalisation statistics (see :class:`NormStats`).
+        horizon: chunk length H.
+        images: read camera images (lazily, from the HDF5 files; one open handle per process).
+
+    Each item is a dict: ``actions`` (H, 7) float32 normalised, ``actions_raw`` (H, 7) float32 in
+    env units, ``valid`` (H,) bool, ``proprio`` (8,) float32, ``agentview_rgb`` and
+    ``eye_in_hand_rgb`` (128, 128, 3) uint8 upright (with ``images``), ``instruction``,
+    ``task_name``, ``episode`` (index into ``refs``), ``step``.
+    """
+
+    def __init__(
+        self, refs: Sequence[EpisodeRef], stats: NormStats, horizon: int = 8, *, images: bool = True
+    ) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon ({horizon}) must be at least 1")
+        self.refs = list(refs)
+        self.stats = stats
+        self.horizon = horizon
+        self.images = images
+        self._actions: list[np.ndarray] = []
+        self._proprio: list[np.ndarray] = []
+        for ref in self.refs:
+            with _open(Path(ref.path)) as f:
+                g = f["data"][ref.demo]
+                self._actions.append(g["actions"][()].astype(np.float64))
+                obs = g["obs"]
+                self._proprio.append(
+                    np.concatenate(
+                        [obs["ee_pos"][()], obs["ee_ori"][()], obs["gripper_states"][()]], axis=1
+                    ).astype(np.float32)
+                )
+        lengths = np.array([len(a) for a in self._actions], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(lengths)])
+        self._files: dict[str, Any] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(episode, step) of item ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range for a dataset of {len(self)} chunks")
+        episode = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return episode, int(index - self._starts[episode])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        episode, step = self.locate(int(index))
+        actions = self._actions[episode]
+        chunk = chunk_episode(actions[step : step + self.horizon], self.horizon)[0]  # (H, A)
+        valid = np.arange(self.horizon) < len(actions) - step
+        ref = self.refs[episode]
+        item = {
+            "actions": self.stats.normalize(chunk).astype(np.float32),
+            "actions_raw": chunk.astype(np.float32),
+            "valid": valid,
+            "proprio": self._proprio[episode][step],
+            "instruction": ref.instruction,
+            "task_name": ref.task_name,
+            "episode": episode,
+            "step": step,
+        }
+        if self.images:
+            f = self._file(ref.path)
+            obs = f["data"][ref.demo]["obs"]
+            flip = _is_opengl(f["data"].attrs)
+            for key in ("agentview_rgb", "eye_in_hand_rgb"):
+                if key not in obs:
+                    raise DemoFileError(f"{ref.path}: {ref.demo} has no obs/{key}; render the images first")
+                image = obs[key][step]
+                item[key] = np.ascontiguousarray(image[::-1, ::-1]) if flip else image
+        return item
+
+    def episode_actions(self, episode: int) -> np.ndarray:
+        """The (T, 7) actions of one episode in env units."""
+        return self._actions[episode]
+
+    def _file(self, path: str):
+        if os.getpid() != self._pid:  # a DataLoader worker: handles do not survive fork
+            self._files, self._pid = {}, os.getpid()
+        if path not in self._files:
+            self._files[path] = _open(Path(path))
+        return self._files[path]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+
+@dataclass
+class DemoData:
+    """What :func:`load_demos` returns."""
+
+    train: DemoDataset
+    val: DemoDataset
+    stats: NormStats
+    stats_path: Path | None
+
+
+def load_demos(
+    suites: str | Sequence[str],
+    *,
+    root: str | Path = DEMOS_DIR,
+    horizon: int = 8,
+    val_fraction: float = 0.1,
+    rng: np.random.Generator,
+    images: bool = True,
+    files: Sequence[str | Path] | None = None,
+) -> DemoData:
+    """Train and validation chunk datasets from the demonstration files of ``suites``.
+
+    Normalisation statistics are computed over every episode found and written beside the
+    data (``<root>/<suite>/norm_stats.json`` for a single suite; ``<root>/norm_stats_<a>+<b>.json``
+    for several).
+
+    Args:
+        suites: suite name(s) whose ``<root>/<suite>/*_demo.hdf5`` files to read.
+        root: demonstrations root.
+        horizon: chunk length H.
+        val_fraction: share of each task's episodes held out.
+        rng: generator for the split.
+        images: read camera images (files must hold them).
+        files: explicit files instead of the suite folders (for example official LIBERO files).
+    """
+    paths = [Path(p) for p in files] if files is not None else demo_files(suites, root)
+    refs = index_episodes(paths, need_images=images)
+    loader = DemoDataset(refs, NormStats(*(np.zeros(7),) * 4), horizon, images=False)
+    stats = NormStats.from_actions([loader.episode_actions(i) for i in range(len(refs))])
+    stats_path = None
+    if files is None:
+        names = [suites] if isinstance(suites, str) else list(suites)
+        stats_path = (
+            Path(root) / names[0] / STATS_FILE
+            if len(names) == 1
+            else Path(root) / f"norm_stats_{'+'.join(names)}.json"
+        )
+        stats.save(stats_path)
+    train_refs, val_refs = split_episodes(refs, val_fraction, rng)
+    return DemoData(
+        DemoDataset(train_refs, stats, horizon, images=images),
+        DemoDataset(val_refs, stats, horizon, images=images),
+        stats,
+        stats_path,
+    )

@@ -1,0 +1,533 @@
+"""Demonstrations on disk: roll out an expert, re-render, and store them in LIBERO's HDF5 layout.
+
+Generation, per task (``generate_task``):
+
+1. Roll out the expert without rendering (fast), from each of the task's fixed init states,
+   recording the flat sim state before every action, the action as executed (clipped, gripper
+   binarised), rewards, dones and the low-dimensional observations. Keep successful episodes.
+2. Re-render the camera observations by replaying the recorded states in a rendering env at
+   the protocol's resolution.
+3. Write one HDF5 file per task in LIBERO's layout::
+
+       data/                     attrs: problem_info, env_args, bddl_file_name, num_demos, total, ...
+         demo_0/                 attrs: num_samples, init_state, init_index, seed
+           actions   (T, 7)      float64, env units, gripper -1 open / +1 closed
+           states    (T, D)      flat MuJoCo states (replayable)
+           rewards   (T,)  dones (T,)
+           robot_states (T, 9)   gripper qpos (2), eef pos (3), eef quat (4, xyzw)
+           obs/agentview_rgb (T, H, W, 3) uint8, gzip;  obs/eye_in_hand_rgb (same)
+           obs/ee_pos (T, 3)  obs/ee_ori (T, 3 axis-angle)  obs/ee_states (T, 6)
+           obs/gripper_states (T, 2)  obs/joint_states (T, 7)
+
+Files are written as ``*.partial`` and renamed when complete, so a file that exists is whole;
+finished tasks are skipped when generation is run again (resumable). Images are stored
+upright (the protocol's convention, ``data.attrs["image_convention"] = "upright"``); official
+LIBERO files hold them as MuJoCo renders them (``macros_image_convention = "opengl"``), and
+:func:`read_demo` turns those upright too, so the same reader serves both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsdlib.libero.protocol import Protocol
+from rsdlib.paths import REPO_ROOT
+
+DEMOS_DIR = REPO_ROOT / "data" / "demos"
+CAMERAS = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
+LOW_DIM_KEYS = ("ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states")
+
+
+class DemoFileError(ValueError):
+    """A demonstration file is missing, truncated, corrupt, or not in LIBERO's layout."""
+
+
+@dataclass
+class Rollout:
+    """One recorded episode (before images are rendered).
+
+    Attributes:
+        init_index: the init state it started from.
+        seed: the expert's noise seed.
+        success: whether the goal was reached.
+        actions: (T, 7) executed actions.
+        states: (T, D) flat sim states before each action.
+        rewards, dones: (T,).
+        low_dim: ``{key: (T, ...)}`` for :data:`LOW_DIM_KEYS` plus ``robot_states``.
+    """
+
+    init_index: int
+    seed: int
+    success: bool
+    actions: np.ndarray
+    states: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    low_dim: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """How demonstrations are generated.
+
+    Attributes:
+        episodes: init states tried per task (the first ``episodes``; LIBERO has 50).
+        seed: base seed of the expert's noise (each episode's seed is derived from it).
+        noise_std: expert action noise (action units).
+        waypoint_noise: expert waypoint jitter (m).
+        fast_render: render without MSAA, reflections and shadows (faster, slightly different images).
+        protocol: cameras, resolution, wait steps and step limits.
+    """
+
+    episodes: int = 50
+    seed: int = 0
+    noise_std: float = 0.05
+    waypoint_noise: float = 0.004
+    fast_render: bool = False
+    protocol: Protocol = field(default_factory=Protocol)
+
+
+def demo_path(suite: str, task_name: str, root: str | Path = DEMOS_DIR) -> Path:
+    """Where a task's demonstrations live: ``<root>/<suite>/<task_name>_demo.hdf5``."""
+    return Path(root) / suite / f"{task_name}_demo.hdf5"
+
+
+def _low_dim(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from rsdlib.libero.env import quat_xyzw_to_axis_angle
+
+    pos, quat = state["robot0_eef_pos"], state["robot0_eef_quat"]
+    ori = quat_xyzw_to_axis_angle(quat)
+    grip = state["robot0_gripper_qpos"]
+    return {
+        "ee_pos": pos,
+        "ee_ori": ori,
+        "ee_states": np.concatenate([pos, ori]),
+        "gripper_states": grip,
+        "joint_states": state["robot0_joint_pos"],
+        "robot_states": np.concatenate([grip, pos, quat]),
+    }
+
+
+def record_rollout(env, policy, init_index: int, seed: int) -> Rollout:
+    """Run ``policy`` from init state ``init_index`` and record what LIBERO's files hold.
+
+    The episode ends at success or at the suite's step limit; ``dones`` is 1 at the last step
+    of a successful episode only.
+    """
+    from rsdlib.libero.policy import EpisodeContext, as_output
+    from rsdlib.libero.protocol import postprocess_gripper
+
+    obs = env.reset(init_index)
+    policy.reset(EpisodeContext(env.task.suite, env.task.task_id, init_index, seed, env.task.language, env))
+    actions, states, rewards, low = [], [], [], []
+    success = False
+    while not success and env.steps < env.max_steps:
+        chunk = as_output(policy.act(obs)).actions
+        for action in chunk[: env.protocol.open_loop_steps]:
+            states.append(env.sim_state())
+            low.append(_low_dim(obs["state"]))
+            actions.append(postprocess_gripper(action, binarize=env.protocol.binarize_gripper))
+            obs, success, info = env.step(action)
+            rewards.append(float(success))
+            if success or env.steps >= env.max_steps:
+                break
+    dones = np.zeros(len(actions), dtype=np.uint8)
+    if success:
+        dones[-1] = 1
+    return Rollout(
+        init_index=init_index,
+        seed=seed,
+        success=bool(success),
+        actions=np.asarray(actions, dtype=np.float64),
+        states=np.asarray(states, dtype=np.float64),
+        rewards=np.asarray(rewards, dtype=np.uint8),
+        dones=dones,
+        low_dim={k: np.asarray([step[k] for step in low], dtype=np.float64) for k in low[0]},
+    )
+
+
+def render_states(env, states: np.ndarray) -> dict[str, np.ndarray]:
+    """Camera images (T, H, W, 3) uint8 per camera key, by replaying flat sim states."""
+    frames: dict[str, list[np.ndarray]] = {key: [] for key in CAMERAS.values()}
+    for state in states:
+        obs = env.observation_from_state(state)
+        for key in frames:
+            frames[key].append(obs[key])
+    return {key: np.stack(images) for key, images in frames.items()}
+
+
+def _env_info(env, config: DemoConfig) -> dict[str, Any]:
+    task = env.task
+    return {
+        "problem_info": json.dumps(
+            {
+                "problem_name": env.raw.env.parsed_problem["problem_name"],
+                "domain_name": "robosuite",
+                "language_instruction": task.language,
+            }
+        ),
+        "env_args": json.dumps(
+            {
+                "type": 1,
+                "env_name": type(env.raw.env).__name__,
+                "env_kwargs": {
+                    "bddl_file_name": task.bddl_file,
+                    "camera_names": list(config.protocol.camera_names),
+                    "camera_heights": config.protocol.camera_resolution,
+                    "camera_widths": config.protocol.camera_resolution,
+                    "controller": "OSC_POSE",
+                    "control_freq": 20,
+                },
+            }
+        ),
+        "bddl_file_name": task.bddl_file,
+        "bddl_file_content": Path(task.bddl_file).read_text(),
+        "suite": task.suite,
+        "task_id": task.task_id,
+        "task_name": task.name,
+        "language_instruction": task.language,
+    }
+
+
+def write_demo_file(
+    path: Path, demos: list[tuple[Rollout, dict[str, np.ndarray]]], attrs: dict[str, Any]
+) -> Path:
+    """Write demos (rollout, images) to ``path`` in LIBERO's layout, atomically (``.partial`` then rename)."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    total = 0
+    with h5py.File(partial, "w") as f:
+        data = f.create_group("data")
+        for i, (rollout, images) in enumerate(demos):
+            group = data.create_group(f"demo_{i}")
+            group.attrs["num_samples"] = len(rollout.actions)
+            group.attrs["init_state"] = rollout.states[0]
+            group.attrs["init_index"] = rollout.init_index
+            group.attrs["seed"] = rollout.seed
+            group.create_dataset("actions", data=rollout.actions)
+            group.create_dataset("states", data=rollout.states)
+            group.create_dataset("rewards", data=rollout.rewards)
+            group.create_dataset("dones", data=rollout.dones)
+            group.create_dataset("robot_states", data=rollout.low_dim["robot_states"])
+            obs = group.create_group("obs")
+            for key in LOW_DIM_KEYS:
+                obs.create_dataset(key, data=rollout.low_dim[key])
+            for key, frames in images.items():
+                obs.create_dataset(
+                    key, data=frames, compression="gzip", compression_opts=4, chunks=(1, *frames.shape[1:])
+                )
+            total += len(rollout.actions)
+        for key, value in attrs.items():
+            data.attrs[key] = value
+        data.attrs["num_demos"] = len(demos)
+        data.attrs["total"] = total
+        data.attrs["image_convention"] = "upright"
+        data.attrs["has_images"] = bool(demos) and bool(demos[0][1])
+    partial.replace(path)
+    return path
+
+
+def _rollouts_from_file(path: Path) -> tuple[list[Rollout], dict[str, Any]]:
+    """Read back the rollouts (no images) and the ``data`` attributes of a demonstration file."""
+    rollouts = []
+    with _open(path) as f:
+        data = f["data"]
+        attrs = {
+            k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in data.attrs.items()
+        }
+        for name in demo_names(path):
+            g = data[name]
+            low = {k: g["obs"][k][()] for k in LOW_DIM_KEYS}
+            low["robot_states"] = g["robot_states"][()]
+            rollouts.append(
+                Rollout(
+                    init_index=int(g.attrs["init_index"]),
+                    seed=int(g.attrs["seed"]),
+                    success=True,
+                    actions=g["actions"][()],
+                    states=g["states"][()],
+                    rewards=g["rewards"][()],
+                    dones=g["dones"][()],
+                    low_dim=low,
+                )
+            )
+    return rollouts, attrs
+
+
+def has_images(path: str | Path) -> bool:
+    """Whether a demonstration file holds camera images (stage 2 done)."""
+    with _open(Path(path)) as f:
+        return bool(f["data"].attrs.get("has_images", True))
+
+
+def generate_task(
+    suite: str,
+    task_id: int,
+    config: DemoConfig = DemoConfig(),
+    *,
+    root: str | Path = DEMOS_DIR,
+    images: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Generate one task's demonstration file, in two resumable stages.
+
+    Stage 1 rolls the expert out without rendering and writes the file with actions, states
+    and low-dimensional observations (``data.attrs["has_images"] = False``): enough for action
+    tokenizers. Stage 2 (``images=True``) replays the states in a rendering env and rewrites the
+    file with both cameras. A stage already done is skipped.
+
+    Returns:
+        A report: path, attempted, kept, failed init indices, seconds for rollouts and renders,
+        file size in bytes; ``skipped`` lists the stages that were already done.
+    """
+    from tqdm.auto import tqdm
+
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.evaluate import episode_seed
+    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+    from rsdlib.libero.tasks import get_task
+
+    task = get_task(suite, task_id)
+    path = demo_path(suite, task.name, root)
+    report: dict[str, Any] = {"suite": suite, "task_id": task_id, "task_name": task.name, "path": str(path)}
+    skipped = []
+    if path.exists() and not overwrite:
+        describe_demo_file(path)  # raises on a corrupt file rather than silently keeping it
+        rollouts, attrs = _rollouts_from_file(path)
+        skipped.append("rollouts")
+    else:
+        expert = ScriptedExpert(ExpertConfig.with_noise(config.noise_std, config.waypoint_noise))
+        rollouts, failed = [], []
+        start = time.perf_counter()
+        with LiberoEnv(suite, task_id, config.protocol, RenderOptions(enabled=False)) as env:
+            inits = range(min(config.episodes, len(env.init_states)))
+            for init_index in tqdm(
+                inits, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
+            ):
+                seed = episode_seed(config.seed, suite, task_id, init_index)
+                try:
+                    rollout = record_rollout(env, expert, init_index, seed)
+                except Exception as err:  # an expert crash loses this demo only; it is reported
+                    print(
+                        f"{suite} task {task_id} init {init_index}: expert failed with {type(err).__name__}: {err}"
+                    )
+                    failed.append(init_index)
+                    continue
+                if rollout.success:
+                    rollouts.append(rollout)
+                else:
+                    failed.append(init_index)
+            attrs = _env_info(env, config)
+        if not rollouts:
+            raise RuntimeError(
+                f"the expert solved none of {len(inits)} episodes of {suite} task {task_id} ({task.name}); "
+                "no demonstration file written. Check the expert on this task with scripts/measure_experts.py"
+            )
+        attrs.update(
+            {
+                "generator": "rsdlib scripted expert",
+                "generation_config": json.dumps(asdict(config), default=str),
+                "num_attempted": len(inits),
+                "failed_init_indices": json.dumps(failed),
+                "has_images": False,
+            }
+        )
+        write_demo_file(path, [(r, {}) for r in rollouts], attrs)
+        report.update(
+            attempted=len(inits), failed_init_indices=failed, rollout_s=round(time.perf_counter() - start, 1)
+        )
+    if images and not bool(attrs.get("has_images", True)):
+        start = time.perf_counter()
+        demos = []
+        render = RenderOptions(enabled=True, fast=config.fast_render)
+        with LiberoEnv(suite, task_id, config.protocol, render) as env:
+            for rollout in tqdm(
+                rollouts, desc=f"{suite} task {task_id} render", disable=not progress, leave=False
+            ):
+                demos.append((rollout, render_states(env, rollout.states)))
+        attrs["has_images"] = True
+        attrs["fast_render"] = config.fast_render
+        write_demo_file(path, demos, attrs)
+        report["render_s"] = round(time.perf_counter() - start, 1)
+    elif images:
+        skipped.append("images")
+    report.update(
+        kept=len(rollouts),
+        steps=int(sum(len(r.actions) for r in rollouts)),
+        bytes=path.stat().st_size,
+        skipped=skipped,
+    )
+    return report
+
+
+def _generate_task_star(args: tuple) -> dict[str, Any]:
+    suite, task_id, config, root, images, overwrite = args
+    try:
+        return generate_task(suite, task_id, config, root=root, images=images, overwrite=overwrite)
+    except Exception as err:  # one task's failure is reported; the others go on
+        return {"suite": suite, "task_id": task_id, "error": f"{type(err).__name__}: {err}"}
+
+
+def generate_suite(
+    suite: str,
+    tasks: Sequence[int] | None = None,
+    config: DemoConfig = DemoConfig(),
+    *,
+    root: str | Path = DEMOS_DIR,
+    workers: int = 1,
+    images: bool = True,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Generate demonstration files for tasks of ``suite`` on a process pool (one task per job).
+
+    Finished tasks are skipped, so an interrupted generation resumes where it stopped. Each
+    task's report is appended to ``<root>/<suite>/generation_log.jsonl``.
+    """
+    from tqdm.auto import tqdm
+
+    from rsdlib.libero.tasks import num_tasks
+
+    task_ids = list(range(num_tasks(suite))) if tasks is None else list(tasks)
+    jobs = [(suite, t, config, str(root), images, overwrite) for t in task_ids]
+    log = Path(root) / suite / "generation_log.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    reports = []
+    bar = tqdm(total=len(jobs), desc=f"demos {suite}")
+    if workers <= 1:
+        results = map(_generate_task_star, jobs)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+        results = pool.map(_generate_task_star, jobs)
+    kept = 0
+    for report in results:
+        reports.append(report)
+        if len(report.get("skipped", [])) < 1 + images:
+            with log.open("a") as f:
+                f.write(json.dumps({**report, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        kept += report.get("kept", 0)
+        bar.update(1)
+        bar.set_postfix(demos=kept, errors=sum("error" in r for r in reports))
+    bar.close()
+    if workers > 1:
+        pool.shutdown()
+    return reports
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _open(path: Path):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise DemoFileError(
+            f"demonstration file {path} does not exist; generate it with notebooks/01_demonstrations.ipynb "
+            "or scripts/generate_demos.py"
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DemoFileError(f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}") from err
+    if "data" not in f:
+        f.close()
+        raise DemoFileError(f"{path} has no 'data' group; expected LIBERO's layout data/demo_i/...")
+    return f
+
+
+def demo_names(path: str | Path) -> list[str]:
+    """The demos in a file, in numeric order (``demo_0, demo_1, ..., demo_10``)."""
+    with _open(Path(path)) as f:
+        names = list(f["data"].keys())
+    return sorted(
+        names, key=lambda n: (int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else 1 << 30, n)
+    )
+
+
+def describe_demo_file(path: str | Path) -> dict[str, Any]:
+    """Counts and attributes of a demonstration file; checks every demo is complete.
+
+    Raises:
+        DemoFileError: the file is unreadable, or a demo lacks actions or has mismatched lengths.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        data = f["data"]
+        lengths = {}
+        for name, group in data.items():
+            try:
+                n = len(group["actions"])
+                for key in ("states", "obs"):
+                    if key not in group:
+                        raise KeyError(key)
+                for key, dataset in group["obs"].items():
+                    if len(dataset) != n:
+                        raise DemoFileError(f"{path}: {name}/obs/{key} has {len(dataset)} steps, actions {n}")
+            except KeyError as err:
+                raise DemoFileError(f"{path}: {name} lacks {err}; the file is incomplete") from err
+            lengths[name] = n
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in data.attrs.items()}
+    return {
+        "path": str(path),
+        "num_demos": len(lengths),
+        "total_steps": int(sum(lengths.values())),
+        "lengths": lengths,
+        "attrs": attrs,
+        "bytes": path.stat().st_size,
+    }
+
+
+def read_demo(path: str | Path, name: str, *, images: bool = True) -> dict[str, Any]:
+    """One demo as arrays: ``actions``, ``states``, ``obs`` (dict), ``language``.
+
+    Images come out upright whatever convention the file used.
+
+    Raises:
+        DemoFileError: the file or the demo is missing or unreadable.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        if name not in f["data"]:
+            raise DemoFileError(f"{path} has no demo {name!r}")
+        group = f["data"][name]
+        opengl = _is_opengl(f["data"].attrs)
+        try:
+            obs = {}
+            for key, dataset in group["obs"].items():
+                if dataset.ndim == 4 and not images:
+                    continue
+                value = dataset[()]
+                if dataset.ndim == 4 and opengl:
+                    value = np.ascontiguousarray(value[:, ::-1, ::-1])
+                obs[key] = value
+            out = {"actions": group["actions"][()], "states": group["states"][()], "obs": obs}
+        except (OSError, KeyError) as err:
+            raise DemoFileError(f"{path}: demo {name} is unreadable (truncated file?): {err}") from err
+        out["language"] = language_of(f["data"].attrs)
+    return out
+
+
+def _is_opengl(attrs) -> bool:
+    return str(attrs.get("macros_image_convention", "")) == "opengl" and "image_convention" not in attrs
+
+
+def language_of(attrs) -> str:
+    """The task instruction from a file's ``data`` attributes (ours, or official LIBERO's problem_info)."""
+    if "language_instruction" in attrs:
+        return str(attrs["language_instruction"])
+    if "problem_info" in attrs:
+        return str(json.loads(attrs["problem_info"]).get("language_instruction", ""))
+    return ""

@@ -1,0 +1,491 @@
+"""Evaluate a policy on LIBERO under the protocol, resumably, on a process pool or Ray.
+
+::
+
+    from rsdlib.libero.evaluate import evaluate
+    from rsdlib.libero.experts import ScriptedExpert
+
+    result = evaluate(ScriptedExpert(), ["libero_spatial"], episodes=50, run_dir="results/eval/expert")
+    result.summary["suites"]    # success per suite with 95% Wilson intervals
+
+Every finished episode is appended as one JSON line to ``<run_dir>/episodes.jsonl`` (suite,
+task, init index, seed, success, steps, wall time, per-chunk policy diagnostics, error text).
+Restarting with the same run folder skips the episodes already there, so an interrupted run
+loses and repeats nothing. An exception inside one episode (policy or simulator) is recorded
+as that episode's failure with its error text, and the run goes on.
+
+Executors run the same episodes with the same seeds: ``serial`` (in this process: the way
+to evaluate a policy that lives on this process's GPU), ``pool`` (a local process pool, one
+env per worker, the default) and ``ray`` (``ray.init(address)``: a cluster, or local workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsdlib.libero.policy import EpisodeContext, Policy, as_output
+from rsdlib.libero.protocol import Protocol, check_suite
+from rsdlib.metrics import success_summary, summarize_by
+from rsdlib.results import to_jsonable, write_json
+
+EPISODES_FILE = "episodes.jsonl"
+VIDEO_CHOICES = ("none", "failures", "all")
+EXECUTORS = ("serial", "pool", "ray")
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to run: a task, an init state and the seed handed to the policy."""
+
+    suite: str
+    task_id: int
+    init_index: int
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.suite, self.task_id, self.init_index)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How episodes are run (everything but the policy and the episode list).
+
+    Attributes:
+        protocol: the evaluation protocol (max steps, wait steps, chunk execution, cameras).
+        render: render camera images (a policy that reads images needs them; the scripted expert
+            does not). Forced on when videos are asked for.
+        fast_render: render without MSAA, reflections and shadows.
+        video: which episodes get an MP4: ``none``, ``failures`` or ``all``.
+        video_wrist: put the wrist camera beside the agentview camera in videos.
+        video_fps: frames per second of the videos.
+    """
+
+    protocol: Protocol = field(default_factory=Protocol)
+    render: bool = False
+    fast_render: bool = False
+    video: str = "none"
+    video_wrist: bool = False
+    video_fps: int = 20
+
+    def __post_init__(self) -> None:
+        if self.video not in VIDEO_CHOICES:
+            raise ValueError(f"video must be one of {VIDEO_CHOICES}, got {self.video!r}")
+
+    @property
+    def renders(self) -> bool:
+        return self.render or self.video != "none"
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns: the run folder, every episode record and the summary."""
+
+    run_dir: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+# -- episodes -----------------------------------------------------------------------------------
+
+
+def episode_seed(base_seed: int, suite: str, task_id: int, init_index: int) -> int:
+    """A seed per episode that depends only on the run's seed and the episode, not on scheduling."""
+    words = [base_seed, *suite.encode(), task_id, init_index]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def episode_specs(
+    suites: Sequence[str],
+    tasks: Sequence[int] | dict[str, Sequence[int]] | None = None,
+    episodes: int | Sequence[int] = 50,
+    *,
+    seed: int = 0,
+) -> list[EpisodeSpec]:
+    """The episodes of an evaluation, in a stable order (suite, task, init state).
+
+    Args:
+        suites: suite names.
+        tasks: task indices for every suite, a dict per suite, or None for all tasks.
+        episodes: the first ``episodes`` init states of each task, or explicit init indices.
+        seed: the run's base seed (see :func:`episode_seed`).
+    """
+    specs = []
+    for suite in suites:
+        check_suite(suite)
+        chosen = tasks.get(suite) if isinstance(tasks, dict) else tasks
+        if chosen is None:
+            from rsdlib.libero.tasks import num_tasks  # imports LIBERO
+
+            chosen = range(num_tasks(suite))
+        task_ids = chosen
+        inits = range(episodes) if isinstance(episodes, int) else episodes
+        for task_id in task_ids:
+            for init_index in inits:
+                specs.append(
+                    EpisodeSpec(
+                        suite, int(task_id), int(init_index), episode_seed(seed, suite, task_id, init_index)
+                    )
+                )
+    return specs
+
+
+def make_libero_env(suite: str, task_id: int, options: EvalOptions):
+    """The default env factory: a :class:`~rsdlib.libero.env.LiberoEnv` following the protocol."""
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+
+    render = RenderOptions(enabled=options.renders, fast=options.fast_render)
+    return LiberoEnv(suite, task_id, protocol=options.protocol, render=render)
+
+
+EnvFactory = Callable[[str, int, EvalOptions], Any]
+
+
+def run_episode(env, policy: Policy, spec: EpisodeSpec, options: EvalOptions) -> tuple[dict[str, Any], list]:
+    """Run one episode; returns (its record, its video frames or [] when not recording).
+
+    The policy is asked for actions, and up to ``protocol.open_loop_steps`` of each chunk
+    are executed before it is asked again; the episode ends on success or after the
+    suite's step limit. Exceptions are caught and recorded as the episode's failure.
+    """
+    start = time.perf_counter()
+    frames: list[np.ndarray] = []
+    diagnostics: list[dict[str, Any]] = []
+    error = None
+    success = False
+    chunks = 0
+    try:
+        obs = env.reset(spec.init_index)
+        policy.reset(
+            EpisodeContext(spec.suite, spec.task_id, spec.init_index, spec.seed, env.task.language, env)
+        )
+        _keep_frame(frames, obs, options)
+        while not success and env.steps < env.max_steps:
+            out = as_output(policy.act(obs))
+            chunks += 1
+            if out.diagnostics:
+                diagnostics.append(to_jsonable(out.diagnostics))
+            for action in out.actions[: options.protocol.open_loop_steps]:
+                obs, success, _ = env.step(action)
+                _keep_frame(frames, obs, options)
+                if success or env.steps >= env.max_steps:
+                    break
+    except Exception as err:  # one bad episode must not end the run: record it and go on
+        error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
+        success = False
+    record = {
+        "suite": spec.suite,
+        "task_id": spec.task_id,
+        "task_name": getattr(getattr(env, "task", None), "name", None),
+        "init_index": spec.init_index,
+        "seed": spec.seed,
+        "success": bool(success),
+        "steps": int(getattr(env, "steps", 0)),
+        "chunks": chunks,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "diagnostics": diagnostics,
+        "error": error,
+    }
+    return record, frames
+
+
+def _keep_frame(frames: list, obs: dict[str, Any], options: EvalOptions) -> None:
+    if options.video == "none" or "agentview_rgb" not in obs:
+        return
+    frame = obs["agentview_rgb"]
+    if options.video_wrist and "eye_in_hand_rgb" in obs:
+        frame = np.concatenate([frame, obs["eye_in_hand_rgb"]], axis=1)
+    frames.append(frame)
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 20) -> Path:
+    """Write upright RGB frames (T, H, W, 3) to an MP4 (H.264 via imageio-ffmpeg)."""
+    import imageio.v2 as imageio
+
+    if len(frames) == 0:
+        raise ValueError(f"no frames to write to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(np.asarray(frame, dtype=np.uint8))
+    return path
+
+
+# -- workers ------------------------------------------------------------------------------------
+
+
+class EpisodeRunner:
+    """Runs episodes in one process, keeping one env alive while consecutive episodes share a task.
+
+    Args:
+        policy: the policy (a copy per worker process).
+        options: how episodes are run.
+        env_factory: makes an env for ``(suite, task_id, options)``.
+        video_dir: where MP4s go (None: no videos).
+    """
+
+    def __init__(
+        self, policy: Policy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None
+    ) -> None:
+        self.policy = policy
+        self.options = options
+        self.env_factory = env_factory
+        self.video_dir = video_dir
+        self._env = None
+        self._env_key: tuple[str, int] | None = None
+
+    def run(self, spec: EpisodeSpec) -> dict[str, Any]:
+        try:
+            env = self._env_for(spec.suite, spec.task_id)
+        except Exception as err:  # the env itself could not be made: every episode of it fails, loudly
+            return {
+                **asdict(spec),
+                "task_name": None,
+                "success": False,
+                "steps": 0,
+                "chunks": 0,
+                "wall_time_s": 0.0,
+                "diagnostics": [],
+                "error": f"could not make the env: {type(err).__name__}: {err}",
+            }
+        record, frames = run_episode(env, self.policy, spec, self.options)
+        record["video"] = self._maybe_video(record, frames)
+        record["worker"] = os.getpid()
+        return record
+
+    def run_many(self, specs: list[EpisodeSpec]) -> list[dict[str, Any]]:
+        """Run several episodes (one remote call per group for Ray actors)."""
+        return [self.run(s) for s in specs]
+
+    def _env_for(self, suite: str, task_id: int):
+        if self._env_key != (suite, task_id):
+            self.close()
+            self._env = self.env_factory(suite, task_id, self.options)
+            self._env_key = (suite, task_id)
+        return self._env
+
+    def _maybe_video(self, record: dict[str, Any], frames: list) -> str | None:
+        wanted = self.options.video == "all" or (self.options.video == "failures" and not record["success"])
+        if not (wanted and frames and self.video_dir):
+            return None
+        outcome = "success" if record["success"] else "failure"
+        name = f"{record['suite']}_task{record['task_id']:02d}_init{record['init_index']:02d}_{outcome}.mp4"
+        return str(write_video(Path(self.video_dir) / name, frames, fps=self.options.video_fps))
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+        self._env, self._env_key = None, None
+
+
+_WORKER: EpisodeRunner | None = None
+
+
+def _pool_init(policy: Policy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None) -> None:
+    global _WORKER
+    _WORKER = EpisodeRunner(policy, options, env_factory, video_dir)
+
+
+def _pool_run(spec: EpisodeSpec) -> dict[str, Any]:
+    assert _WORKER is not None, "pool worker was not initialised"
+    return _WORKER.run(spec)
+
+
+def _run_serial(runner: EpisodeRunner, specs: list[EpisodeSpec]) -> Iterator[dict[str, Any]]:
+    try:
+        for spec in specs:
+            yield runner.run(spec)
+    finally:
+        runner.close()
+
+
+def _run_pool(args: tuple, specs: list[EpisodeSpec], workers: int) -> Iterator[dict[str, Any]]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a fresh interpreter per worker, no inherited GL context or threads.
+    with ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_pool_init, initargs=args
+    ) as pool:
+        # chunksize keeps consecutive episodes of a task on one worker (one env per task per worker).
+        yield from pool.map(_pool_run, specs, chunksize=max(1, min(10, len(specs) // (4 * workers) or 1)))
+
+
+def _run_ray(
+    args: tuple, specs: list[EpisodeSpec], workers: int, address: str | None
+) -> Iterator[dict[str, Any]]:
+    import ray
+    from ray.util import ActorPool
+
+    if not ray.is_initialized():
+        init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+        if address is None:  # local: workers import rsdlib (and test helpers) from this checkout
+            init["num_cpus"] = workers
+            init["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
+        ray.init(**init)
+    actor = ray.remote(num_cpus=1)(EpisodeRunner)
+    pool = ActorPool([actor.remote(*args) for _ in range(workers)])
+    # Groups of consecutive episodes of one task go to one actor, so each actor reuses its env.
+    groups = [specs[i : i + 10] for i in range(0, len(specs), 10)]
+    for batch in pool.map_unordered(lambda a, g: a.run_many.remote(g), groups):
+        yield from batch
+
+
+# -- the run folder -----------------------------------------------------------------------------
+
+
+def read_episodes(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The episode records already in ``run_dir/episodes.jsonl`` ([] when there is none).
+
+    A last line cut off by an interrupted write is dropped (and removed from the file, so the
+    episode is simply run again); a malformed line elsewhere raises, naming the file and line.
+    """
+    path = Path(run_dir) / EPISODES_FILE
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):  # no newline after it: the write was interrupted
+                path.write_text("".join(f"{json.dumps(r)}\n" for r in records))
+                break
+            raise ValueError(
+                f"{path} line {number} is not valid JSON ({err}); repair or delete the line"
+            ) from err
+    return records
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(to_jsonable(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Success per task and per suite (95% Wilson intervals), steps and errors."""
+    records = list(records)
+    by_task = summarize_by(records, ("suite", "task_id"))
+    names = {(r["suite"], r["task_id"]): r.get("task_name") for r in records}
+    for row in by_task:
+        row["task_name"] = names[(row["suite"], row["task_id"])]
+        mine = [r for r in records if (r["suite"], r["task_id"]) == (row["suite"], row["task_id"])]
+        wins = [r["steps"] for r in mine if r["success"]]
+        row["mean_steps_success"] = float(np.mean(wins)) if wins else None
+        row["errors"] = sum(r.get("error") is not None for r in mine)
+    return {
+        "overall": success_summary(sum(r["success"] for r in records), len(records)),
+        "suites": summarize_by(records, ("suite",)),
+        "tasks": by_task,
+        "errors": sum(r.get("error") is not None for r in records),
+    }
+
+
+def evaluate(
+    policy: Policy,
+    suites: Sequence[str],
+    tasks: Sequence[int] | dict[str, Sequence[int]] | None = None,
+    episodes: int | Sequence[int] = 50,
+    *,
+    run_dir: str | Path,
+    seed: int = 0,
+    options: EvalOptions | None = None,
+    executor: str = "pool",
+    workers: int = 2,
+    ray_address: str | None = None,
+    env_factory: EnvFactory = make_libero_env,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate ``policy`` on the chosen episodes, appending to ``run_dir/episodes.jsonl``.
+
+    Args:
+        policy: the policy; copied (pickled) to each worker for ``pool`` and ``ray``.
+        suites: suite names.
+        tasks: task indices (for every suite, or a dict per suite); None for all.
+        episodes: how many init states per task (the first ones), or explicit init indices.
+        run_dir: the run folder (see :func:`rsdlib.results.new_run`); reused to resume.
+        seed: base seed; each episode's seed is derived from it and the episode.
+        options: protocol, rendering and video settings.
+        executor: ``serial``, ``pool`` or ``ray``.
+        workers: processes (pool) or actors (ray).
+        ray_address: a Ray cluster address; None starts Ray locally with ``workers`` CPUs.
+        env_factory: makes an env per (suite, task); tests pass a fake.
+        progress: show a tqdm bar with the success rate so far.
+
+    Returns:
+        An :class:`EvalResult` with every record of the chosen episodes (old and new) and the
+        summary, which is also written to ``run_dir/metrics.json``.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if workers < 1:
+        raise ValueError(f"workers ({workers}) must be at least 1")
+    options = options or EvalOptions()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    specs = episode_specs(suites, tasks, episodes, seed=seed)
+    wanted = {s.key for s in specs}
+    done = {}
+    for record in read_episodes(run_dir):
+        done.setdefault((record["suite"], record["task_id"], record["init_index"]), record)
+    todo = [s for s in specs if s.key not in done]
+    video_dir = str(run_dir / "videos") if options.video != "none" else None
+    args = (policy, options, env_factory, video_dir)
+    if executor == "serial" or not todo:
+        stream = _run_serial(EpisodeRunner(*args), todo)
+    elif executor == "pool":
+        stream = _run_pool(args, todo, min(workers, len(todo)))
+    else:
+        stream = _run_ray(args, todo, min(workers, len(todo)), ray_address)
+
+    from tqdm.auto import tqdm
+
+    path = run_dir / EPISODES_FILE
+    old = [r for k, r in done.items() if k in wanted]
+    wins = sum(r["success"] for r in old)
+    bar = tqdm(total=len(specs), initial=len(old), desc=f"eval {policy.name}", disable=not progress)
+    with bar:
+        for record in stream:
+            key = (record["suite"], record["task_id"], record["init_index"])
+            if key in done:  # never write an episode twice
+                continue
+            _append(path, record)
+            done[key] = record
+            wins += record["success"]
+            bar.update(1)
+            bar.set_postfix(success=f"{wins}/{bar.n}")
+    records = [done[s.key] for s in specs if s.key in done]
+    summary = summarize(records)
+    write_json(run_dir / "metrics.json", summary)
+    return EvalResult(run_dir, records, summary)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of success per task and per suite with 95% Wilson intervals."""
+    lines = [f"{'suite':<15} {'task':>4}  {'success':>9}  {'rate':>6}  {'95% CI':>13}  name"]
+    for row in summary["tasks"]:
+        lines.append(
+            f"{row['suite']:<15} {row['task_id']:>4}  {row['successes']:>4}/{row['n']:<4}  "
+            f"{row['rate']:>6.1%}  [{row['ci_low']:.2f}, {row['ci_high']:.2f}]  {row.get('task_name') or ''}"
+        )
+    for row in summary["suites"]:
+        lines.append(
+            f"{row['suite']:<15} {'all':>4}  {row['successes']:>4}/{row['n']:<4}  "
+            f"{row['rate']:>6.1%}  [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Generate scripted-expert demonstrations in LIBERO's HDF5 layout (resumable).
+
+Usage::
+
+    python scripts/generate_demos.py --suite libero_spatial                   # 50 per task, with images
+    python scripts/generate_demos.py --suite libero_spatial --no-images       # stage 1 only (actions, states)
+    python scripts/generate_demos.py --suite libero_object --tasks 0 1 --workers 2
+
+Writes ``data/demos/<suite>/<task_name>_demo.hdf5`` and appends a report per task to
+``data/demos/<suite>/generation_log.jsonl``. Re-running skips what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rsdlib.libero.demos import DEMOS_DIR, DemoConfig, generate_suite
+from rsdlib.libero.protocol import SUITES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--suite", required=True, choices=SUITES)
+    parser.add_argument("--tasks", nargs="*", type=int, default=None)
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--no-images", action="store_true", help="stage 1 only: rollouts without camera images"
+    )
+    parser.add_argument("--fast-render", action="store_true")
+    parser.add_argument("--root", default=str(DEMOS_DIR))
+    args = parser.parse_args()
+    config = DemoConfig(episodes=args.episodes, seed=args.seed, fast_render=args.fast_render)
+    reports = generate_suite(
+        args.suite, args.tasks, config, root=args.root, workers=args.workers, images=not args.no_images
+    )
+    for report in reports:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

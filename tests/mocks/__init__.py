@@ -1,0 +1,1 @@
+"""Stand-ins for the simulator, so harness tests run in seconds without LIBERO."""

@@ -1,0 +1,95 @@
+"""A fake LIBERO env and policies for testing the evaluation harness without a simulator.
+
+The fake robot is a point on a line. Init state ``k`` starts it at ``0.1 * k`` and the goal
+is at 1.0; every action moves it by ``0.1 * action[0]`` (clipped). So with ``max_steps`` 8,
+a policy that always pushes +1 succeeds from init states 2 and up and fails from 0 and 1.
+Init state :data:`CRASH_INIT` of task :data:`CRASH_TASK` raises inside ``step``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rsdlib.libero.policy import Policy, PolicyOutput
+
+CRASH_TASK, CRASH_INIT = 1, 4
+MAX_STEPS = 8
+
+
+@dataclass(frozen=True)
+class FakeTask:
+    suite: str
+    task_id: int
+    name: str
+    language: str
+
+
+class FakeEnv:
+    """Mimics the parts of :class:`~rsdlib.libero.env.LiberoEnv` the harness uses."""
+
+    def __init__(self, suite: str, task_id: int, options=None) -> None:
+        self.task = FakeTask(suite, task_id, f"fake_task_{task_id}", f"reach the goal {task_id}")
+        self.max_steps = MAX_STEPS
+        self.steps = 0
+        self.position = 0.0
+        self.init_index = 0
+        self.closed = False
+
+    def reset(self, init_index: int):
+        self.init_index = init_index
+        self.position = 0.1 * init_index
+        self.steps = 0
+        return self._obs()
+
+    def step(self, action):
+        if self.task.task_id == CRASH_TASK and self.init_index == CRASH_INIT:
+            raise RuntimeError("simulated physics blow-up")
+        action = np.asarray(action)
+        assert action.shape == (7,)
+        self.position += 0.1 * float(np.clip(action[0], -1, 1))
+        self.steps += 1
+        return self._obs(), self.success, {}
+
+    @property
+    def success(self) -> bool:
+        return self.position >= 1.0 - 1e-9
+
+    def _obs(self):
+        return {
+            "proprio": np.array([self.position], dtype=np.float32),
+            "instruction": self.task.language,
+            "state": {},
+        }
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_fake_env(suite: str, task_id: int, options=None) -> FakeEnv:
+    return FakeEnv(suite, task_id, options)
+
+
+class PushPolicy(Policy):
+    """Deterministic: returns a chunk of 4 actions pushing +1, and a diagnostic per chunk."""
+
+    name = "push"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls = 0
+
+    def reset(self, context) -> None:
+        self.calls = 0
+        self.seed = context.seed
+
+    def act(self, obs):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.calls += 1
+        chunk = np.zeros((4, 7))
+        chunk[:, 0] = 1.0
+        chunk[:, 6] = -1.0
+        return PolicyOutput(chunk, {"call": self.calls, "position": float(obs["proprio"][0])})

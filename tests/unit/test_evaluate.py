@@ -1,0 +1,217 @@
+"""The evaluation harness: records, resume after a kill, errors, executors, summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mocks.fake_libero import CRASH_INIT, CRASH_TASK, PushPolicy, make_fake_env
+
+from rsdlib.libero.evaluate import (
+    EPISODES_FILE,
+    EvalOptions,
+    episode_seed,
+    episode_specs,
+    evaluate,
+    format_table,
+    read_episodes,
+)
+from rsdlib.libero.policy import PolicyOutput, as_output
+from rsdlib.metrics import success_summary, wilson_interval
+
+SUITE = "libero_spatial"
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+
+def run(tmp_path, executor="serial", workers=1, tasks=(0, 1), episodes=6, **kw):
+    return evaluate(
+        PushPolicy(),
+        [SUITE],
+        list(tasks),
+        episodes,
+        run_dir=tmp_path / "run",
+        executor=executor,
+        workers=workers,
+        env_factory=make_fake_env,
+        progress=False,
+        **kw,
+    )
+
+
+def keyed(records):
+    return {(r["suite"], r["task_id"], r["init_index"]): r for r in records}
+
+
+def test_wilson_interval_known_values_and_edges():
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 20)[0] == 0.0 and 0 < wilson_interval(0, 20)[1] < 0.2
+    assert wilson_interval(20, 20)[1] == 1.0 and 0.8 < wilson_interval(20, 20)[0] < 1
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+    assert success_summary(0, 0)["rate"] is None
+
+
+def test_episode_seeds_are_distinct_and_stable():
+    specs = episode_specs([SUITE], [0, 1], 5, seed=3)
+    assert len({s.seed for s in specs}) == len(specs)
+    assert specs[7].seed == episode_seed(3, SUITE, 1, 2)
+    assert episode_seed(4, SUITE, 1, 2) != episode_seed(3, SUITE, 1, 2)
+
+
+def test_records_follow_the_protocol_and_errors_are_recorded(tmp_path):
+    result = run(tmp_path)
+    records = keyed(result.records)
+    assert len(records) == 12
+    # Init states 0 and 1 cannot reach the goal in max_steps; 2.. can; the crash is a failure.
+    for (_, task, init), r in records.items():
+        crashed = task == CRASH_TASK and init == CRASH_INIT
+        assert r["success"] == (init >= 2 and not crashed)
+        assert (r["error"] is not None) == crashed
+        assert r["steps"] <= 8
+    assert "simulated physics blow-up" in records[(SUITE, CRASH_TASK, CRASH_INIT)]["error"]
+    # Chunks of 4 run open loop: a success from init 2 takes 8 steps in 2 chunks.
+    r = records[(SUITE, 0, 2)]
+    assert (r["steps"], r["chunks"]) == (8, 2)
+    assert [d["call"] for d in r["diagnostics"]] == [1, 2]
+    # The summary agrees with the records, and is on disk.
+    task0 = next(t for t in result.summary["tasks"] if t["task_id"] == 0)
+    assert (task0["successes"], task0["n"]) == (4, 6)
+    assert task0["ci_low"] < 4 / 6 < task0["ci_high"]
+    assert result.summary["errors"] == 1
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["overall"]["successes"] == 7
+    assert "fake_task_0" in format_table(result.summary)
+
+
+def test_open_loop_steps_limit_the_executed_chunk(tmp_path):
+    from rsdlib.libero.protocol import Protocol
+
+    result = run(
+        tmp_path, tasks=(0,), episodes=[2], options=EvalOptions(protocol=Protocol(open_loop_steps=1))
+    )
+    assert result.records[0]["chunks"] == result.records[0]["steps"] == 8
+
+
+def test_rerun_skips_finished_episodes_and_extends(tmp_path):
+    run(tmp_path, tasks=(0,), episodes=3)
+    lines_before = (tmp_path / "run" / EPISODES_FILE).read_text().splitlines()
+    result = run(tmp_path, tasks=(0,), episodes=5)
+    lines_after = (tmp_path / "run" / EPISODES_FILE).read_text().splitlines()
+    assert lines_after[:3] == lines_before  # old lines untouched
+    assert len(lines_after) == 5 and len(result.records) == 5
+
+
+def test_truncated_last_line_is_dropped_and_rerun(tmp_path):
+    run(tmp_path, tasks=(0,), episodes=3)
+    path = tmp_path / "run" / EPISODES_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])  # a write cut off mid-line
+    assert len(read_episodes(tmp_path / "run")) == 2
+    result = run(tmp_path, tasks=(0,), episodes=3)
+    assert sorted(keyed(result.records)) == [(SUITE, 0, i) for i in range(3)]
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_malformed_middle_line_raises_naming_the_file(tmp_path):
+    run(tmp_path, tasks=(0,), episodes=3)
+    path = tmp_path / "run" / EPISODES_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{not json", lines[2]]) + "\n")
+    with pytest.raises(ValueError, match="episodes.jsonl line 2"):
+        read_episodes(tmp_path / "run")
+
+
+def test_resume_after_kill_loses_and_repeats_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(TESTS_DIR)!r})
+        from mocks.fake_libero import PushPolicy, make_fake_env
+        from rsdlib.libero.evaluate import evaluate
+        evaluate(PushPolicy(delay_s=0.05), [{SUITE!r}], [0, 1, 2], 10, run_dir={str(run_dir)!r},
+                 executor="serial", env_factory=make_fake_env, progress=False)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    path = run_dir / EPISODES_FILE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= 4:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the evaluation finished before it could be killed; make the episodes slower")
+        time.sleep(0.02)
+    else:
+        proc.kill()
+        pytest.fail("the evaluation wrote no episodes within 120 s")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_episodes(run_dir)
+    assert 4 <= len(before) < 30, "the run must be killed midway"
+    result = evaluate(
+        PushPolicy(),
+        [SUITE],
+        [0, 1, 2],
+        10,
+        run_dir=run_dir,
+        executor="serial",
+        env_factory=make_fake_env,
+        progress=False,
+    )
+    after = read_episodes(run_dir)
+    keys = [(r["suite"], r["task_id"], r["init_index"]) for r in after]
+    assert len(keys) == len(set(keys)) == 30  # nothing repeated, nothing lost
+    assert after[: len(before)] == before  # finished episodes were kept as they were
+    assert len(result.records) == 30
+
+
+def test_pool_equals_serial(tmp_path):
+    serial = run(tmp_path / "a", executor="serial")
+    pool = run(tmp_path / "b", executor="pool", workers=2)
+    strip = lambda rs: {
+        k: {f: v for f, v in r.items() if f not in ("wall_time_s", "worker", "error")}
+        for k, r in keyed(rs).items()
+    }  # noqa: E731
+    assert strip(serial.records) == strip(pool.records)
+
+
+def test_ray_equals_pool(tmp_path):
+    ray = pytest.importorskip("ray")
+    pool = run(tmp_path / "pool", executor="pool", workers=2, tasks=(0, 1, 2), episodes=4)
+    try:
+        on_ray = run(tmp_path / "ray", executor="ray", workers=2, tasks=(0, 1, 2), episodes=4)
+    finally:
+        ray.shutdown()
+    strip = lambda rs: {
+        k: {f: v for f, v in r.items() if f not in ("wall_time_s", "worker", "error")}
+        for k, r in keyed(rs).items()
+    }  # noqa: E731
+    assert strip(pool.records) == strip(on_ray.records)
+    assert len({r["worker"] for r in on_ray.records}) == 2  # both actors ran episodes
+    assert pool.summary == on_ray.summary
+
+
+def test_as_output_validates_shapes():
+    assert as_output(np.zeros(7)).actions.shape == (1, 7)
+    assert as_output(PolicyOutput(np.zeros((3, 7)), {"a": 1})).diagnostics == {"a": 1}
+    with pytest.raises(ValueError, match="shape"):
+        as_output(np.zeros(6))
+    with pytest.raises(ValueError, match="non-finite"):
+        as_output(np.full(7, np.nan))
+
+
+def test_bad_arguments_fail_loudly(tmp_path):
+    with pytest.raises(ValueError, match="executor"):
+        run(tmp_path, executor="threads")
+    with pytest.raises(ValueError, match="video"):
+        EvalOptions(video="some")
