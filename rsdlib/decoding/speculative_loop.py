@@ -194,28 +194,29 @@ def speculative_decode(
             # 4. crop the cache to the committed blocks (block l read layer l-1)
             main.trunk.truncate(state, new_committed)
 
-        _record_round(
-            rounds=rounds,
-            sources=sources,
-            active=active,
-            committed=committed,
-            g=g,
-            accepted=accepted,
-            has_correction=has_correction,
-            has_bonus=has_bonus,
-            extra=extra,
-            x_all=x_all if G > 0 else None,
-            q_all=q_all if G > 0 else None,
-            p_all=p_all,
-            flags=flags,
-            judged_rows=judged_rows,
-            top_k=min(top_k, V),
-        )
+        with clock.step("record"):
+            _record_round(
+                rounds=rounds,
+                sources=sources,
+                active=active,
+                committed=committed,
+                g=g,
+                accepted=accepted,
+                has_correction=has_correction,
+                has_bonus=has_bonus,
+                extra=extra,
+                x_all=x_all if G > 0 else None,
+                q_all=q_all if G > 0 else None,
+                p_all=p_all,
+                flags=flags,
+                judged_rows=judged_rows,
+                top_k=min(top_k, V),
+            )
         committed = new_committed
 
     with clock.step("detokenize"):
         actions = decode_actions(tokenizer, tokens)
-    timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize")
+    timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize", "record")
     per_layer = layer_actions(tokenizer, tokens)
     rows = tokens.tolist()
     traces = [

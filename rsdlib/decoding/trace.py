@@ -71,7 +71,8 @@ class DecodeTrace:
         rounds: speculative rounds (empty for plain decoding).
         layer_actions: ``[L][H][A]`` the chunk decoded from the first l+1 layers, if a
             tokenizer was given.
-        timings: seconds: ``prefix``, ``draft``, ``verify``, ``plain``, ``detokenize``, ``total``
+        timings: seconds: ``prefix``, ``draft``, ``verify``, ``plain``, ``detokenize``, ``record``
+            (building the trace), ``total``
             (for a whole batch; see ``batch_size``).
         rule: the acceptance rule's label (with ``[lossy]`` where it applies), RSD only.
         lossless: whether the output equals the main model's (greedy tokens or distribution).

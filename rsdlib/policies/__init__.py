@@ -2,7 +2,7 @@
 
 from rsdlib.policies.checkpoints import CheckpointError, load, save
 from rsdlib.policies.configuration import ActionSpace, HeadDrafterConfig, PolicyConfig, TrunkConfig
-from rsdlib.policies.drafters import Draft, Drafter, HeadDrafter, PolicyDrafter, RandomDrafter
+from rsdlib.policies.drafters import Draft, Drafter, HeadDrafter, PolicyDrafter, RandomDrafter, ReplayDrafter
 from rsdlib.policies.heads import (
     FastAutoregressive,
     L1Regression,
@@ -37,6 +37,7 @@ __all__ = [
     "RFSQAutoregressive",
     "RFSQParallel",
     "RandomDrafter",
+    "ReplayDrafter",
     "Trunk",
     "TrunkConfig",
     "TrunkState",

@@ -9,6 +9,7 @@ A drafter is told the observation batch and the main trunk's prefix state once p
 - :class:`PolicyDrafter` (``tiny_policy``): any :class:`RFSQAutoregressive` with its own trunk and
   cache; wrapping the main policy itself gives the "main as its own drafter" check.
 - :class:`RandomDrafter`: random distributions from its own seeded generator (a test baseline).
+- :class:`ReplayDrafter`: proposes given tokens (an oracle when they are the greedy output).
 """
 
 from __future__ import annotations
@@ -274,3 +275,42 @@ class RandomDrafter(Drafter):
         q = torch.softmax(logits * self.sharpness, dim=-1)  # (B, G, N, V)
         x = torch.multinomial(q.reshape(-1, self.V), 1, generator=self.generator).reshape(B, gamma, self.N)
         return Draft(tokens=x.to(self._device), q=q.to(self._device, self._dtype))
+
+
+class ReplayDrafter(Drafter):
+    """Proposes fixed tokens (one-hot q): an oracle when given the main model's own greedy output.
+
+    With the greedy tokens of plain decoding it is a free drafter that is always right, so RSD's
+    measured time with it is the ceiling that pass reduction alone allows.
+
+    Args:
+        tokens: ``(B, L, N)`` tokens to propose, per item.
+        codebook_size: V.
+    """
+
+    name = "replay"
+
+    def __init__(self, *, tokens: torch.Tensor, codebook_size: int) -> None:
+        self.tokens, self.V = tokens, codebook_size
+
+    def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
+        if self.tokens.shape[0] != obs.batch_size:
+            raise ValueError(
+                f"ReplayDrafter holds {self.tokens.shape[0]} items, the batch has {obs.batch_size}"
+            )
+        self._dtype = main_state.prefix_hidden.dtype
+
+    def propose(
+        self,
+        *,
+        tokens: torch.Tensor,
+        committed: torch.Tensor,
+        gamma: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Draft:
+        L, N = self.tokens.shape[1:]
+        layer = (committed[:, None] + torch.arange(gamma, device=committed.device)).clamp(max=L - 1)  # (B, G)
+        x = torch.gather(self.tokens, 1, layer[:, :, None].expand(-1, -1, N))  # (B, G, N)
+        q = F.one_hot(x, self.V).to(self._dtype)
+        return Draft(tokens=x, q=q)

@@ -102,9 +102,19 @@ class RFSQAutoregressive(Policy):
 
     def block_outputs(self, hidden: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, k, N, V)`` from hidden ``(B, k, N, D)`` of blocks ``(B, k)``."""
-        b = block.clamp(0, self.L - 1)
-        W = self.out_weight[b]  # (B, k, D, V)
-        return torch.einsum("bknd,bkdv->bknv", hidden, W) + self.out_bias[b][:, :, None]
+        b = block.clamp(0, self.L - 1)  # (B, k)
+        B, k, N, D = hidden.shape
+        flat_b = b.reshape(-1)
+        flat_h = hidden.reshape(B * k, N, D)
+        out = hidden.new_empty(B * k, N, self.V)
+        layers = flat_b.unique().tolist()
+        if len(layers) == 1:
+            return hidden @ self.out_weight[layers[0]] + self.out_bias[layers[0]]
+        # One matmul per layer present (at most gamma + 1): no per-block copy of the (D, V) weights.
+        for layer in layers:
+            rows = (flat_b == layer).nonzero()[:, 0]
+            out[rows] = flat_h[rows] @ self.out_weight[layer] + self.out_bias[layer]
+        return out.reshape(B, k, N, self.V)
 
     def _positions(self, block: torch.Tensor) -> torch.Tensor:
         P = self.trunk.prefix_length

@@ -30,7 +30,7 @@ from rsdlib.decoding import (
     traces_to_frame,
 )
 from rsdlib.decoding import acceptance as acceptance_module
-from rsdlib.policies import HeadDrafter, HeadDrafterConfig, PolicyDrafter, RandomDrafter
+from rsdlib.policies import HeadDrafter, HeadDrafterConfig, PolicyDrafter, RandomDrafter, ReplayDrafter
 
 L, N, V = 3, 2, 6
 
@@ -110,6 +110,21 @@ def test_main_as_its_own_drafter_accepts_everything_when_sampling(main, obs):
     for t in rsd.traces:
         assert t.main_passes == math.ceil(L / 3)
         assert all(r.correction is None for r in t.rounds)
+
+
+@pytest.mark.parametrize("gamma", [1, 2, L])
+def test_replayed_greedy_tokens_are_an_oracle_and_wrong_replays_stay_exact(main, obs, gamma):
+    greedy = decode_rfsq_ar(main, obs).tokens
+    oracle = speculative_decode(
+        main, ReplayDrafter(tokens=greedy, codebook_size=V), obs, rule=make_rule("exact"), gamma=gamma
+    )
+    assert torch.equal(oracle.tokens, greedy)
+    assert all(t.main_passes == math.ceil(L / (gamma + 1)) for t in oracle.traces)
+    wrong = greedy.flip(0)  # another item's greedy tokens
+    rsd = speculative_decode(
+        main, ReplayDrafter(tokens=wrong, codebook_size=V), obs, rule=make_rule("exact"), gamma=gamma
+    )
+    assert torch.equal(rsd.tokens, greedy)
 
 
 def test_random_drafter_needs_more_passes_than_self(main, obs):

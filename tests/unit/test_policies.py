@@ -222,7 +222,7 @@ def test_every_head_has_a_differentiable_loss(head):
     }
     loss, metrics = policy.loss(batch)
     loss.backward()
-    assert torch.isfinite(loss) and metrics["loss"] == float(loss)
+    assert torch.isfinite(loss) and metrics["loss"] == loss.item()
     grads = [p.grad for p in policy.trunk.image_encoder.parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
 

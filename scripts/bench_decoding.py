@@ -1,0 +1,260 @@
+"""Decoding latency per method, batch 1: one prefix pass, one block pass, one full decode.
+
+Measures, on a tiny and a default-sized model (random weights: timings do not depend on
+training, acceptance does), the median and p90 wall time over many runs after warm-up of
+
+- one prefix pass, one block pass (N positions) and one verify pass (gamma + 1 blocks);
+- a full chunk decode for plain ``rfsq_ar``, ``rfsq_parallel``, ``l1_regression``, ``fast_ar``,
+  and RSD (``exact`` rule) with several drafters: ``replay`` (the greedy tokens, an oracle that
+  is free and always right: the ceiling of pass reduction), ``self`` (the main model drafting
+  for itself: everything accepted, drafting costs main passes), ``random``, and the untrained
+  ``head`` and ``tiny_policy`` drafters (acceptance near zero until trained: a cost floor).
+
+Prints measured figures and ratios side by side: each method against plain ``rfsq_ar`` and
+against the floor (one prefix pass plus one block pass), with the speedup the pass counts
+predict beside the measured one. These machines are noisy: compare ratios within one run.
+
+Usage:
+    .venv/bin/python scripts/bench_decoding.py --sizes tiny default --runs 50 --gamma 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsdlib.decoding import (
+    decode_fast_ar,
+    decode_l1_regression,
+    decode_rfsq_ar,
+    decode_rfsq_parallel,
+    make_rule,
+    speculative_decode,
+)
+from rsdlib.policies import (
+    ActionSpace,
+    HeadDrafter,
+    HeadDrafterConfig,
+    PolicyConfig,
+    PolicyDrafter,
+    RandomDrafter,
+    ReplayDrafter,
+    TrunkConfig,
+    build_instruction_vocab,
+    build_policy,
+)
+from rsdlib.results import device_info
+
+INSTRUCTIONS = ("pick up the black bowl between the plate and the ramekin and place it on the plate",)
+
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "trunk": {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32, "image_size": 16,
+                  "image_channels": (4, 8), "max_instruction_tokens": 8},
+        "drafter_trunk": {"hidden_size": 8, "num_layers": 1, "num_heads": 2, "intermediate_size": 16,
+                          "image_size": 16, "image_channels": (4, 8), "max_instruction_tokens": 8},
+        "actions": {"num_layers": 3, "num_latents": 2, "codebook_size": 6, "fast_vocab": 16, "fast_max_tokens": 12},
+    },
+    "default": {
+        "trunk": {},
+        "drafter_trunk": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128,
+                          "image_channels": (8, 16, 32, 32, 64)},
+        "actions": {"num_layers": 4, "num_latents": 4, "codebook_size": 1000, "fast_vocab": 1024,
+                    "fast_max_tokens": 40},
+    },
+}  # fmt: skip
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    return {"median_ms": 1e3 * statistics.median(samples), "p90_ms": 1e3 * float(np.percentile(samples, 90))}
+
+
+def timed(
+    fn: Callable[[], Any], *, runs: int, warmup: int, reset: Callable[[], None] | None = None
+) -> list[float]:
+    for _ in range(warmup):
+        fn()
+        if reset:
+            reset()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+        if reset:
+            reset()
+    return out
+
+
+def build(size: str, seed: int = 0) -> dict[str, Any]:
+    spec = SIZES[size]
+    vocab = build_instruction_vocab(INSTRUCTIONS)
+    trunk = TrunkConfig(**spec["trunk"], instruction_vocab=vocab)
+    small = TrunkConfig(**spec["drafter_trunk"], instruction_vocab=vocab)
+    actions = ActionSpace(**spec["actions"])
+    torch.manual_seed(seed)
+    models = {
+        head: build_policy(PolicyConfig(head=head, trunk=trunk, actions=actions)).eval()
+        for head in ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar")
+    }
+    models["tiny_policy"] = build_policy(PolicyConfig(head="rfsq_ar", trunk=small, actions=actions)).eval()
+    hd = HeadDrafterConfig(
+        trunk_hidden_size=trunk.hidden_size, hidden_size=trunk.hidden_size, actions=actions
+    )
+    models["head"] = HeadDrafter(config=hd).eval()
+    rng = np.random.default_rng(seed)
+    s = trunk.image_size
+    obs = [
+        {
+            "agentview_rgb": rng.integers(0, 256, (s, s, 3), dtype=np.uint8),
+            "eye_in_hand_rgb": rng.integers(0, 256, (s, s, 3), dtype=np.uint8),
+            "proprio": rng.normal(size=8).astype(np.float32),
+            "instruction": INSTRUCTIONS[0],
+        }
+    ]
+    return {"models": models, "obs": models["rfsq_ar"].prepare(obs), "trunk": trunk, "actions": actions}
+
+
+def count_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in m.named_parameters() if "embed_tokens" not in n)
+
+
+@torch.no_grad()
+def bench_size(size: str, *, runs: int, warmup: int, gamma: int) -> dict[str, Any]:
+    setup = build(size)
+    models, obs, actions = setup["models"], setup["obs"], setup["actions"]
+    main = models["rfsq_ar"]
+    L, N, V = actions.num_layers, actions.num_latents, actions.codebook_size
+    zeros = torch.zeros(1, L, N, dtype=torch.long)
+    passes: dict[str, dict[str, float]] = {}
+
+    passes["prefix pass"] = stats(timed(lambda: main.prefix(obs), runs=runs, warmup=warmup))
+    state = main.prefix(obs)
+    start = torch.zeros(1, dtype=torch.long)
+    for name, k in [("block pass (N)", 1), (f"verify pass ({min(gamma + 1, L)} blocks)", min(gamma + 1, L))]:
+        passes[name] = stats(
+            timed(
+                lambda k=k: main.block_logits(state, zeros, start, torch.tensor([k])),
+                runs=runs,
+                warmup=warmup,
+                reset=lambda: main.trunk.truncate(state, start),
+            )
+        )
+    floor_ms = passes["prefix pass"]["median_ms"] + passes["block pass (N)"]["median_ms"]
+
+    greedy = decode_rfsq_ar(main, obs).tokens
+    exact = make_rule("exact")
+    methods: dict[str, Callable[[], Any]] = {
+        "rfsq_ar (plain)": lambda: decode_rfsq_ar(main, obs),
+        "rfsq_parallel": lambda: decode_rfsq_parallel(models["rfsq_parallel"], obs),
+        "l1_regression": lambda: decode_l1_regression(models["l1_regression"], obs),
+        "fast_ar (untrained: runs to the cap)": lambda: decode_fast_ar(models["fast_ar"], obs),
+    }
+    drafters = {
+        "replay oracle": lambda: ReplayDrafter(tokens=greedy, codebook_size=V),
+        "self (main drafts)": lambda: PolicyDrafter(policy=main),
+        "random": lambda: RandomDrafter(num_layers=L, num_latents=N, codebook_size=V, seed=0),
+        "head (untrained)": lambda: models["head"],
+        "tiny_policy (untrained)": lambda: PolicyDrafter(policy=models["tiny_policy"]),
+    }
+    for name, make in drafters.items():
+        methods[f"RSD exact g={gamma}, {name}"] = lambda make=make: speculative_decode(
+            main, make(), obs, rule=exact, gamma=gamma
+        )
+    # Round robin: every run times each method once, so drifting load hits all methods alike.
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    for run in range(warmup + runs):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            fn()
+            if run >= warmup:
+                samples[name].append(time.perf_counter() - t0)
+    rows = []
+    base = None
+    for name, fn in methods.items():
+        result = fn()
+        t = result.traces[0]
+        if name.startswith("RSD"):
+            assert torch.equal(result.tokens, greedy), f"{name} changed the greedy tokens"
+        s = stats(samples[name])
+        row = {"method": name, **s, "main_passes": t.main_passes, "accepted_layers": t.accepted_layers}
+        if base is None:
+            base = s["median_ms"]
+        row["speedup_vs_plain"] = base / s["median_ms"]
+        row["ratio_to_floor"] = s["median_ms"] / floor_ms
+        if name.startswith("RSD"):
+            row["predicted_speedup_passes"] = L / t.main_passes
+        rows.append(row)
+    return {
+        "size": size,
+        "params": {k: count_params(m) for k, m in models.items()},
+        "L": L,
+        "N": N,
+        "V": V,
+        "prefix_tokens": setup["trunk"].prefix_length,
+        "passes": passes,
+        "floor_ms": floor_ms,
+        "decodes": rows,
+    }
+
+
+def print_report(res: dict[str, Any]) -> None:
+    print(
+        f"\n== {res['size']} model: L={res['L']} N={res['N']} V={res['V']}, prefix {res['prefix_tokens']} tokens"
+    )
+    print("   params: " + ", ".join(f"{k} {v / 1e6:.3f}M" for k, v in res["params"].items()))
+    print(f"   {'pass':38s} {'median ms':>10s} {'p90 ms':>9s}")
+    for name, s in res["passes"].items():
+        print(f"   {name:38s} {s['median_ms']:10.3f} {s['p90_ms']:9.3f}")
+    print(f"   floor (prefix + one block pass): {res['floor_ms']:.3f} ms")
+    hdr = f"   {'full decode':44s} {'median ms':>9s} {'p90 ms':>8s} {'passes':>6s} {'acc.L':>5s} {'vs plain':>8s} {'pred.':>6s} {'/floor':>6s}"
+    print(hdr)
+    for r in res["decodes"]:
+        pred = f"{r['predicted_speedup_passes']:.2f}" if "predicted_speedup_passes" in r else ""
+        print(
+            f"   {r['method']:44s} {r['median_ms']:9.3f} {r['p90_ms']:8.3f} {r['main_passes']:6d} "
+            f"{r['accepted_layers']:5d} {r['speedup_vs_plain']:7.2f}x {pred:>6s} {r['ratio_to_floor']:6.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "default"], choices=sorted(SIZES))
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--gamma", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    info = device_info()
+    print(
+        f"device: {info['cpu']} ({info['cpu_count']} cores), torch threads {torch.get_num_threads()}, "
+        f"float32, batch 1, {args.runs} runs after {args.warmup} warm-up, random weights"
+    )
+    results = [bench_size(s, runs=args.runs, warmup=args.warmup, gamma=args.gamma) for s in args.sizes]
+    for res in results:
+        print_report(res)
+    print(
+        "\n'passes' = sequential main passes after the prefix; 'acc.L' = drafted layers accepted; "
+        "'pred.' = L / passes (the speedup pass counts alone predict); '/floor' = time / (prefix + one block)."
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps(
+                {"device": info, "args": vars(args) | {"out": str(args.out)}, "results": results}, indent=2
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
