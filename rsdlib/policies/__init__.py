@@ -2,7 +2,15 @@
 
 from rsdlib.policies.checkpoints import CheckpointError, load, save
 from rsdlib.policies.configuration import ActionSpace, HeadDrafterConfig, PolicyConfig, TrunkConfig
-from rsdlib.policies.drafters import Draft, Drafter, HeadDrafter, PolicyDrafter, RandomDrafter, ReplayDrafter
+from rsdlib.policies.drafters import (
+    Draft,
+    Drafter,
+    HeadDrafter,
+    PolicyDrafter,
+    RandomDrafter,
+    ReplayDrafter,
+    head_drafter_loss,
+)
 from rsdlib.policies.heads import (
     FastAutoregressive,
     L1Regression,
@@ -45,6 +53,7 @@ __all__ = [
     "build_instruction_vocab",
     "build_policy",
     "load",
+    "head_drafter_loss",
     "prepare_observations",
     "save",
 ]

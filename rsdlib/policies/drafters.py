@@ -15,7 +15,7 @@ A drafter is told the observation batch and the main trunk's prefix state once p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -314,3 +314,31 @@ class ReplayDrafter(Drafter):
         x = torch.gather(self.tokens, 1, layer[:, :, None].expand(-1, -1, N))  # (B, G, N)
         q = F.one_hot(x, self.V).to(self._dtype)
         return Draft(tokens=x, q=q)
+
+
+def head_drafter_loss(
+    main: RFSQAutoregressive, head: HeadDrafter
+) -> Callable[[Mapping[str, Any]], tuple[torch.Tensor, dict[str, float]]]:
+    """The training loss of a draft head on a frozen main trunk, for :func:`rsdlib.train.train`.
+
+    The batch holds ``obs`` and ``tokens`` ``(B, L, N)``: demonstration tokens (imitation) or the
+    main policy's own greedy tokens (distillation, which targets acceptance directly).
+    """
+    if head.config.trunk_hidden_size != main.trunk.hidden_size:
+        raise ValueError(
+            f"head drafter reads trunk states of width {head.config.trunk_hidden_size}, "
+            f"the main trunk's are {main.trunk.hidden_size}"
+        )
+
+    def loss_fn(batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            state = main.trunk.prefix(batch["obs"], use_cache=False)
+        return head.loss(
+            {
+                "prefix_hidden": state.prefix_hidden,
+                "prefix_valid": state.prefix_valid,
+                "tokens": batch["tokens"],
+            }
+        )
+
+    return loss_fn

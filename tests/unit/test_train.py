@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from fake_rfsq import observations, tiny_policy
 
+from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
+from rsdlib.policies import HeadDrafter, HeadDrafterConfig, head_drafter_loss
 from rsdlib.train import TrainConfig, lr_factor, read_log, train
 
 L, N, V = 3, 2, 6
@@ -115,3 +118,37 @@ def test_a_non_finite_loss_stops_training(tmp_path):
             config=TrainConfig(steps=2, warmup_steps=1, progress=False),
             run_dir=tmp_path,
         )
+
+
+def test_distilled_head_drafter_raises_acceptance_and_rsd_stays_exact(tmp_path):
+    """The whole mechanism on a toy: distil a draft head from the main policy, then decode with it."""
+    main = tiny_policy(seed=0, sharpen=3.0)
+    pool = main.prepare(observations(8, seed=3))
+    greedy = decode_rfsq_ar(main, pool).tokens  # (8, L, N) distillation targets
+    cfg = HeadDrafterConfig(trunk_hidden_size=16, hidden_size=32, num_blocks=1, actions=main.config.actions)
+    torch.manual_seed(0)
+    head = HeadDrafter(config=cfg).double()
+
+    def batches(step, generator):
+        idx = torch.randint(0, 8, (8,), generator=generator)
+        sub = type(pool)(
+            pool.images[idx], pool.instruction_ids[idx], pool.instruction_mask[idx], pool.proprio[idx]
+        )
+        return {"obs": sub, "tokens": greedy[idx]}
+
+    def accepted() -> float:
+        rsd = speculative_decode(main, head.eval(), pool, rule=make_rule("exact"), gamma=L)
+        assert torch.equal(rsd.tokens, greedy)
+        return float(np.mean([t.accepted_layers for t in rsd.traces]))
+
+    before = accepted()
+    train(
+        head,
+        batches=batches,
+        loss_fn=head_drafter_loss(main, head),
+        config=TrainConfig(steps=60, lr=1e-2, warmup_steps=5, progress=False, log_every=20),
+        run_dir=tmp_path,
+    )
+    after = accepted()
+    assert after > before + 1.0, (before, after)
+    assert all(p.grad is None for p in main.parameters())  # the main policy stayed frozen
