@@ -14,6 +14,7 @@ from rsdlib.decoding.acceptance import (
 from rsdlib.decoding.plain import decode_fast_ar, decode_l1_regression, decode_rfsq_ar, decode_rfsq_parallel
 from rsdlib.decoding.result import DecodeResult
 from rsdlib.decoding.speculative_loop import speculative_decode
+from rsdlib.decoding.stepper import LayerStep, TraceStepper, layer_steps
 from rsdlib.decoding.trace import (
     DecodeTrace,
     RoundRecord,
@@ -28,7 +29,9 @@ __all__ = [
     "AcceptanceRule",
     "DecodeResult",
     "DecodeTrace",
+    "LayerStep",
     "RoundRecord",
+    "TraceStepper",
     "Verdict",
     "acceptance_per_layer",
     "action_tolerance",
@@ -38,6 +41,7 @@ __all__ = [
     "decode_rfsq_parallel",
     "exact",
     "expected_main_passes",
+    "layer_steps",
     "level_distance",
     "make_rule",
     "match_rate",

@@ -13,6 +13,7 @@ from scipy.stats import chisquare
 
 from rsdlib.decoding import (
     DecodeTrace,
+    TraceStepper,
     Verdict,
     acceptance_per_layer,
     decode_fast_ar,
@@ -413,3 +414,26 @@ def test_one_pass_and_fast_baselines_return_traces():
         assert 1 <= t.main_passes <= 5
         assert t.tokens[0] == [v for v in row if v >= 0]
         assert fast.end_token not in t.tokens[0]
+
+
+def test_stepper_walks_committed_layers_in_order(random_traces, main, obs):
+    for t in random_traces.traces:
+        stepper = TraceStepper(t)
+        assert len(stepper) == L and stepper.current is None and stepper.main_passes_so_far() == 0
+        kinds = []
+        while stepper.position < len(stepper) - 1:
+            step = stepper.next()
+            kinds.append(step.kind)
+            assert step.layer == stepper.position
+            if step.kind in ("accepted", "corrected"):
+                assert len(step.token_accepted) == N and len(step.draft_tokens) == N
+            assert step.action == t.layer_actions[step.layer]
+        assert stepper.committed() == t.tokens
+        assert stepper.main_passes_so_far() == t.main_passes
+        assert kinds.count("corrected") == sum(r.correction is not None for r in t.rounds)
+        assert stepper.prev().layer == L - 2
+        with pytest.raises(IndexError):
+            stepper.goto(L)
+    plain = TraceStepper(decode_rfsq_ar(main, obs).traces[0])
+    plain.goto(L - 1)
+    assert plain.main_passes_so_far() == L and {s.kind for s in plain.steps} == {"plain"}
