@@ -134,7 +134,8 @@ def action_tolerance(
         tokens: ``(B, L, N)`` committed tokens (layers ``< layer[i]`` are read).
         layer: ``(B,)`` the layer each item's x is for.
         eps: tolerance in normalised action units.
-        decode: the tokenizer's ``decode``: ids ``(B, N, k)`` -> chunk ``(B, H, A)``.
+        decode: ids ``(B, N, k)`` -> chunk ``(B, H, A)`` in normalised units (the tokenizer's
+            ``decode_normalised`` where it has one, else its ``decode``).
     """
     choice = p.argmax(dim=-1)
     layer_accepted = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -195,9 +196,9 @@ class AcceptanceRule:
         if self.name == "level_distance":
             return level_distance(x, p, delta=self.params["delta"], digits=self.tokenizer.index_to_digits)
         if self.name == "action_tolerance":
-            return action_tolerance(
-                x, p, tokens=tokens, layer=layer, eps=self.params["eps"], decode=self.tokenizer.decode
-            )
+            # Normalised units when the tokenizer offers them (rsdlib's RFSQTokenizer does).
+            decode = getattr(self.tokenizer, "decode_normalised", None) or self.tokenizer.decode
+            return action_tolerance(x, p, tokens=tokens, layer=layer, eps=self.params["eps"], decode=decode)
         raise ValueError(f"unknown rule {self.name!r}")
 
 
