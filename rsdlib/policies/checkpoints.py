@@ -52,7 +52,11 @@ def save(model: Policy | HeadDrafter, path: str | Path, *, metadata: dict[str, A
 
 def _saved_state(model: nn.Module) -> dict[str, torch.Tensor]:
     # The Llama body's token embedding is never read (the trunk feeds inputs_embeds).
-    return {k: v for k, v in model.state_dict().items() if not k.endswith("body_model.embed_tokens.weight")}
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.endswith(("body_model.embed_tokens.weight", "language_model.embed_tokens.weight"))
+    }
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ head and ties the two together; ``HeadDrafterConfig`` sizes the EAGLE-style draf
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -31,6 +32,12 @@ class TrunkConfig:
         max_instruction_tokens: instruction length in word tokens (padded or truncated).
         instruction_vocab: words the instruction tokenizer knows (filled when it is trained).
         attn_implementation: ``"sdpa"`` or ``"eager"`` attention in the transformers body.
+        kind: ``"llama"`` (the default small trunk: CNN patches + a ``LlamaModel``) or ``"llava"``
+            (a transformers LLaVA vision-language model's vision tower, projector and language model).
+        vlm_config: for ``"llava"``: the ``LlavaConfig`` as a dict (``LlavaConfig.to_dict()``);
+            its text hidden size must equal ``hidden_size``.
+        vlm_path: for ``"llava"``: a local folder with pretrained weights to start from (never
+            downloaded); None builds random weights from ``vlm_config``.
     """
 
     hidden_size: int = 128
@@ -44,8 +51,26 @@ class TrunkConfig:
     max_instruction_tokens: int = 20
     instruction_vocab: tuple[str, ...] = ()
     attn_implementation: str = "sdpa"
+    kind: str = "llama"
+    vlm_config: dict[str, Any] = field(default_factory=dict)
+    vlm_path: str | None = None
 
     def __post_init__(self) -> None:
+        if self.kind not in ("llama", "llava"):
+            raise ValueError(f"TrunkConfig.kind ({self.kind!r}) must be 'llama' or 'llava'")
+        # JSON-normal form, so a config equals itself after a checkpoint round trip.
+        object.__setattr__(self, "vlm_config", json.loads(json.dumps(self.vlm_config)))
+        if self.kind == "llava":
+            text = self.vlm_config.get("text_config", {})
+            if not self.vlm_config and not self.vlm_path:
+                raise ValueError(
+                    "TrunkConfig.kind 'llava' needs vlm_config (LlavaConfig.to_dict()) or vlm_path"
+                )
+            if self.vlm_config and text.get("hidden_size") != self.hidden_size:
+                raise ValueError(
+                    f"TrunkConfig.hidden_size ({self.hidden_size}) must equal the VLM's text hidden size "
+                    f"({text.get('hidden_size')})"
+                )
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "num_cameras"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrunkConfig.{name} ({getattr(self, name)}) must be at least 1")
@@ -59,7 +84,7 @@ class TrunkConfig:
             )
         if not self.image_channels:
             raise ValueError("TrunkConfig.image_channels must name at least one conv stage")
-        if self.image_size % (2 ** len(self.image_channels)):
+        if self.kind == "llama" and self.image_size % (2 ** len(self.image_channels)):
             raise ValueError(
                 f"TrunkConfig.image_size ({self.image_size}) must be divisible by 2**len(image_channels) "
                 f"({2 ** len(self.image_channels)}): each stage halves the resolution"
@@ -76,13 +101,17 @@ class TrunkConfig:
 
     @property
     def image_tokens_per_camera(self) -> int:
-        """Patch tokens one camera adds to the prefix."""
+        """Patch tokens one camera adds to the prefix (the ``llama`` trunk's CNN)."""
         side = self.image_size // 2 ** len(self.image_channels)
         return side * side
 
     @property
     def prefix_length(self) -> int:
-        """Prefix tokens: image patches of every camera, instruction words, one proprio token."""
+        """Prefix tokens of the ``llama`` trunk: image patches, instruction words, one proprio token.
+
+        A trunk's own ``prefix_length`` attribute is authoritative (the ``llava`` trunk's
+        depends on its vision tower).
+        """
         return (
             self.num_cameras * self.image_tokens_per_camera
             + self.max_instruction_tokens

@@ -20,9 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsdlib.policies.configuration import PolicyConfig
+from rsdlib.policies.configuration import PolicyConfig, TrunkConfig
 from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch, prepare_observations
-from rsdlib.policies.trunk import LlamaTrunk, TrunkState
+from rsdlib.policies.trunk import LlamaTrunk, Trunk, TrunkState
+
+
+def build_trunk(config: TrunkConfig) -> Trunk:
+    """The trunk ``config.kind`` names: the default small ``llama`` trunk or a ``llava`` VLM."""
+    if config.kind == "llava":
+        from rsdlib.policies.vlm_trunk import LlavaTrunk
+
+        return LlavaTrunk(config=config)
+    return LlamaTrunk(config=config)
 
 
 class Policy(nn.Module):
@@ -35,7 +44,7 @@ class Policy(nn.Module):
     def __init__(self, *, config: PolicyConfig) -> None:
         super().__init__()
         self.config = config
-        self.trunk = LlamaTrunk(config=config.trunk)
+        self.trunk = build_trunk(config.trunk)
         self.instruction_tokenizer = InstructionTokenizer(
             vocab=config.trunk.instruction_vocab, max_tokens=config.trunk.max_instruction_tokens
         )

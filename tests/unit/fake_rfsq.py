@@ -134,3 +134,48 @@ def observations(n: int, *, seed: int = 0, size: int = 16) -> list[dict]:
         }
         for i in range(n)
     ]
+
+
+def tiny_llava_policy(*, seed: int = 0, hidden: int = 16):
+    """An ``rfsq_ar`` policy on a tiny random LLaVA (CLIP vision tower + Llama), float64."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    vision = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+    )
+    text = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=32,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    vlm = LlavaConfig(vision_config=vision, text_config=text, image_token_id=31)
+    trunk = TrunkConfig(
+        hidden_size=hidden,
+        num_heads=2,
+        image_size=16,
+        max_instruction_tokens=6,
+        instruction_vocab=build_instruction_vocab(INSTRUCTIONS),
+        kind="llava",
+        vlm_config=vlm.to_dict(),
+    )
+    torch.manual_seed(seed)
+    cfg = PolicyConfig(
+        head="rfsq_ar", trunk=trunk, actions=ActionSpace(num_layers=3, num_latents=2, codebook_size=6)
+    )
+    policy = build_policy(cfg).double().eval()
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if param.dim() >= 2 and "out_weight" not in name:
+                param.normal_(0.0, 1.0 / math.sqrt(param[0].numel()))
+    return policy

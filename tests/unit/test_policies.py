@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from fake_rfsq import INSTRUCTIONS, observations, tiny_policy, trunk_config
+from fake_rfsq import INSTRUCTIONS, observations, tiny_llava_policy, tiny_policy, trunk_config
 
 from rsdlib.policies import (
     ActionSpace,
@@ -287,3 +287,37 @@ def test_checkpoint_errors_name_the_file_and_the_mismatch(tmp_path):
     (path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
         load(path)
+
+
+# -- a transformers vision-language model behind the same interface ---------------------------------
+
+
+def test_llava_trunk_caches_decodes_exactly_and_round_trips(tmp_path):
+    from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
+    from rsdlib.policies import RandomDrafter
+
+    policy = tiny_llava_policy()
+    obs = policy.prepare(observations(3))
+    assert policy.trunk.prefix_length == 2 * 4 + 6 + 1  # (16/8)**2 patches per camera (CLS dropped)
+    greedy = decode_rfsq_ar(policy, obs).tokens
+    tokens = torch.zeros_like(greedy)
+    with torch.no_grad():
+        for layer in range(L):
+            tokens[:, layer] = policy.teacher_forced_logits(obs, tokens)[:, layer].argmax(-1)
+    assert torch.equal(tokens, greedy)
+    assert len({tuple(t.flatten().tolist()) for t in greedy}) > 1  # the images matter
+    drafter = RandomDrafter(num_layers=L, num_latents=N, codebook_size=V, seed=1)
+    assert torch.equal(
+        speculative_decode(policy, drafter, obs, rule=make_rule("exact"), gamma=2).tokens, greedy
+    )
+    save(policy, tmp_path / "llava")
+    back = load(tmp_path / "llava")
+    assert back.config == policy.config
+    assert torch.equal(decode_rfsq_ar(back, obs).tokens, greedy)
+
+
+def test_llava_trunk_config_is_checked():
+    with pytest.raises(ValueError, match="needs vlm_config"):
+        TrunkConfig(kind="llava")
+    with pytest.raises(ValueError, match=r"hidden_size \(32\) must equal the VLM's text hidden size \(16\)"):
+        TrunkConfig(kind="llava", hidden_size=32, vlm_config={"text_config": {"hidden_size": 16}})
