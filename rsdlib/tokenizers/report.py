@@ -10,6 +10,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 _STYLE = {
@@ -56,6 +57,8 @@ def plot_error_vs_budget(
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # minor labels collide on a short log axis
         ax.set_xlabel(_AXIS.get(x, x))
         ax.set_title(data)
     axes[0][0].set_ylabel("reconstruction MSE (normalised)")
@@ -65,7 +68,7 @@ def plot_error_vs_budget(
 
 def plot_code_usage(usage: list[dict[str, Any]]) -> Figure:
     """Per RFSQ layer: code entropy against its maximum (left), and code frequency by rank (right)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.8), layout="constrained")
     layers = [u["layer"] for u in usage]
     left.bar(layers, [u["entropy_bits"] for u in usage], color="C0")
     left.axhline(usage[0]["max_entropy_bits"], color="k", ls="--", lw=0.8, label="uniform over the codebook")
@@ -93,7 +96,7 @@ def plot_example_chunk(example: dict[str, Any]) -> Figure:
     """
     original = np.asarray(example["original"])
     horizon, dims = original.shape
-    fig, axes = plt.subplots(1, dims, figsize=(1.35 * dims, 2.2), sharex=True)
+    fig, axes = plt.subplots(1, dims, figsize=(1.7 * dims, 2.4), sharex=True, layout="constrained")
     steps = np.arange(horizon)
     for d, ax in enumerate(axes):
         ax.plot(steps, original[:, d], color="k", lw=2.0, label="original")
@@ -124,6 +127,7 @@ def comparison_table(rows: list[dict[str, Any]], datasets: list[str]) -> list[di
             ]
             if match:
                 line[f"MSE norm. ({data})"] = match[0]["mse_normalised"]
+                line[f"MSE env ({data})"] = match[0]["mse_env"]
                 line[f"max abs env ({data})"] = match[0]["max_abs_env"]
         table.append(line)
     return table

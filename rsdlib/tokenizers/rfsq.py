@@ -333,8 +333,8 @@ class RFSQTokenizer(ActionTokenizer):
         x = self._normalised(chunks).float()
         return self.normaliser.denormalise(torch.cat([self.model(part)[0] for part in x.split(_SLICE)]))
 
-    def digits(self, ids: Tensor) -> Tensor:
-        """Ids (...) -> per-channel level digits (..., len(levels)); see :func:`index_to_digits`."""
+    def index_to_digits(self, ids: Tensor) -> Tensor:
+        """Ids (...) -> per-channel level digits (..., len(levels)); see the module's :func:`index_to_digits`."""
         return index_to_digits(ids, self.levels)
 
     def _check_ids(self, ids: Tensor) -> Tensor:

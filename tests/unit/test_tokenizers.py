@@ -197,8 +197,12 @@ def test_index_to_digits_matches_residual_fsq_and_inverts():
     digits = index_to_digits(ids, levels)
     assert digits.shape == (1000, 4) and (digits.max(0).values == torch.tensor(levels) - 1).all()
     assert torch.equal(digits_to_index(digits, levels), ids)
-    fsq = RFSQTokenizer(levels=levels, hidden=8, depth=0).model.quantizer.layers[0]
+    tok = RFSQTokenizer(levels=levels, hidden=8, depth=0)
+    fsq = tok.model.quantizer.layers[0]
     assert torch.equal(digits, fsq.indices_to_level_indices(ids).long())
+    assert torch.equal(
+        tok.index_to_digits(ids.view(10, 100)), digits.view(10, 100, 4)
+    )  # the method the rules call
     with pytest.raises(ValueError):
         index_to_digits(torch.tensor([1000]), levels)
 
@@ -334,3 +338,28 @@ def test_equal_token_comparison_pairs_each_fast_row_with_an_rfsq_prefix():
     ]
     (pair,) = equal_token_comparison(rows, "d")
     assert pair["rfsq_setting"] == "k=2" and pair["rfsq_no_worse"]
+
+
+def test_report_draws_from_rows_and_writes_tables(rfsq, split):
+    import matplotlib.pyplot as plt
+
+    from rsdlib.tokenizers import report
+
+    rows = evaluate_tokenizer(rfsq, split.held_out[:64], data="held-out")
+    rows += evaluate_tokenizer(
+        BinningTokenizer(normaliser=rfsq.normaliser), split.held_out[:64], data="held-out"
+    )
+    for fig in (
+        report.plot_error_vs_budget(rows, x="bits_per_chunk", datasets=["held-out"]),
+        report.plot_code_usage(code_usage(rfsq, split.held_out[:64])),
+        report.plot_example_chunk(
+            {"original": split.held_out[0].tolist(), "decoded": {"1": split.held_out[1].tolist()}}
+        ),
+    ):
+        plt.close(fig)
+    table = report.comparison_table(rows, ["held-out"])
+    assert [t["setting"] for t in table] == ["k=1", "k=2", "k=3", "bins=256"]
+    assert report.to_markdown(table).count("\n") == 2 + len(table)
+    assert r"\toprule" in report.to_latex(
+        table, "a caption"
+    ) and "MSE norm. (held-out)" in report.to_markdown(table)
