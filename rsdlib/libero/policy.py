@@ -91,3 +91,33 @@ def as_output(result: np.ndarray | PolicyOutput) -> PolicyOutput:
     if not np.all(np.isfinite(actions)):
         raise ValueError("the policy returned non-finite actions")
     return PolicyOutput(actions, out.diagnostics)
+
+
+# -- policies by name ---------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Any] = {}
+
+
+def register_policy(name: str, factory) -> None:
+    """Make ``make_policy(name, **kwargs)`` call ``factory(**kwargs)`` (notebooks pick policies by name)."""
+    _REGISTRY[name] = factory
+
+
+def _scripted_expert(noise: bool = True, **kwargs) -> Policy:
+    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+
+    return ScriptedExpert(ExpertConfig.with_noise(**kwargs) if noise else ExpertConfig(**kwargs))
+
+
+register_policy("scripted_expert", _scripted_expert)
+
+
+def make_policy(name: str, **kwargs) -> Policy:
+    """A policy by registered name, e.g. ``make_policy("scripted_expert", noise=False)``.
+
+    Raises:
+        KeyError: no policy of that name is registered (the message lists the known ones).
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"no policy named {name!r}; registered: {sorted(_REGISTRY)} (see register_policy)")
+    return _REGISTRY[name](**kwargs)

@@ -162,6 +162,21 @@ class Scene:
         centers = d.geom_xpos[geoms] + np.einsum("gij,gj->gi", rots, m.geom_aabb[geoms, :3])
         return centers, rots, m.geom_aabb[geoms, 3:].copy()
 
+    def drop_height(self, xy: np.ndarray, *, exclude: str | None = None, start_z: float = 3.0) -> float:
+        """Height of the first collision surface straight below ``(x, y)``, ignoring object ``exclude``.
+
+        Casts a ray down through collision geoms (geom group 0) only, so visual meshes and
+        region sites do not count. Returns -inf when nothing is below.
+        """
+        import mujoco
+
+        groups = np.array([1, 0, 0, 0, 0, 0], dtype=np.uint8)
+        body = self.body_of(exclude) if exclude else -1
+        geom = np.array([-1], dtype=np.int32)
+        start = np.array([xy[0], xy[1], start_z], dtype=np.float64)
+        dist = mujoco.mj_ray(self.model, self.data, start, np.array([0.0, 0.0, -1.0]), groups, 1, body, geom)
+        return -np.inf if dist < 0 else float(start_z - dist)
+
     def joint_qpos(self, joint_name: str) -> float:
         return float(self.data.qpos[self.model.jnt_qposadr[self._joint_id(joint_name)]])
 

@@ -52,51 +52,66 @@ def principal_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, f
     return major, minor, float(np.ptp(xy @ major)), float(np.ptp(xy @ minor))
 
 
-def finger_points(point: np.ndarray, yaw: float, *, span: float = FINGER_SPAN) -> np.ndarray:
-    """Sample points (N, 3) on both fingers of a gripper at ``point`` turned by ``yaw``."""
+def gripper_points(point: np.ndarray, yaw: float, *, span: float = FINGER_SPAN) -> np.ndarray:
+    """Sample points (N, 3) on the open fingers and the hand of a gripper at ``point`` turned by ``yaw``."""
     closing = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # world y turned by yaw
     along = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+    up = np.array([0.0, 0.0, 1.0])
     pts = []
-    for side in (-1, 1):
+    for side in (-1, 1):  # the two fingers, from the tips to the palm
         for t in (-0.01, 0.0, 0.01):
-            for dz in (-0.005, 0.02, 0.045):
-                pts.append(point + side * (span / 2 + 0.005) * closing + t * along + [0, 0, dz])
+            for dz in (-0.005, 0.02, 0.04):
+                pts.append(point + side * (span / 2 + 0.005) * closing + t * along + dz * up)
+    for c in (-0.1, -0.05, 0.0, 0.05, 0.1):  # the hand: wide along the closing direction
+        for t in (-0.035, 0.035):
+            for dz in (0.055, 0.09):
+                pts.append(point + c * closing + t * along + dz * up)
     return np.array(pts)
 
 
 def plan_grasp(scene: Scene, name: str) -> list[Grasp]:
     """Candidate grasps of object ``name``, best first.
 
-    Narrow objects are grasped around their body, fingers closing across the narrow side.
-    Wide ones (bowls, plates) are grasped by one wall of the rim, at the point around the rim
-    with the most room for the outer finger and the least wrist rotation.
+    Narrow objects are grasped around their body, fingers closing across the narrow side
+    (any direction for round ones), at the point along the long side where fingers and hand
+    have the most room. Wide ones (bowls, plates) are grasped by one wall of the rim, at the
+    point around the rim with the most room for the outer finger and the hand. Ties go to
+    points well within reach and little wrist rotation.
     """
     points = scene.points(name)
     box = Box(points.min(0), points.max(0))
     major, minor, major_len, minor_len = principal_axes(points)
     center = box.center
+    candidates: list[tuple[np.ndarray, float, str]] = []
     if minor_len < WIDE:
-        yaw = 0.0
-        if major_len > 1.15 * minor_len:  # close across the narrow side
-            yaw = wrap_half_turn(np.arctan2(minor[1], minor[0]) - np.pi / 2)
-        z = max(box.bottom + 0.012, box.top - 0.03)
-        point = np.array([center[0], center[1], z])
-        return [Grasp(point, yaw, "center")]
-    # Rim grasp: one wall between the fingers, the gripper closing along the radius.
-    radius = (major_len + minor_len) / 4
-    z = box.top - 0.018
-    candidates = []
-    for theta in np.deg2rad(np.arange(0, 360, 15)):
-        radial = np.array([np.cos(theta), np.sin(theta), 0.0])
-        point = np.array([center[0], center[1], z]) + (radius - 0.008) * radial
-        yaw = wrap_half_turn(theta - np.pi / 2)
-        room = scene.clearance(finger_points(point, yaw), exclude=(name,))
+        z = max(box.bottom + 0.012, box.top - 0.045)  # deep enough that tall objects do not swing
+        if major_len > 1.15 * minor_len:  # elongated: close across the narrow side only
+            yaws = [wrap_half_turn(np.arctan2(minor[1], minor[0]) - np.pi / 2)]
+            slack = max(0.0, min(0.025, major_len / 2 - 0.02))
+            shifts = np.linspace(-slack, slack, 5) if slack > 0 else [0.0]
+        else:  # round or square: any direction
+            yaws = list(np.deg2rad(np.arange(-90, 90, 15)))
+            shifts = [0.0]
+        for shift in shifts:
+            for yaw in yaws:
+                point = np.array([center[0], center[1], z]) + shift * np.array([*major, 0.0])
+                candidates.append((point, yaw, "center"))
+    else:  # rim grasp: one wall between the fingers, the gripper closing along the radius
+        radius = (major_len + minor_len) / 4
+        z = box.top - 0.018
+        for theta in np.deg2rad(np.arange(0, 360, 15)):
+            radial = np.array([np.cos(theta), np.sin(theta), 0.0])
+            point = np.array([center[0], center[1], z]) + (radius - 0.008) * radial
+            candidates.append((point, wrap_half_turn(theta - np.pi / 2), "rim"))
+    scored = []
+    for point, yaw, kind in candidates:
+        room = scene.clearance(gripper_points(point, yaw), exclude=(name,))
         reach = np.linalg.norm(point[:2] - scene.robot_base[:2])
-        # Prefer room for the fingers first, then a point well within reach, then little wrist rotation.
-        score = min(room, 0.03) - 0.5 * max(0.0, reach - COMFORTABLE_REACH) - 0.01 * abs(yaw)
-        candidates.append((score, Grasp(point, yaw, "rim")))
-    candidates.sort(key=lambda c: -c[0])
-    return [g for _, g in candidates]
+        off_center = np.linalg.norm(point[:2] - center[:2]) if kind == "center" else 0.0
+        score = min(room, 0.03) - 0.5 * max(0.0, reach - COMFORTABLE_REACH) - 0.01 * abs(yaw) - 0.2 * off_center
+        scored.append((score, Grasp(point, yaw, kind)))
+    scored.sort(key=lambda c: -c[0])
+    return [g for _, g in scored]
 
 
 def pick(
@@ -118,17 +133,11 @@ def pick(
     return scene.box(name).bottom > start_bottom + 0.04
 
 
-def surface_height(scene: Scene, target: str, xy: np.ndarray, radius: float = 0.03) -> float:
-    """Height of the top of ``target`` (an object, fixture or region site) around ``xy``."""
-    if scene.is_site(target) and not scene.is_object(target):
-        parent = scene.site_parent(target)
-        points = scene.points(parent) if parent else np.zeros((0, 3))
-    else:
-        points = scene.points(target)
-    near = points[np.linalg.norm(points[:, :2] - xy, axis=1) < radius]
-    if len(near) == 0:  # the footprint misses the vertices (a large flat geom): use its box top
-        return float(points[:, 2].max()) if len(points) else float(scene.pos(target)[2])
-    return float(near[:, 2].max())
+def surface_height(scene: Scene, xy: np.ndarray, *, held: str, radius: float = 0.02) -> float:
+    """Highest collision surface under a small disk around ``xy`` (the held object ignored)."""
+    offsets = [(0, 0), (radius, 0), (-radius, 0), (0, radius), (0, -radius)]
+    heights = [scene.drop_height(np.asarray(xy) + off, exclude=held) for off in offsets]
+    return max(heights)
 
 
 def corridor_height(scene: Scene, start: np.ndarray, end: np.ndarray, *, exclude: tuple[str, ...]) -> float:
@@ -155,8 +164,8 @@ def place(motion: Motion, name: str, target: str, *, inside: bool = False) -> It
     hang = eef[2] - held.bottom  # how far the object reaches below the grip site
     offset = eef[:2] - scene.pos(name)[:2]  # keep the object's body centred on the target
     goal_xy = motion.jitter(scene.pos(target)[:2], scale=0.15) + offset
-    surface = surface_height(scene, target, goal_xy - offset)
-    release_z = surface + hang + (0.03 if inside else 0.012)
+    surface = surface_height(scene, goal_xy - offset, held=name)
+    release_z = surface + hang + (0.02 if inside else 0.012)
     corridor = corridor_height(scene, eef, np.array([*goal_xy, 0]), exclude=(name,))
     travel_z = max(eef[2], release_z + 0.04, corridor + hang + 0.03)
     if travel_z > eef[2] + 0.005:
