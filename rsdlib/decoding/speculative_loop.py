@@ -132,15 +132,14 @@ def speculative_decode(
         step = "verify" if G > 0 else "plain"
         with clock.step(step):
             # 2. verify blocks c .. c + g in one main pass, fed the drafted layers
-            work = tokens.clone()
-            offs = torch.arange(max(G, 1), device=dev)
+            layers = torch.arange(L, device=dev)[None, :]  # (1, L)
             if G > 0:
-                layer_of = (committed[:, None] + offs).clamp(max=L - 1)  # (B, G)
-                write = offs[None, :] < g[:, None]  # (B, G)
-                current = work.gather(1, layer_of[:, :, None].expand(-1, -1, N))
-                work.scatter_(
-                    1, layer_of[:, :, None].expand(-1, -1, N), torch.where(write[:, :, None], x_all, current)
-                )
+                rel = layers - committed[:, None]  # (B, L) each layer's offset in the draft
+                in_draft = (rel >= 0) & (rel < g[:, None])
+                drafted = x_all.gather(1, rel.clamp(0, G - 1)[:, :, None].expand(-1, -1, N))  # (B, L, N)
+                work = torch.where(in_draft[:, :, None], drafted, tokens)  # committed + drafted layers
+            else:
+                work = tokens
             count = torch.where(active, torch.minimum(g + 1, L - committed), torch.zeros_like(g))
             logits = main.block_logits(state, work, committed, count)  # (B, k, N, V)
             p_all = probabilities(logits, temperature)  # (B, k, N, V)
@@ -182,14 +181,10 @@ def speculative_decode(
             bonus = sample(p_bonus, temperature=temperature, generator=generator)  # (B, N)
             extra = torch.where(has_correction[:, None], correction, bonus)  # (B, N)
             new_committed = committed + accepted + (has_correction | has_bonus).long()
-            for j in range(G):
-                take = (j < accepted)[:, None]
-                idx = (committed + j).clamp(max=L - 1)
-                cur = tokens[torch.arange(B), idx]
-                tokens[torch.arange(B), idx] = torch.where(take, x_all[:, j], cur)
-            idx = (committed + accepted).clamp(max=L - 1)
-            put = (has_correction | has_bonus)[:, None]
-            tokens[torch.arange(B), idx] = torch.where(put, extra, tokens[torch.arange(B), idx])
+            as_drafted = (layers >= committed[:, None]) & (layers < (committed + accepted)[:, None])  # (B, L)
+            tokens = torch.where(as_drafted[:, :, None], work, tokens)  # work holds the drafts
+            last = (layers == (committed + accepted)[:, None]) & (has_correction | has_bonus)[:, None]
+            tokens = torch.where(last[:, :, None], extra[:, None, :], tokens)
 
             # 4. crop the cache to the committed blocks (block l read layer l-1)
             main.trunk.truncate(state, new_committed)
