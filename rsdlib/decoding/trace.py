@@ -137,6 +137,31 @@ class DecodeTrace:
             raise ValueError(f"positions never committed: {missing[:5]}")
         return out  # type: ignore[return-value]
 
+    def diagnostics(self) -> dict[str, Any]:
+        """A compact JSON-able per-chunk record (what an evaluation harness stores per chunk)."""
+        out: dict[str, Any] = {
+            "method": self.method,
+            "main_passes": self.main_passes,
+            "latency_s": self.timings.get("total"),
+            "timings": dict(self.timings),
+        }
+        if self.method == "rsd":
+            out |= {
+                "rule": self.rule,
+                "lossless": self.lossless,
+                "gamma": self.gamma,
+                "drafter": self.drafter,
+                "rounds": len(self.rounds),
+                "accepted_layers": self.accepted_layers,
+                # per judged layer: 1 accepted, 0 rejected (the round's order)
+                "judged": [
+                    [r.start_layer + j, int(j < r.accepted_layers)]
+                    for r in self.rounds
+                    for j in range(len(r.token_accepted))
+                ],
+            }
+        return out
+
     # -- JSON and frames ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

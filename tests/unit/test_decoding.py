@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -349,6 +350,14 @@ def test_trace_accounts_for_every_token(random_traces):
     assert "corrected" in sources
 
 
+def test_trace_diagnostics_are_compact_and_consistent(random_traces):
+    for t in random_traces.traces:
+        d = t.diagnostics()
+        assert json.loads(json.dumps(d)) == d
+        assert d["main_passes"] == t.main_passes and d["rounds"] == len(t.rounds)
+        assert sum(ok for _, ok in d["judged"]) == t.accepted_layers
+
+
 def test_trace_json_round_trip_is_lossless(random_traces):
     for t in random_traces.traces:
         back = DecodeTrace.from_json(t.to_json())
@@ -437,3 +446,25 @@ def test_stepper_walks_committed_layers_in_order(random_traces, main, obs):
     plain = TraceStepper(decode_rfsq_ar(main, obs).traces[0])
     plain.goto(L - 1)
     assert plain.main_passes_so_far() == L and {s.kind for s in plain.steps} == {"plain"}
+
+
+@pytest.mark.parametrize("gamma", [1, 2, 3, 5])
+def test_exact_rule_with_more_layers_and_items_out_of_step(gamma):
+    """L = 5; each item's replayed draft is wrong at a different layer, so items commit at different rates."""
+    main5 = tiny_policy(seed=3, num_layers=5, num_latents=2, codebook_size=4, sharpen=3.0)
+    obs5 = main5.prepare(observations(6, seed=5))
+    greedy = decode_rfsq_ar(main5, obs5).tokens  # (6, 5, 2)
+    drafts = greedy.clone()
+    for i in range(5):
+        drafts[i, i] = (drafts[i, i] + 1) % 4  # item i's draft is wrong at layer i; item 5 is all right
+    rsd = speculative_decode(
+        main5, ReplayDrafter(tokens=drafts, codebook_size=4), obs5, rule=make_rule("exact"), gamma=gamma
+    )
+    assert torch.equal(rsd.tokens, greedy)
+    assert rsd.traces[5].main_passes == math.ceil(5 / (gamma + 1))
+    for i, t in enumerate(rsd.traces[:5]):
+        assert t.sources_from_rounds() == t.sources
+        drafted = {r.start_layer + j for r in t.rounds for j in range(len(r.draft_tokens))}
+        # the wrong layer costs a correction exactly when it was drafted (not taken as a bonus)
+        assert sum(r.correction is not None for r in t.rounds) == (i in drafted), i
+        assert DecodeTrace.from_json(t.to_json()) == t
