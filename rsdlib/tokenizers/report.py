@@ -23,13 +23,15 @@ ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
 def plot_error_vs_budget(
-    rows: list[dict[str, Any]], *, x: str = "tokens_per_chunk", datasets: list[str]
+    rows: list[dict[str, Any]], *, x: str = "tokens_per_chunk", y: str = "mse_normalised", datasets: list[str]
 ) -> Figure:
-    """Normalised MSE against tokens (or bits) per chunk, one panel per data set, log-log.
+    """Reconstruction MSE against tokens (or bits) per chunk, one panel per data set, log-log.
 
     Args:
-        rows: evaluation rows (``tokenizer``, ``setting``, ``data``, ``mse_normalised`` and ``x``).
+        rows: evaluation rows (``tokenizer``, ``setting``, ``data``, ``x`` and ``y``).
         x: ``tokens_per_chunk`` or ``bits_per_chunk``.
+        y: ``mse_normalised`` (against the clamped normalised chunk) or ``mse_env`` (environment
+            units, which also counts what the normaliser's clamp lost on out-of-range data).
         datasets: the ``data`` labels to draw, one panel each.
     """
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 3.0), squeeze=False, sharey=True)
@@ -42,7 +44,7 @@ def plot_error_vs_budget(
                 continue
             ax.plot(
                 [r[x] for r in sel],
-                [r["mse_normalised"] for r in sel],
+                [r[y] for r in sel],
                 marker=marker,
                 color=color,
                 label=label,
@@ -50,7 +52,7 @@ def plot_error_vs_budget(
             for r in sel:
                 ax.annotate(
                     r["setting"],
-                    (r[x], r["mse_normalised"]),
+                    (r[x], r[y]),
                     fontsize=6,
                     xytext=(3, 3),
                     textcoords="offset points",
@@ -61,8 +63,10 @@ def plot_error_vs_budget(
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # minor labels collide on a short log axis
         ax.set_xlabel(_AXIS.get(x, x))
         ax.set_title(data)
-    axes[0][0].set_ylabel("reconstruction MSE (normalised)")
-    axes[0][-1].legend(loc="upper right")
+    axes[0][0].set_ylabel(
+        "reconstruction MSE (" + ("normalised" if y == "mse_normalised" else "env units") + ")"
+    )
+    axes[0][-1].legend(loc="lower left")
     return fig
 
 

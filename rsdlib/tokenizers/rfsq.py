@@ -201,7 +201,7 @@ class RFSQTokenizer(ActionTokenizer):
         depth: int = 2,
         steps: int = 3000,
         batch_size: int = 256,
-        lr: float = 2e-3,
+        lr: float = 8e-3,
         weight_decay: float = 1e-4,
         warmup_steps: int = 100,
         seed: int = 0,
