@@ -18,7 +18,11 @@ _STYLE = {
     "fast": ("C1", "s", "FAST (scales)"),
     "binning": ("C2", "^", "binning"),
 }
-_AXIS = {"tokens_per_chunk": "tokens per chunk", "bits_per_chunk": "bits per chunk"}
+_AXIS = {
+    "tokens_per_chunk": "tokens per chunk",
+    "bits_per_chunk": "bits per chunk",
+    "sequential_steps": "sequential decoding steps per chunk",
+}
 ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
@@ -29,7 +33,7 @@ def plot_error_vs_budget(
 
     Args:
         rows: evaluation rows (``tokenizer``, ``setting``, ``data``, ``x`` and ``y``).
-        x: ``tokens_per_chunk`` or ``bits_per_chunk``.
+        x: ``tokens_per_chunk``, ``bits_per_chunk`` or ``sequential_steps``.
         y: ``mse_normalised`` (against the clamped normalised chunk) or ``mse_env`` (environment
             units, which also counts what the normaliser's clamp lost on out-of-range data).
         datasets: the ``data`` labels to draw, one panel each.

@@ -333,6 +333,20 @@ class RFSQTokenizer(ActionTokenizer):
         x = self._normalised(chunks).float()
         return self.normaliser.denormalise(torch.cat([self.model(part)[0] for part in x.split(_SLICE)]))
 
+    def truncated(self, num_layers: int) -> RFSQTokenizer:
+        """The same tokenizer keeping only its first ``num_layers`` layers (same weights, exact).
+
+        Layer l's grid depends on l alone, so the first k layers' ids and their decodes are the
+        same in the truncated tokenizer as in this one, for every k <= ``num_layers``.
+        """
+        self._check_fitted()
+        if not 1 <= num_layers <= self.num_layers:
+            raise ValueError(f"num_layers ({num_layers}) must be in 1..{self.num_layers}")
+        out = RFSQTokenizer(**{**self.config(), "num_layers": num_layers}, normaliser=self.normaliser)
+        out.model.load_state_dict(self.model.state_dict())
+        out._fitted, out.history = True, list(self.history)
+        return out
+
     def index_to_digits(self, ids: Tensor) -> Tensor:
         """Ids (...) -> per-channel level digits (..., len(levels)); see the module's :func:`index_to_digits`."""
         return index_to_digits(ids, self.levels)

@@ -181,6 +181,16 @@ def test_rfsq_save_load_gives_the_same_tokens_and_chunks(rfsq, split, tmp_path):
         FASTTokenizer.load(tmp_path / "rfsq")
 
 
+def test_a_truncated_rfsq_gives_the_same_prefix_tokens_and_decodes(rfsq, split):
+    ids = rfsq.encode(split.held_out[:50])
+    short = rfsq.truncated(2)
+    assert short.num_layers == 2 and torch.equal(short.encode(split.held_out[:50]), ids[:, :, :2])
+    for k in (1, 2):
+        assert torch.equal(short.decode(ids[:, :, :k]), rfsq.decode(ids[:, :, :k]))
+    with pytest.raises(ValueError, match="1..3"):
+        rfsq.truncated(4)
+
+
 def test_rfsq_training_is_seeded(split, normaliser):
     def fit(seed):
         kw = dict(num_latents=2, num_layers=2, hidden=16, depth=1, steps=5, batch_size=8, seed=seed)
