@@ -8,8 +8,9 @@ Usage::
 
 With ``--from-run`` it times the tokenizers notebook 02_action_tokenizers saved (RFSQ, every
 FAST scale, binning) on that run's own kind of data. Without it, it fits RFSQ (briefly: speed
-does not depend on how well the weights are trained), FAST and binning on synthetic
-expert-like chunks. Prints the median and p90 over ``--repeats`` timed calls after warm-up,
+does not depend on how well the weights are trained), FAST and binning on the chunks it
+times: held-out chunks of ``--demos-dir`` or, without it, synthetic expert-like chunks
+(FAST's speed depends on its token counts, so the output says which). Prints the median and p90 over ``--repeats`` timed calls after warm-up,
 for batch 1 and batch 256, plus the device, threads and versions. Timings only; it asserts
 nothing about them.
 """
@@ -27,7 +28,7 @@ import torch
 
 from rsdlib.results import device_info, package_versions
 from rsdlib.tokenizers import BinningTokenizer, FASTTokenizer, RFSQTokenizer, load_tokenizer
-from rsdlib.tokenizers.data import split_episodes, synthetic_episodes
+from rsdlib.tokenizers.data import load_source, split_episodes, synthetic_episodes
 
 
 def time_call(fn, *, repeats: int, warmup: int) -> list[float]:
@@ -64,6 +65,9 @@ def fitted_here(chunks: np.ndarray, args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from-run", type=Path, help="a results/action_tokenizers/<run> folder")
+    parser.add_argument(
+        "--demos-dir", type=Path, help="time on chunks of these demonstrations (default: synthetic)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -78,8 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    episodes = synthetic_episodes(40, generator=torch.Generator().manual_seed(0))
-    data = split_episodes(episodes, held_out_fraction=0.25, horizon=8, seed=0, source="synthetic")
+    if args.demos_dir:
+        source, episodes = load_source("demos", demos_dir=args.demos_dir)
+    else:
+        source, episodes = (
+            "synthetic chunks",
+            synthetic_episodes(40, generator=torch.Generator().manual_seed(0)),
+        )
+    data = split_episodes(episodes, held_out_fraction=0.25, horizon=8, seed=0, source=source)
     toks = tokenizers_from_run(args.from_run) if args.from_run else fitted_here(data.train, args)
     pool = data.held_out
 
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
           f"float32, python {platform.python_version()}")  # fmt: skip
     print("versions:", ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(
-        f"tokenizers: {'loaded from ' + str(args.from_run) if args.from_run else 'fitted here on synthetic chunks'}"
+        f"tokenizers: {'loaded from ' + str(args.from_run) if args.from_run else 'fitted here'}; timed on {source}"
     )
     if "rfsq" in toks:
         r = toks["rfsq"]
