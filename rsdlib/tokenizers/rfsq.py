@@ -185,6 +185,9 @@ class RFSQTokenizer(ActionTokenizer):
         warmup_steps: linear warm-up steps.
         seed: seeds the initial weights and the training generator (batches, quantize dropout).
         normaliser: a fitted normaliser to share; by default one is fitted in :meth:`fit`.
+
+    The defaults (N=8, L=6, ten binary channels: 1024 codes per token) are what notebook
+    02_action_tokenizers' sweep picked on the libero_spatial demonstrations.
     """
 
     kind = "rfsq"
@@ -194,9 +197,9 @@ class RFSQTokenizer(ActionTokenizer):
         *,
         horizon: int = 8,
         action_dim: int = ACTION_DIM,
-        num_latents: int = 4,
-        num_layers: int = 4,
-        levels: list[int] | tuple[int, ...] = (8, 5, 5, 5),
+        num_latents: int = 8,
+        num_layers: int = 6,
+        levels: list[int] | tuple[int, ...] = (2,) * 10,
         hidden: int = 256,
         depth: int = 2,
         steps: int = 3000,
