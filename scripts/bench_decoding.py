@@ -78,26 +78,6 @@ def stats(samples: list[float]) -> dict[str, float]:
     return {"median_ms": 1e3 * statistics.median(samples), "p90_ms": 1e3 * float(np.percentile(samples, 90))}
 
 
-def timed(
-    fn: Callable[[], Any], *, runs: int, warmup: int, reset: Callable[[], None] | None = None
-) -> list[float]:
-    for _ in range(warmup):
-        fn()
-        if reset:
-            reset()
-    out = []
-    for _ in range(runs):
-        gc.collect()
-        gc.disable()
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-        gc.enable()
-        if reset:
-            reset()
-    return out
-
-
 def build(size: str, seed: int = 0) -> dict[str, Any]:
     spec = SIZES[size]
     vocab = build_instruction_vocab(INSTRUCTIONS)
@@ -138,22 +118,21 @@ def bench_size(size: str, *, runs: int, warmup: int, gamma: int) -> dict[str, An
     main = models["rfsq_ar"]
     L, N, V = actions.num_layers, actions.num_latents, actions.codebook_size
     zeros = torch.zeros(1, L, N, dtype=torch.long)
-    passes: dict[str, dict[str, float]] = {}
-
-    passes["prefix pass"] = stats(timed(lambda: main.prefix(obs), runs=runs, warmup=warmup))
     state = main.prefix(obs)
     start = torch.zeros(1, dtype=torch.long)
     verify_name = f"verify pass ({min(gamma + 1, L)} blocks)"
-    for name, k in [("block pass (N)", 1), (verify_name, min(gamma + 1, L))]:
-        passes[name] = stats(
-            timed(
-                lambda k=k: main.block_logits(state, zeros, start, torch.tensor([k])),
-                runs=runs,
-                warmup=warmup,
-                reset=lambda: main.trunk.truncate(state, start),
-            )
-        )
-    floor_ms = passes["prefix pass"]["median_ms"] + passes["block pass (N)"]["median_ms"]
+    # Single passes: (call, reset after it, untimed). A block pass runs after a held prefix.
+    single: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {
+        "prefix pass": (lambda: main.prefix(obs), None),
+        "block pass (N)": (
+            lambda: main.block_logits(state, zeros, start, torch.ones(1, dtype=torch.long)),
+            lambda: main.trunk.truncate(state, start),
+        ),
+        verify_name: (
+            lambda: main.block_logits(state, zeros, start, torch.tensor([min(gamma + 1, L)])),
+            lambda: main.trunk.truncate(state, start),
+        ),
+    }
 
     greedy = decode_rfsq_ar(main, obs).tokens
     exact = make_rule("exact")
@@ -174,18 +153,30 @@ def bench_size(size: str, *, runs: int, warmup: int, gamma: int) -> dict[str, An
         methods[f"RSD exact g={gamma}, {name}"] = lambda make=make: speculative_decode(
             main, make(), obs, rule=exact, gamma=gamma
         )
-    # Round robin: every run times each method once, so drifting load hits all methods alike.
-    samples: dict[str, list[float]] = {name: [] for name in methods}
+    # Round robin: every run times each pass and each method once, so drifting load (these
+    # machines are shared) hits all of them alike.
+    entries = {name: call for name, call in single.items()} | {
+        name: (fn, None) for name, fn in methods.items()
+    }
+    samples: dict[str, list[float]] = {name: [] for name in entries}
     for run in range(warmup + runs):
-        for name, fn in methods.items():
-            gc.collect()  # as timeit does: no garbage collection inside a timed call
-            gc.disable()
+        # As timeit does: no garbage collection inside timed calls. Collect once per round, then
+        # warm the caches with an untimed pass so no entry pays for the collection.
+        gc.enable()
+        gc.collect()
+        gc.disable()
+        main.prefix(obs)
+        for name, (fn, reset) in entries.items():
             t0 = time.perf_counter()
             fn()
             dt = time.perf_counter() - t0
-            gc.enable()
+            if reset is not None:
+                reset()
             if run >= warmup:
                 samples[name].append(dt)
+    gc.enable()
+    passes = {name: stats(samples[name]) for name in single}
+    floor_ms = passes["prefix pass"]["median_ms"] + passes["block pass (N)"]["median_ms"]
     rows = []
     base = None
     for name, fn in methods.items():
@@ -247,7 +238,7 @@ def print_report(res: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "default"], choices=sorted(SIZES))
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--gamma", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
