@@ -169,7 +169,10 @@ def choose_default(
                 "meets_targets": mse[layers - 1] < full_target and two < two_layer_target,
             })  # fmt: skip
     if not candidates:
-        raise ValueError("the sweep is empty; nothing to choose from")
+        raise ValueError(
+            f"no sweep entry has min_layers={min_layers} layers to choose from; "
+            "raise the sweep's num_layers (sweep_max_layers) or lower min_layers (rfsq_min_layers)"
+        )
     meeting = [c for c in candidates if c["meets_targets"]]
     if meeting:
         pick = min(meeting, key=lambda c: (c["tokens_per_chunk"], c["mse_full"]))
