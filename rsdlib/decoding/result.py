@@ -20,8 +20,9 @@ class DecodeResult:
     Attributes:
         tokens: ``(B, L, N)`` RFSQ tokens (``(B, T)`` FAST tokens padded with -1 for ``fast_ar``;
             None for ``l1_regression``).
-        actions: ``(B, H, A)`` chunks in normalised units, when a tokenizer was given (always
-            for ``l1_regression``); else None.
+        actions: ``(B, H, A)`` chunks, when a tokenizer was given: its ``decode`` output (environment
+            units for ``rsdlib.tokenizers.RFSQTokenizer``); for ``l1_regression`` the head's output
+            in the units it was trained on (the demonstrations' normalised units); else None.
         traces: one :class:`DecodeTrace` per item.
     """
 
