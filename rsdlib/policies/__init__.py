@@ -1,6 +1,6 @@
 """Policies: a shared trunk, heads (rfsq_ar, rfsq_parallel, l1_regression, fast_ar), drafters, checkpoints."""
 
-from rsdlib.policies.checkpoints import CheckpointError, load, save
+from rsdlib.policies.checkpoints import CheckpointError, load, load_drafter, save
 from rsdlib.policies.configuration import ActionSpace, HeadDrafterConfig, PolicyConfig, TrunkConfig
 from rsdlib.policies.drafters import (
     Draft,
@@ -53,6 +53,7 @@ __all__ = [
     "build_instruction_vocab",
     "build_policy",
     "load",
+    "load_drafter",
     "head_drafter_loss",
     "prepare_observations",
     "save",

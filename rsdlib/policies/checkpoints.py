@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rsdlib.policies.configuration import HeadDrafterConfig, PolicyConfig
-from rsdlib.policies.drafters import HeadDrafter
-from rsdlib.policies.heads import Policy, build_policy
+from rsdlib.policies.drafters import HeadDrafter, PolicyDrafter
+from rsdlib.policies.heads import Policy, RFSQAutoregressive, build_policy
 
 FORMAT = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -131,3 +131,20 @@ def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | Head
 def _short(items: list[str], n: int = 5) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return "[" + ", ".join(items[:n]) + "]" + more
+
+
+def load_drafter(path: str | Path, *, dtype: torch.dtype | None = None) -> HeadDrafter | PolicyDrafter:
+    """Load a drafter checkpoint: a head drafter as is, an ``rfsq_ar`` policy as a ``tiny_policy`` drafter.
+
+    Raises:
+        CheckpointError: the checkpoint is neither (for example a baseline head).
+    """
+    model = load(path, dtype=dtype)
+    if isinstance(model, HeadDrafter):
+        return model
+    if isinstance(model, RFSQAutoregressive):
+        return PolicyDrafter(policy=model)
+    raise CheckpointError(
+        f"{Path(path) / CONFIG} holds a {model.config.head!r} policy, which cannot draft RFSQ layers; "
+        "a drafter is a head drafter or an rfsq_ar policy"
+    )

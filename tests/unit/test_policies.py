@@ -321,3 +321,15 @@ def test_llava_trunk_config_is_checked():
         TrunkConfig(kind="llava")
     with pytest.raises(ValueError, match=r"hidden_size \(32\) must equal the VLM's text hidden size \(16\)"):
         TrunkConfig(kind="llava", hidden_size=32, vlm_config={"text_config": {"hidden_size": 16}})
+
+
+def test_load_drafter_wraps_policies_and_refuses_baselines(tmp_path):
+    from rsdlib.policies import load_drafter
+
+    save(tiny_policy(seed=3, hidden=8), tmp_path / "tiny")
+    assert isinstance(load_drafter(tmp_path / "tiny"), PolicyDrafter)
+    save(HeadDrafter(config=HeadDrafterConfig(trunk_hidden_size=16, hidden_size=8)), tmp_path / "head")
+    assert isinstance(load_drafter(tmp_path / "head"), HeadDrafter)
+    save(tiny_policy("l1_regression"), tmp_path / "l1")
+    with pytest.raises(CheckpointError, match="'l1_regression' policy, which cannot draft"):
+        load_drafter(tmp_path / "l1")
