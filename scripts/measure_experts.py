@@ -6,7 +6,7 @@ Usage::
 
 Writes ``results/expert_success/<run>/`` (config, provenance, episodes.jsonl, metrics.json)
 and prints a table of success per task with 95% Wilson intervals. Re-running the same command
-resumes the run: finished episodes are not run again.
+resumes the run: finished episodes are not run again, and a larger ``--episodes`` extends it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ def main() -> None:
         "policy": expert.config(),
         "suites": args.suites,
         "tasks": args.tasks,
-        "episodes": args.episodes,
         "seed": args.seed,
         "options": options,
     }

@@ -94,15 +94,29 @@ class ScriptedExpert(Policy):
 
     def _skill(self, predicate: list[str], attempt: int) -> Generator[np.ndarray, None, bool]:
         kind, *args = predicate
+        if kind in ("open", "close"):
+            yield from skills.slide_drawer(self.motion, args[0], open_it=kind == "open")
+            return True
         if kind in ("on", "in"):
             obj, target = args
+            if self._is_closed_drawer(target):  # open it first, as a person would
+                yield from skills.slide_drawer(self.motion, target, open_it=True)
             lifted = yield from skills.pick(self.motion, obj, attempt=attempt)
             if not lifted:
                 yield from self._let_go()
                 return False
             yield from skills.place(self.motion, obj, target, inside=kind == "in")
             return True
+        if kind in ("turnon", "turnoff"):
+            yield from skills.turn_knob(self.motion, args[0], on=kind == "turnon")
+            return True
         raise UnsupportedGoal(f"the scripted expert has no skill for the goal predicate {predicate}")
+
+    def _is_closed_drawer(self, target: str) -> bool:
+        sites = self.scene.problem.object_sites_dict
+        if target not in sites or not getattr(sites[target], "joints", None):
+            return False
+        return not skills.is_open(self.scene, target)
 
     def _let_go(self) -> Iterator[np.ndarray]:
         yield from self.motion.grip(OPEN, steps=6)

@@ -38,6 +38,7 @@ class MotionConfig:
         gain: proportional gain on the position error (actions per 5 cm).
         rot_gain: proportional gain on the orientation error.
         tolerance: distance (m) at which a waypoint counts as reached.
+        max_turn: largest rotation action norm (0.6 turns about 0.3 rad per step at most).
         noise_std: standard deviation of Gaussian noise added to position actions (action units).
         waypoint_noise: standard deviation (m) of the jitter added to approach and place waypoints.
     """
@@ -47,6 +48,7 @@ class MotionConfig:
     gain: float = 1.6
     rot_gain: float = 1.5
     tolerance: float = 0.008
+    max_turn: float = 0.6
     noise_std: float = 0.0
     waypoint_noise: float = 0.0
 
@@ -87,6 +89,7 @@ class Motion:
         self.rng = rng
         self.reference = scene.eef_mat  # gripper pointing down, fingers closing along world y
         self.yaw = 0.0
+        self.tilt = np.eye(3)  # extra rotation applied before the yaw (a pitched grasp)
         self.gripper = OPEN
         self._last = np.zeros(3)
 
@@ -107,10 +110,19 @@ class Motion:
             pos = pos + self.rng.normal(0.0, cfg.noise_std, 3)
         return np.concatenate([np.clip(pos, -1, 1), self._rotation_action(), [self.gripper]])
 
+    @property
+    def goal_rotation(self) -> np.ndarray:
+        """The orientation the gripper is steered to: tilt, then yaw about world z, from the start pose."""
+        return yaw_matrix(self.yaw) @ self.tilt @ self.reference
+
     def _rotation_action(self) -> np.ndarray:
-        goal = yaw_matrix(self.yaw) @ self.reference
+        goal = self.goal_rotation
         error = rotation_vector(goal @ self.scene.eef_mat.T)  # world-frame rotation still to do
-        return np.clip(self.config.rot_gain * error / ROT_SCALE, -1, 1)
+        rot = self.config.rot_gain * error / ROT_SCALE
+        norm = np.linalg.norm(rot)
+        if norm > self.config.max_turn:  # turn about a fixed axis at a bounded rate
+            rot *= self.config.max_turn / norm
+        return rot
 
     def jitter(self, point: np.ndarray, scale: float = 1.0) -> np.ndarray:
         """``point`` moved by waypoint noise in x and y (none when the noise is off)."""
@@ -129,6 +141,7 @@ class Motion:
         max_steps: int = 120,
         speed: float | None = None,
         yaw: float | None = None,
+        tilt: np.ndarray | None = None,
     ) -> Iterator[np.ndarray]:
         """Go to ``target`` (3,) in a straight line, optionally turning to ``yaw``.
 
@@ -138,11 +151,30 @@ class Motion:
         tolerance = self.config.tolerance if tolerance is None else tolerance
         if yaw is not None:
             self.yaw = yaw
+        turning = iter(())
+        if tilt is not None:
+            turning = self._tilt_path(tilt)
         target = np.asarray(target, dtype=float)
         for _ in range(max_steps):
-            if np.linalg.norm(target - self.scene.eef_pos) < tolerance and self._orientation_error() < 0.1:
+            self.tilt = next(turning, self.tilt)
+            if np.linalg.norm(target - self.scene.eef_pos) < tolerance and self._orientation_error() < 0.15:
                 return
             yield self.action_towards(target, speed=speed)
+
+    def _tilt_path(self, tilt: np.ndarray, step: float = 0.12) -> Iterator[np.ndarray]:
+        """Tilts from the current one to ``tilt`` in small steps along the shortest rotation.
+
+        Steering straight at a far-away orientation lets the controller pick either way round
+        (and near a half turn it may flip between them); small steps keep the turn one-way.
+        """
+        from scipy.spatial.transform import Rotation, Slerp
+
+        ends = Rotation.from_matrix(np.stack([self.tilt, tilt]))
+        angle = float(np.linalg.norm((ends[1] * ends[0].inv()).as_rotvec()))
+        n = max(1, int(np.ceil(angle / step)))
+        path = Slerp([0.0, 1.0], ends)(np.linspace(0.0, 1.0, n + 1)[1:])
+        for k in range(n):
+            yield path[k].as_matrix()
 
     def grip(self, value: float, steps: int = 10) -> Iterator[np.ndarray]:
         """Open (-1) or close (+1) the gripper while holding the current position."""
@@ -160,5 +192,5 @@ class Motion:
         return still
 
     def _orientation_error(self) -> float:
-        goal = yaw_matrix(self.yaw) @ self.reference
+        goal = self.goal_rotation
         return float(np.linalg.norm(rotation_vector(goal @ self.scene.eef_mat.T)))

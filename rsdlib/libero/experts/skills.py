@@ -84,7 +84,9 @@ def plan_grasp(scene: Scene, name: str) -> list[Grasp]:
     center = box.center
     candidates: list[tuple[np.ndarray, float, str]] = []
     if minor_len < WIDE:
-        z = max(box.bottom + 0.012, box.top - 0.045)  # deep enough that tall objects do not swing
+        # As deep as the hand allows (its underside is about 3 cm above the grip site), so that
+        # tall objects do not swing.
+        z = max(box.bottom + 0.012, box.top - 0.027)
         if major_len > 1.15 * minor_len:  # elongated: close across the narrow side only
             yaws = [wrap_half_turn(np.arctan2(minor[1], minor[0]) - np.pi / 2)]
             slack = max(0.0, min(0.025, major_len / 2 - 0.02))
@@ -108,7 +110,9 @@ def plan_grasp(scene: Scene, name: str) -> list[Grasp]:
         room = scene.clearance(gripper_points(point, yaw), exclude=(name,))
         reach = np.linalg.norm(point[:2] - scene.robot_base[:2])
         off_center = np.linalg.norm(point[:2] - center[:2]) if kind == "center" else 0.0
-        score = min(room, 0.03) - 0.5 * max(0.0, reach - COMFORTABLE_REACH) - 0.01 * abs(yaw) - 0.2 * off_center
+        score = (
+            min(room, 0.03) - 0.5 * max(0.0, reach - COMFORTABLE_REACH) - 0.01 * abs(yaw) - 0.2 * off_center
+        )
         scored.append((score, Grasp(point, yaw, kind)))
     scored.sort(key=lambda c: -c[0])
     return [g for _, g in scored]
@@ -125,7 +129,7 @@ def pick(
     start_bottom = scene.box(name).bottom
     above = point + [0, 0, 0.08]
     yield from motion.grip(OPEN, steps=0)
-    yield from motion.move(above, yaw=grasp.yaw, tolerance=0.015)
+    yield from motion.move(above, yaw=grasp.yaw, tolerance=0.006)  # aligned before going down
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=60)
     yield from motion.grip(CLOSE, steps=12)
     lift_to = max(point[2] + 0.12, travel_z or 0.0)
@@ -175,3 +179,103 @@ def place(motion: Motion, name: str, target: str, *, inside: bool = False) -> It
     yield from motion.grip(OPEN, steps=6)
     retreat = scene.eef_pos + [0, 0, 0.08]
     yield from motion.move(retreat, tolerance=0.02, max_steps=15)
+
+
+def turn_knob(motion: Motion, name: str, *, on: bool = True) -> Iterator[np.ndarray]:
+    """Grip the ridge of a stove knob (fixture ``name``) and twist it on (or off).
+
+    The knob is the fixture body that carries its only hinge joint; the ridge runs along the
+    knob's diameter, so the fingers close across it and the wrist turns about world z.
+    """
+    scene = motion.scene
+    m, d = scene.model, scene.data
+    joints = [
+        j
+        for j in range(m.njnt)
+        if m.jnt_type[j] == 3 and int(m.jnt_bodyid[j]) in scene.subtree(scene.body_of(name))
+    ]
+    if not joints:
+        raise ValueError(f"{name!r} has no hinge joint to turn")
+    joint = joints[0]
+    body = int(m.jnt_bodyid[joint])
+    axis = d.xmat[body].reshape(3, 3) @ m.jnt_axis[joint]
+    points = scene.points(name, bodies=[body])
+    top = float(points[:, 2].max())
+    center = d.xanchor[joint].copy()
+    major, _, _, _ = principal_axes(points[points[:, 2] > top - 0.02])  # the ridge, on top
+    grip_yaw = wrap_half_turn(np.arctan2(major[1], major[0]))  # fingers close across the ridge
+    turn = (1.0 if on else -1.0) * np.sign(axis[2]) * 0.9  # radians, about world z
+    point = motion.jitter(np.array([center[0], center[1], top - 0.02]), scale=0.2)
+    yield from motion.grip(OPEN, steps=0)
+    yield from motion.move(point + [0, 0, 0.06], yaw=grip_yaw, tolerance=0.006)
+    yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=40)
+    yield from motion.grip(CLOSE, steps=10)
+    yield from motion.move(point, yaw=grip_yaw + turn, tolerance=0.01, max_steps=30)
+    yield from motion.grip(OPEN, steps=6)
+    yield from motion.move(scene.eef_pos + [0, 0, 0.08], tolerance=0.02, max_steps=15)
+
+
+def _drawer_joint(scene: Scene, region: str) -> tuple[int, float]:
+    """The slide joint that moves the drawer holding ``region``, and the sign of its opening motion."""
+    site = scene.problem.object_sites_dict[region]
+    names = list(getattr(site, "joints", []) or [])
+    if not names:
+        raise ValueError(f"region {region!r} has no joint: it is not a drawer or door")
+    joint = scene.model.joint(names[0]).id
+    parent = scene.problem.get_object(scene.site_parent(region))
+    opens = parent.object_properties["articulation"]["default_open_ranges"]
+    return joint, (-1.0 if max(opens) <= 0 else 1.0)
+
+
+def is_open(scene: Scene, region: str) -> bool:
+    """Whether the drawer holding ``region`` is open (LIBERO's own check)."""
+    return scene.holds(["open", region])
+
+
+def slide_drawer(motion: Motion, region: str, *, open_it: bool = True) -> Iterator[np.ndarray]:
+    """Open (pull) or close (push) the drawer that holds ``region`` by its handle.
+
+    The gripper is pitched to face the drawer front with the fingers closing vertically, grips
+    the handle bar, and moves along the slide joint's axis.
+    """
+    scene = motion.scene
+    m, d = scene.model, scene.data
+    joint, sign = _drawer_joint(scene, region)
+    body = int(m.jnt_bodyid[joint])
+    axis = d.xmat[body].reshape(3, 3) @ m.jnt_axis[joint]
+    out = sign * axis  # direction the drawer front moves when it opens, (3,)
+    out[2] = 0.0
+    out /= np.linalg.norm(out)
+    lo, hi = m.jnt_range[joint]
+    travel = (hi - lo) * 0.95
+    points = scene.points(scene.site_parent(region), bodies=[body])
+    reach = points @ out
+    handle = points[reach > reach.max() - 0.012].mean(0)  # the bar that sticks out furthest
+    # Gripper frame: approach along -out (into the drawer), fingers closing vertically. The
+    # reference pose approaches along -z and closes along y; the tilt maps -z to the approach
+    # and y to +z. (Of the two symmetric choices this one keeps the wrist within its joint
+    # range for cabinets on the robot's right; the other stalls a few cm short of the handle.)
+    approach, closing = -out, np.array([0.0, 0.0, 1.0])
+    tilt = np.stack([np.cross(closing, -approach), closing, -approach], axis=1)
+    grip_point = handle - 0.004 * out
+    if open_it:
+        start = grip_point
+        end = grip_point + travel * out
+    else:  # push the front from wherever it is now back to closed
+        start = grip_point
+        end = grip_point - travel * out
+    yield from motion.grip(OPEN if open_it else CLOSE, steps=0)
+    # Turn the wrist well clear of the cabinet, then come in straight along the slide axis.
+    yield from motion.move(
+        start + 0.16 * out + [0, 0, 0.03], yaw=0.0, tilt=tilt, tolerance=0.015, max_steps=80
+    )
+    yield from motion.move(start + 0.09 * out, tolerance=0.006, max_steps=30)
+    yield from motion.move(start, speed=0.5, tolerance=0.006, max_steps=40)
+    if open_it:
+        yield from motion.grip(CLOSE, steps=10)
+    yield from motion.move(end, speed=0.5, tolerance=0.01, max_steps=60)
+    yield from motion.grip(OPEN, steps=6)
+    retreat = scene.eef_pos + 0.08 * out
+    yield from motion.move(retreat, tolerance=0.02, max_steps=20)
+    # Turn back to pointing down before anything else: the arm tracks positions poorly mid-turn.
+    yield from motion.move(retreat + [0, 0, 0.06], tilt=np.eye(3), tolerance=0.02, max_steps=60)

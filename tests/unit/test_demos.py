@@ -1,0 +1,197 @@
+"""Demonstration files (LIBERO's HDF5 layout), clear errors on bad files, and the chunk dataset."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from rsdlib.actions import read_hdf5_actions
+from rsdlib.libero.dataset import DemoDataset, NormStats, index_episodes, load_demos, split_episodes
+from rsdlib.libero.demos import (
+    LOW_DIM_KEYS,
+    DemoFileError,
+    Rollout,
+    describe_demo_file,
+    read_demo,
+    write_demo_file,
+)
+
+SUITE = "libero_spatial"
+
+
+def fake_rollout(rng: np.random.Generator, length: int, init_index: int) -> Rollout:
+    actions = rng.uniform(-1, 1, (length, 7))
+    actions[:, 6] = np.where(np.arange(length) < length // 2, -1.0, 1.0)
+    low = {
+        "ee_pos": rng.normal(size=(length, 3)),
+        "ee_ori": rng.normal(size=(length, 3)),
+        "gripper_states": rng.normal(size=(length, 2)),
+        "joint_states": rng.normal(size=(length, 7)),
+        "robot_states": rng.normal(size=(length, 9)),
+    }
+    low["ee_states"] = np.concatenate([low["ee_pos"], low["ee_ori"]], axis=1)
+    dones = np.zeros(length, dtype=np.uint8)
+    dones[-1] = 1
+    return Rollout(
+        init_index, 100 + init_index, True, actions, rng.normal(size=(length, 20)), dones, dones, low
+    )
+
+
+def fake_images(length: int, value: int, size: int = 8) -> dict[str, np.ndarray]:
+    frames = np.full((length, size, size, 3), value, dtype=np.uint8)
+    frames[:, 0, :, :] = 255  # a marked top row, to check orientation
+    return {"agentview_rgb": frames, "eye_in_hand_rgb": frames.copy()}
+
+
+def write_task(root, task: str, lengths: list[int], seed: int = 0, images: bool = True):
+    rng = np.random.default_rng(seed)
+    demos = [
+        (fake_rollout(rng, n, i), fake_images(n, 10 * i) if images else {}) for i, n in enumerate(lengths)
+    ]
+    attrs = {
+        "suite": SUITE,
+        "task_name": task,
+        "language_instruction": f"do {task}",
+        "num_attempted": len(lengths) + 1,
+    }
+    path = root / SUITE / f"{task}_demo.hdf5"
+    return write_demo_file(path, demos, attrs), demos
+
+
+def test_layout_matches_libero_and_round_trips(tmp_path):
+    path, demos = write_task(tmp_path, "task_a", [5, 7])
+    with h5py.File(path) as f:
+        group = f["data/demo_1"]
+        assert {"actions", "states", "rewards", "dones", "robot_states", "obs"} <= set(group)
+        assert set(LOW_DIM_KEYS) | {"agentview_rgb", "eye_in_hand_rgb"} == set(group["obs"])
+        assert group["obs/agentview_rgb"].compression == "gzip"
+        assert group.attrs["num_samples"] == 7
+        assert f["data"].attrs["num_demos"] == 2 and f["data"].attrs["total"] == 12
+    demo = read_demo(path, "demo_1")
+    np.testing.assert_array_equal(demo["actions"], demos[1][0].actions)
+    np.testing.assert_array_equal(demo["obs"]["agentview_rgb"], demos[1][1]["agentview_rgb"])
+    assert demo["language"] == "do task_a"
+    # The actions reader of rsdlib.actions reads the same files.
+    assert [len(a) for a in read_hdf5_actions(path).values()] == [5, 7]
+    info = describe_demo_file(path)
+    assert info["num_demos"] == 2 and info["lengths"] == {"demo_0": 5, "demo_1": 7}
+
+
+def test_official_opengl_images_come_out_upright(tmp_path):
+    path, demos = write_task(tmp_path, "task_a", [4])
+    with h5py.File(path, "r+") as f:  # make it look like an official LIBERO file
+        del f["data"].attrs["image_convention"]
+        f["data"].attrs["macros_image_convention"] = "opengl"
+        f["data"].attrs["problem_info"] = json.dumps({"language_instruction": "official words"})
+        del f["data"].attrs["language_instruction"]
+    demo = read_demo(path, "demo_0")
+    np.testing.assert_array_equal(demo["obs"]["agentview_rgb"], demos[0][1]["agentview_rgb"][:, ::-1, ::-1])
+    assert demo["language"] == "official words"
+
+
+def test_truncated_and_missing_files_name_the_file(tmp_path):
+    path, _ = write_task(tmp_path, "task_a", [5, 7])
+    data = path.read_bytes()
+    bad = tmp_path / "truncated_demo.hdf5"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DemoFileError, match="truncated_demo.hdf5"):
+        describe_demo_file(bad)
+    with pytest.raises(DemoFileError, match="does not exist"):
+        read_demo(tmp_path / "nope.hdf5", "demo_0")
+    incomplete = tmp_path / "incomplete_demo.hdf5"
+    with h5py.File(incomplete, "w") as f:
+        f.create_dataset("data/demo_0/actions", data=np.zeros((3, 7)))
+    with pytest.raises(DemoFileError, match="incomplete_demo.hdf5.*lacks"):
+        describe_demo_file(incomplete)
+
+
+def test_norm_stats_map_q01_q99_to_unit_range_and_keep_the_gripper_binary():
+    rng = np.random.default_rng(0)
+    actions = rng.normal(size=(1000, 7)) * [1, 2, 3, 0.1, 0.1, 0.1, 1]
+    actions[:, 6] = np.sign(actions[:, 6])
+    stats = NormStats.from_actions([actions[:500], actions[500:]])
+    normalized = stats.normalize(actions)
+    assert normalized.min() >= -1 and normalized.max() <= 1
+    assert np.isin(normalized[:, 6], [-1, 1]).all() and (normalized[:, 6] == actions[:, 6]).all()
+    inside = np.all((actions[:, :6] > stats.q01[:6]) & (actions[:, :6] < stats.q99[:6]), axis=1)
+    np.testing.assert_allclose(stats.denormalize(normalized)[inside], actions[inside], atol=1e-9)
+    assert NormStats.from_json(json.loads(json.dumps(stats.to_json()))).q99.tolist() == stats.q99.tolist()
+
+
+def test_split_is_by_episode_stratified_and_reproducible(tmp_path):
+    write_task(tmp_path, "task_a", [5] * 10, seed=1)
+    write_task(tmp_path, "task_b", [6] * 10, seed=2)
+    refs = index_episodes(sorted((tmp_path / SUITE).glob("*.hdf5")))
+    train, val = split_episodes(refs, 0.2, np.random.default_rng(0))
+    again = split_episodes(refs, 0.2, np.random.default_rng(0))
+    assert (train, val) == again
+    assert not {(r.path, r.demo) for r in train} & {(r.path, r.demo) for r in val}
+    assert sorted(r.task_name for r in val) == ["task_a"] * 2 + ["task_b"] * 2
+
+
+def test_dataset_items_are_chunks_with_their_observation(tmp_path):
+    write_task(tmp_path, "task_a", [5, 3])
+    data = load_demos(SUITE, root=tmp_path, horizon=4, val_fraction=0.0, rng=np.random.default_rng(0))
+    assert (tmp_path / SUITE / "norm_stats.json").exists()
+    ds = data.train
+    assert len(ds) == 8 and len(data.val) == 0
+    item = ds[6]  # episode 1, step 1 of 3
+    assert (item["episode"], item["step"]) == (1, 1)
+    raw = ds.episode_actions(1)
+    np.testing.assert_allclose(item["actions_raw"], np.concatenate([raw[1:3], raw[2:3], raw[2:3]]), atol=1e-6)
+    assert item["valid"].tolist() == [True, True, False, False]
+    assert item["agentview_rgb"].shape == (8, 8, 3) and item["agentview_rgb"][0, 0, 0] == 255
+    assert int(item["agentview_rgb"][4, 4, 0]) == 10  # demo_1's frames
+    assert item["proprio"].shape == (8,)
+    with pytest.raises(IndexError):
+        ds[8]
+
+
+def test_images_required_but_missing_is_an_error(tmp_path):
+    write_task(tmp_path, "task_a", [5], images=False)
+    with pytest.raises(DemoFileError, match="no camera images"):
+        load_demos(SUITE, root=tmp_path, rng=np.random.default_rng(0))
+    data = load_demos(SUITE, root=tmp_path, rng=np.random.default_rng(0), images=False, val_fraction=0)
+    assert "agentview_rgb" not in data.train[0]
+
+
+def test_no_demonstrations_names_the_folder_and_the_fix(tmp_path):
+    with pytest.raises(DemoFileError, match="generate_demos.py"):
+        load_demos(SUITE, root=tmp_path, rng=np.random.default_rng(0))
+
+
+def test_dataset_works_in_a_torch_dataloader(tmp_path):
+    torch = pytest.importorskip("torch")
+    write_task(tmp_path, "task_a", [5, 3])
+    data = load_demos(SUITE, root=tmp_path, horizon=2, val_fraction=0.0, rng=np.random.default_rng(0))
+    batch = next(iter(torch.utils.data.DataLoader(data.train, batch_size=4, num_workers=0)))
+    assert batch["actions"].shape == (4, 2, 7) and batch["agentview_rgb"].shape == (4, 8, 8, 3)
+    assert isinstance(data.train, DemoDataset)
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_generated_demo_replays_to_success(tmp_path):
+    """One real demonstration: written, rendered, and its actions replayed open loop succeed."""
+    from rsdlib.libero.demos import DemoConfig, generate_task
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.protocol import Protocol
+
+    config = DemoConfig(episodes=1, protocol=Protocol(camera_resolution=32))
+    report = generate_task(SUITE, 0, config, root=tmp_path)
+    assert report["kept"] == 1, report
+    demo = read_demo(report["path"], "demo_0")
+    assert demo["obs"]["agentview_rgb"].shape == (len(demo["actions"]), 32, 32, 3)
+    assert demo["obs"]["agentview_rgb"].std() > 5  # a real picture, not a blank
+    again = generate_task(SUITE, 0, config, root=tmp_path)
+    assert again["skipped"] == ["rollouts", "images"]
+    with LiberoEnv(SUITE, 0, render=RenderOptions(enabled=False)) as env:
+        env.reset(0)
+        np.testing.assert_allclose(env.sim_state(), demo["states"][0], atol=1e-8)
+        done = False
+        for action in demo["actions"]:
+            _, done, _ = env.step(action)
+        assert done, "replaying the recorded actions from the init state must reach the goal"
