@@ -70,7 +70,8 @@ def plot_error_vs_budget(
     axes[0][0].set_ylabel(
         "reconstruction MSE (" + ("normalised" if y == "mse_normalised" else "env units") + ")"
     )
-    axes[0][-1].legend(loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.0))  # below, off the data
     return fig
 
 
