@@ -19,7 +19,7 @@ from rsdlib.libero.experts.scene import Box, Scene
 #: Finger opening of the Panda gripper (m) and how far each finger reaches sideways.
 FINGER_SPAN = 0.08
 #: Horizontal distance (m) from the robot base beyond which a top-down grasp gets hard to reach.
-COMFORTABLE_REACH = 0.74
+COMFORTABLE_REACH = 0.70
 #: Objects wider than this (in both horizontal directions) are grasped by the rim or an edge.
 WIDE = 0.07
 
@@ -132,7 +132,8 @@ def pick(
     yield from motion.move(above, yaw=grasp.yaw, tolerance=0.006)  # aligned before going down
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=60)
     yield from motion.grip(CLOSE, steps=12)
-    lift_to = max(point[2] + 0.12, travel_z or 0.0)
+    # Lift clear of the support; place() climbs higher only if the way to the target needs it.
+    lift_to = max(point[2] + 0.07, travel_z or 0.0)
     yield from motion.move(np.array([*scene.eef_pos[:2], lift_to]), speed=0.8, tolerance=0.02)
     return scene.box(name).bottom > start_bottom + 0.04
 
@@ -171,10 +172,13 @@ def place(motion: Motion, name: str, target: str, *, inside: bool = False) -> It
     surface = surface_height(scene, goal_xy - offset, held=name)
     release_z = surface + hang + (0.02 if inside else 0.012)
     corridor = corridor_height(scene, eef, np.array([*goal_xy, 0]), exclude=(name,))
-    travel_z = max(eef[2], release_z + 0.04, corridor + hang + 0.03)
-    if travel_z > eef[2] + 0.005:
+    travel_z = max(release_z + 0.04, corridor + hang + 0.03)
+    if travel_z > eef[2] + 0.005:  # climb first, then cross
         yield from motion.move(np.array([*eef[:2], travel_z]), tolerance=0.02)
+    # Cross (descending on the way if we are higher than needed), then set down: fast until
+    # 3 cm above the release height, gently after.
     yield from motion.move(np.array([*goal_xy, travel_z]), tolerance=0.012)
+    yield from motion.move(np.array([*goal_xy, release_z + 0.03]), tolerance=0.01)
     yield from motion.move(np.array([*goal_xy, release_z]), speed=0.6, tolerance=0.008)
     yield from motion.grip(OPEN, steps=6)
     retreat = scene.eef_pos + [0, 0, 0.08]
