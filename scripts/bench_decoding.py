@@ -7,8 +7,10 @@ training, acceptance does), the median and p90 wall time over many runs after wa
 - a full chunk decode for plain ``rfsq_ar``, ``rfsq_parallel``, ``l1_regression``, ``fast_ar``,
   and RSD (``exact`` rule) with several drafters: ``replay`` (the greedy tokens, an oracle that
   is free and always right: the ceiling of pass reduction), ``self`` (the main model drafting
-  for itself: everything accepted, drafting costs main passes), ``random``, and the untrained
-  ``head`` and ``tiny_policy`` drafters (acceptance near zero until trained: a cost floor).
+  for itself: everything accepted, drafting costs main passes), ``random``, the untrained
+  ``head`` and ``tiny_policy`` drafters (acceptance near zero until trained: a cost floor), and a
+  ``head`` drafter distilled for ``--distill-steps`` on the benchmark observation (it memorises
+  one observation: its acceptance is an upper bound, its cost is that of a real head drafter).
 
 Prints measured figures and ratios side by side: each method against plain ``rfsq_ar`` and
 against the floor (one prefix pass plus one block pass), with the speedup the pass counts
@@ -107,12 +109,38 @@ def build(size: str, seed: int = 0) -> dict[str, Any]:
     return {"models": models, "obs": models["rfsq_ar"].prepare(obs), "trunk": trunk, "actions": actions}
 
 
+def distill_head(head: HeadDrafter, main: Any, obs: Any, greedy: torch.Tensor, *, steps: int) -> HeadDrafter:
+    """A copy of ``head`` distilled on the main policy's greedy tokens for this one observation.
+
+    It memorises one observation, so its acceptance is an upper bound; what it shows is the
+    speed of RSD with a learned head drafter that agrees with the main policy.
+    """
+    import copy
+    import tempfile
+
+    from rsdlib.policies import head_drafter_loss
+    from rsdlib.train import TrainConfig, train
+
+    head = copy.deepcopy(head)
+    with tempfile.TemporaryDirectory() as tmp, torch.enable_grad():
+        train(
+            head,
+            batches=lambda step, gen: {"obs": obs, "tokens": greedy},
+            loss_fn=head_drafter_loss(main, head),
+            config=TrainConfig(
+                steps=steps, lr=3e-3, warmup_steps=min(10, steps), progress=False, log_every=steps
+            ),
+            run_dir=tmp,
+        )
+    return head.eval()
+
+
 def count_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in m.named_parameters() if "embed_tokens" not in n)
 
 
 @torch.no_grad()
-def bench_size(size: str, *, runs: int, warmup: int, gamma: int) -> dict[str, Any]:
+def bench_size(size: str, *, runs: int, warmup: int, gamma: int, distill_steps: int = 0) -> dict[str, Any]:
     setup = build(size)
     models, obs, actions = setup["models"], setup["obs"], setup["actions"]
     main = models["rfsq_ar"]
@@ -149,6 +177,9 @@ def bench_size(size: str, *, runs: int, warmup: int, gamma: int) -> dict[str, An
         "head (untrained)": lambda: models["head"],
         "tiny_policy (untrained)": lambda: PolicyDrafter(policy=models["tiny_policy"]),
     }
+    if distill_steps:
+        distilled = distill_head(models["head"], main, obs, greedy, steps=distill_steps)
+        drafters["head (distilled on this obs.)"] = lambda: distilled
     for name, make in drafters.items():
         methods[f"RSD exact g={gamma}, {name}"] = lambda make=make: speculative_decode(
             main, make(), obs, rule=exact, gamma=gamma
@@ -242,6 +273,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--gamma", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--distill-steps", type=int, default=100, help="train a head drafter on this observation (0: skip)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -250,7 +284,10 @@ def main() -> None:
         f"device: {info['cpu']} ({info['cpu_count']} cores), torch threads {torch.get_num_threads()}, "
         f"float32, batch 1, {args.runs} runs after {args.warmup} warm-up, random weights"
     )
-    results = [bench_size(s, runs=args.runs, warmup=args.warmup, gamma=args.gamma) for s in args.sizes]
+    results = [
+        bench_size(s, runs=args.runs, warmup=args.warmup, gamma=args.gamma, distill_steps=args.distill_steps)
+        for s in args.sizes
+    ]
     for res in results:
         print_report(res)
     print(
