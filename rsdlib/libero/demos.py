@@ -163,6 +163,13 @@ def render_states(env, states: np.ndarray) -> dict[str, np.ndarray]:
     return {key: np.stack(images) for key, images in frames.items()}
 
 
+def _code_version() -> str:
+    """The git commit the rollouts were made with ("unknown" outside a git checkout)."""
+    from rsdlib.results import git_sha
+
+    return git_sha() or "unknown"
+
+
 def _env_info(env, config: DemoConfig) -> dict[str, Any]:
     task = env.task
     return {
@@ -336,6 +343,7 @@ def generate_task(
         attrs.update(
             {
                 "generator": "rsdlib scripted expert",
+                "code_version": _code_version(),
                 "generation_config": json.dumps(asdict(config), default=str),
                 "num_attempted": len(inits),
                 "failed_init_indices": json.dumps(failed),

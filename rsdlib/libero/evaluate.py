@@ -455,6 +455,9 @@ def evaluate(
 
     from tqdm.auto import tqdm
 
+    from rsdlib.results import git_sha
+
+    code_version = git_sha() or "unknown"  # recorded per episode: a resumed run shows any code change
     path = run_dir / EPISODES_FILE
     old = [r for k, r in done.items() if k in wanted]
     wins = sum(r["success"] for r in old)
@@ -464,6 +467,7 @@ def evaluate(
             key = (record["suite"], record["task_id"], record["init_index"])
             if key in done:  # never write an episode twice
                 continue
+            record["code_version"] = code_version
             _append(path, record)
             done[key] = record
             wins += record["success"]

@@ -37,6 +37,7 @@ class FakeEnv:
         self.position = 0.0
         self.init_index = 0
         self.closed = False
+        self.renders = bool(getattr(options, "renders", False))
 
     def reset(self, init_index: int):
         self.init_index = init_index
@@ -58,11 +59,16 @@ class FakeEnv:
         return self.position >= 1.0 - 1e-9
 
     def _obs(self):
-        return {
+        obs = {
             "proprio": np.array([self.position], dtype=np.float32),
             "instruction": self.task.language,
             "state": {},
         }
+        if self.renders:  # a 16x16 picture whose brightness follows the step count
+            level = np.uint8(min(255, 25 * self.steps))
+            obs["agentview_rgb"] = np.full((16, 16, 3), level, dtype=np.uint8)
+            obs["eye_in_hand_rgb"] = np.full((16, 16, 3), 255 - level, dtype=np.uint8)
+        return obs
 
     def close(self) -> None:
         self.closed = True

@@ -213,3 +213,17 @@ def test_bad_arguments_fail_loudly(tmp_path):
         run(tmp_path, executor="threads")
     with pytest.raises(ValueError, match="video"):
         EvalOptions(video="some")
+
+
+def test_videos_of_failures_only(tmp_path):
+    import imageio.v2 as imageio
+
+    result = run(
+        tmp_path, tasks=(0,), episodes=[1, 2], options=EvalOptions(video="failures", video_wrist=True)
+    )
+    by_init = {r["init_index"]: r for r in result.records}
+    assert by_init[2]["success"] and by_init[2]["video"] is None
+    assert not by_init[1]["success"] and by_init[1]["video"].endswith("init01_failure.mp4")
+    frames = imageio.mimread(by_init[1]["video"])
+    assert len(frames) == by_init[1]["steps"] + 1  # the first observation and one per step
+    assert frames[0].shape == (16, 32, 3)  # agentview and wrist side by side
