@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--num-latents", type=int, default=8, help="RFSQ N when fitting here")
-    parser.add_argument("--num-layers", type=int, default=6, help="RFSQ L when fitting here")
+    parser.add_argument("--num-latents", type=int, default=4, help="RFSQ N when fitting here")
+    parser.add_argument("--num-layers", type=int, default=4, help="RFSQ L when fitting here")
     parser.add_argument(
         "--levels", type=int, nargs="+", default=[2] * 10, help="RFSQ levels when fitting here"
     )

@@ -186,8 +186,8 @@ class RFSQTokenizer(ActionTokenizer):
         seed: seeds the initial weights and the training generator (batches, quantize dropout).
         normaliser: a fitted normaliser to share; by default one is fitted in :meth:`fit`.
 
-    The defaults (N=8, L=6, ten binary channels: 1024 codes per token) are what notebook
-    02_action_tokenizers' sweep picked on the libero_spatial demonstrations.
+    The defaults (N=4, L=4, ten binary channels: 1024 codes per token, 16 tokens per chunk) are
+    what notebook 02_action_tokenizers' sweep picked on the libero_spatial demonstrations.
     """
 
     kind = "rfsq"
@@ -197,8 +197,8 @@ class RFSQTokenizer(ActionTokenizer):
         *,
         horizon: int = 8,
         action_dim: int = ACTION_DIM,
-        num_latents: int = 8,
-        num_layers: int = 6,
+        num_latents: int = 4,
+        num_layers: int = 4,
         levels: list[int] | tuple[int, ...] = (2,) * 10,
         hidden: int = 256,
         depth: int = 2,
