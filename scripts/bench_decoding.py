@@ -70,7 +70,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "trunk": {},
         "drafter_trunk": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128,
                           "image_channels": (8, 16, 32, 32, 64)},
-        "actions": {"num_layers": 4, "num_latents": 4, "codebook_size": 1000, "fast_vocab": 1024,
+        "actions": {"num_layers": 4, "num_latents": 4, "codebook_size": 1024, "fast_vocab": 1024,
                     "fast_max_tokens": 40},
     },
 }  # fmt: skip

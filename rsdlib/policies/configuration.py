@@ -135,7 +135,7 @@ class ActionSpace:
 
     num_layers: int = 4
     num_latents: int = 4
-    codebook_size: int = 1000
+    codebook_size: int = 1024  # rsdlib.tokenizers.RFSQTokenizer's default levels [2] * 10
     horizon: int = 8
     action_dim: int = 7
     fast_vocab: int = 0
