@@ -66,7 +66,7 @@ def speculative(x: torch.Tensor, q: torch.Tensor, p: torch.Tensor, *, generator:
         x: ``(B, N)`` drafted tokens, drawn from q.
         q: ``(B, N, V)`` draft distributions.
         p: ``(B, N, V)`` main distributions.
-        generator: the source of ``r`` and of the redraws.
+        generator: the source of ``r`` and of the redraws (on the device of p).
     """
     p_x = p.gather(-1, x[..., None])[..., 0]  # (B, N)
     q_x = q.gather(-1, x[..., None])[..., 0]  # (B, N)

@@ -78,7 +78,7 @@ def speculative_decode(
         rule: the acceptance rule (:func:`rsdlib.decoding.acceptance.make_rule`).
         gamma: layers drafted per round.
         temperature: 0 for greedy (``exact`` and the lossy rules); > 0 for ``speculative``.
-        generator: the source of every random draw at temperature > 0.
+        generator: the source of every random draw at temperature > 0 (on the main model's device).
         tokenizer: the RFSQ tokenizer, to decode actions and per-layer refinements (optional).
         redraft: draft again every round; False drafts only in the first round and then goes on
             plainly (one block per pass).

@@ -41,7 +41,7 @@ def augment_images(
     offs = torch.randint(0, S - side + 1, (B * C, 2), generator=generator)
     crops = torch.stack([flat[i, :, y : y + side, x : x + side] for i, (y, x) in enumerate(offs.tolist())])
     out = F.interpolate(crops, size=(S, S), mode="bilinear", align_corners=False)
-    u = torch.rand(B * C, 2, generator=generator, dtype=out.dtype)
+    u = torch.rand(B * C, 2, generator=generator, dtype=torch.float64).to(out.device, out.dtype)
     brightness = (u[:, 0] - 0.5) * 0.2  # +-0.1
     contrast = 1 + (u[:, 1] - 0.5) * 0.2  # x0.9 .. x1.1
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
