@@ -4,7 +4,7 @@ export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 PROFILE ?= default
 
-.PHONY: setup paper notebooks test test-unit lint bench-env strip clean
+.PHONY: setup paper notebooks test test-unit lint bench-env bench-tokenizers bench-decoding strip clean
 
 setup: .venv/.installed
 
@@ -33,6 +33,14 @@ lint: setup
 ## Env steps per second: no rendering, default and fast rendering; 1 and 2 processes.
 bench-env: setup
 	$(PY) scripts/bench_env.py
+
+## Tokenizer encode/decode chunks per second (batch 1 and 256).
+bench-tokenizers: setup
+	$(PY) scripts/bench_tokenizers.py
+
+## Prefix pass, block pass and full decode per method; RSD against plain decoding, side by side.
+bench-decoding: setup
+	$(PY) scripts/bench_decoding.py
 
 ## Strip outputs, execution counts and widget state from the committed notebooks.
 strip: setup
