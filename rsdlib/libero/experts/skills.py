@@ -132,8 +132,9 @@ def pick(
     yield from motion.move(above, yaw=grasp.yaw, tolerance=0.006)  # aligned before going down
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=60)
     yield from motion.grip(CLOSE, steps=12)
-    # Lift clear of the support; place() climbs higher only if the way to the target needs it.
-    lift_to = max(point[2] + 0.07, travel_z or 0.0)
+    # Lift well clear of the support (and of drawer walls around it); place() climbs higher only
+    # if the way to the target needs it, and descends on the way if it does not.
+    lift_to = max(point[2] + 0.12, travel_z or 0.0)
     yield from motion.move(np.array([*scene.eef_pos[:2], lift_to]), speed=0.8, tolerance=0.02)
     return scene.box(name).bottom > start_bottom + 0.04
 
