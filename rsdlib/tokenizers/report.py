@@ -140,31 +140,3 @@ def comparison_table(rows: list[dict[str, Any]], datasets: list[str]) -> list[di
                 line[f"max abs env ({data})"] = match[0]["max_abs_env"]
         table.append(line)
     return table
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.2e}" if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.3g}"
-    return str(value)
-
-
-def to_markdown(table: list[dict[str, Any]]) -> str:
-    """A GitHub markdown table."""
-    header = list(table[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(row.get(h, "")) for h in header) + " |" for row in table]
-    return "\n".join(lines) + "\n"
-
-
-def to_latex(table: list[dict[str, Any]], caption: str) -> str:
-    """A booktabs LaTeX table."""
-    header = list(table[0])
-
-    def esc(text: str) -> str:
-        return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}",
-             r"\toprule", " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]  # fmt: skip
-    lines += [" & ".join(esc(_fmt(row.get(h, ""))) for h in header) + r" \\" for row in table]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(caption)}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"

@@ -32,8 +32,17 @@ def check_00_environment_check(out: dict) -> None:
     assert out["render_faster_without_images"] is True
 
 
+def check_02_action_tokenizers(out: dict) -> None:
+    assert out["synthetic"] is True  # the smoke profile fits on made-up episodes and must say so
+    assert out["rfsq_min_layer_entropy_bits"] > 1.0  # every RFSQ layer carries information
+    assert out["rfsq_mse_all_layers"] < out["rfsq_mse_two_layers"]  # finer layers reduce the error
+
+
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
-CHECKS = {"00_environment_check": check_00_environment_check}
+CHECKS = {
+    "00_environment_check": check_00_environment_check,
+    "02_action_tokenizers": check_02_action_tokenizers,
+}
 
 
 @pytest.fixture(scope="session")
