@@ -6,15 +6,16 @@
 
     data = load_demos("libero_spatial", horizon=8, val_fraction=0.1, rng=np.random.default_rng(0))
     item = data.train[0]          # actions (8, 7) normalised, agentview_rgb (128, 128, 3), proprio (8,), ...
-    data.stats.denormalize(x)     # back to env units
+    data.normaliser.denormalise(torch.as_tensor(x))   # back to env units
 
 Item ``t`` of an episode is the chunk of actions ``t .. t+H-1`` (past the end the last action
 repeats, see :func:`rsdlib.actions.chunk_episode`; ``valid`` marks real steps) with the
-observation at step ``t``. Actions are normalised per dimension from the 1st/99th percentiles
-to [-1, 1] (clipped), except the gripper, which stays -1/+1. The statistics (q01, q99, mean,
-std) are computed over every episode of the files and saved beside them as
-``norm_stats.json``. Train and validation splits are by episode, never by step (neighbouring
-steps are near-duplicates), stratified by task.
+observation at step ``t``. Actions are normalised by the project's one
+:class:`~rsdlib.tokenizers.normaliser.Normaliser` (default percentiles to [-1, 1], clamped;
+the gripper stays -1/+1), fitted on the training episodes only. Descriptive statistics (q01,
+q99, mean, std over every episode) are saved beside the files as ``norm_stats.json``. Train
+and validation splits are by episode, never by step (neighbouring steps are near-duplicates),
+stratified by task.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ import numpy as np
 
 from rsdlib.actions import GRIPPER, chunk_episode
 from rsdlib.libero.demos import DEMOS_DIR, DemoFileError, _is_opengl, _open, demo_names, language_of
+from rsdlib.tokenizers.normaliser import Normaliser
 
 STATS_FILE = "norm_stats.json"
 
 
 @dataclass(frozen=True)
 class NormStats:
-    """Per-dimension action statistics and the normalisation they define.
+    """Per-dimension action statistics of a set of demonstrations (a description of the data;
+    the normalisation itself is a :class:`Normaliser`).
 
     Attributes:
         q01, q99, mean, std: (A,) statistics over every step of every episode.
@@ -69,21 +72,6 @@ class NormStats:
             num_episodes=len(episodes),
             num_steps=len(steps),
         )
-
-    def normalize(self, actions: np.ndarray) -> np.ndarray:
-        """Map actions (..., A) to [-1, 1] by the q01/q99 range (clipped); binary dims unchanged."""
-        span = np.maximum(self.q99 - self.q01, 1e-8)
-        out = np.clip(2 * (np.asarray(actions) - self.q01) / span - 1, -1, 1)
-        for d in self.binary_dims:
-            out[..., d] = np.where(np.asarray(actions)[..., d] > 0, 1.0, -1.0)
-        return out
-
-    def denormalize(self, normalized: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`normalize` inside the q01/q99 range; binary dims snapped to -1/+1."""
-        out = (np.asarray(normalized) + 1) / 2 * (self.q99 - self.q01) + self.q01
-        for d in self.binary_dims:
-            out[..., d] = np.where(np.asarray(normalized)[..., d] > 0, 1.0, -1.0)
-        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,7 +195,7 @@ class DemoDataset:
 
     Args:
         refs: the episodes.
-        stats: normalisation statistics (see :class:`NormStats`).
+        normaliser: the fitted action normaliser (environment units to [-1, 1]).
         horizon: chunk length H.
         images: read camera images (lazily, from the HDF5 files; one open handle per process).
 
@@ -218,26 +206,27 @@ class DemoDataset:
     """
 
     def __init__(
-        self, refs: Sequence[EpisodeRef], stats: NormStats, horizon: int = 8, *, images: bool = True
+        self,
+        refs: Sequence[EpisodeRef],
+        normaliser: Normaliser,
+        horizon: int = 8,
+        *,
+        images: bool = True,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon ({horizon}) must be at least 1")
         self.refs = list(refs)
-        self.stats = stats
+        if not normaliser.fitted:
+            raise ValueError("DemoDataset needs a fitted Normaliser (fit it on the training episodes)")
+        self.normaliser = normaliser
         self.horizon = horizon
         self.images = images
         self._actions: list[np.ndarray] = []
         self._proprio: list[np.ndarray] = []
         for ref in self.refs:
-            with _open(Path(ref.path)) as f:
-                g = f["data"][ref.demo]
-                self._actions.append(g["actions"][()].astype(np.float64))
-                obs = g["obs"]
-                self._proprio.append(
-                    np.concatenate(
-                        [obs["ee_pos"][()], obs["ee_ori"][()], obs["gripper_states"][()]], axis=1
-                    ).astype(np.float32)
-                )
+            actions, proprio = read_episode(ref)
+            self._actions.append(actions)
+            self._proprio.append(proprio)
         lengths = np.array([len(a) for a in self._actions], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(lengths)])
         self._files: dict[str, Any] = {}
@@ -260,7 +249,7 @@ class DemoDataset:
         valid = np.arange(self.horizon) < len(actions) - step
         ref = self.refs[episode]
         item = {
-            "actions": self.stats.normalize(chunk).astype(np.float32),
+            "actions": self.normaliser.normalise(chunk).numpy().astype(np.float32),
             "actions_raw": chunk.astype(np.float32),
             "valid": valid,
             "proprio": self._proprio[episode][step],
@@ -297,13 +286,23 @@ class DemoDataset:
         return state
 
 
+def read_episode(ref: EpisodeRef) -> tuple[np.ndarray, np.ndarray]:
+    """The (T, 7) float64 actions and (T, 8) float32 proprio (eef pos, axis-angle, gripper) of one episode."""
+    with _open(Path(ref.path)) as f:
+        g = f["data"][ref.demo]
+        obs = g["obs"]
+        proprio = np.concatenate([obs["ee_pos"][()], obs["ee_ori"][()], obs["gripper_states"][()]], axis=1)
+        return g["actions"][()].astype(np.float64), proprio.astype(np.float32)
+
+
 @dataclass
 class DemoData:
     """What :func:`load_demos` returns."""
 
     train: DemoDataset
     val: DemoDataset
-    stats: NormStats
+    normaliser: Normaliser  # fitted on the training episodes
+    stats: NormStats  # over every episode
     stats_path: Path | None
 
 
@@ -334,8 +333,8 @@ def load_demos(
     """
     paths = [Path(p) for p in files] if files is not None else demo_files(suites, root)
     refs = index_episodes(paths, need_images=images)
-    loader = DemoDataset(refs, NormStats(*(np.zeros(7),) * 4), horizon, images=False)
-    stats = NormStats.from_actions([loader.episode_actions(i) for i in range(len(refs))])
+    actions = {(r.path, r.demo): read_episode(r)[0] for r in refs}
+    stats = NormStats.from_actions(list(actions.values()))
     stats_path = None
     if files is None:
         names = [suites] if isinstance(suites, str) else list(suites)
@@ -346,9 +345,13 @@ def load_demos(
         )
         stats.save(stats_path)
     train_refs, val_refs = split_episodes(refs, val_fraction, rng)
+    if not train_refs:
+        raise ValueError(f"no training episodes left after holding out {val_fraction:.0%} of {len(refs)}")
+    normaliser = Normaliser().fit(np.concatenate([actions[(r.path, r.demo)] for r in train_refs]))
     return DemoData(
-        DemoDataset(train_refs, stats, horizon, images=images),
-        DemoDataset(val_refs, stats, horizon, images=images),
+        DemoDataset(train_refs, normaliser, horizon, images=images),
+        DemoDataset(val_refs, normaliser, horizon, images=images),
+        normaliser,
         stats,
         stats_path,
     )

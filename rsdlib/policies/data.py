@@ -113,7 +113,7 @@ def evaluate_policy(
 
     ``action_mae`` is the mean absolute error of the greedy decoded chunk against ``actions_raw``
     over valid steps, in environment units (the token heads decode with the tokenizer; the L1
-    head's normalised output goes through ``denormalize``, e.g. ``NormStats.denormalize``).
+    head's normalised output goes through ``denormalize``, e.g. the dataset's ``Normaliser.denormalise``).
 
     Returns:
         ``{"loss", "acc_layer0", ..., "action_mae"}`` as applicable.

@@ -18,6 +18,7 @@ from rsdlib.libero.demos import (
     read_demo,
     write_demo_file,
 )
+from rsdlib.tokenizers.normaliser import Normaliser
 
 SUITE = "libero_spatial"
 
@@ -108,17 +109,25 @@ def test_truncated_and_missing_files_name_the_file(tmp_path):
         describe_demo_file(incomplete)
 
 
-def test_norm_stats_map_q01_q99_to_unit_range_and_keep_the_gripper_binary():
+def test_norm_stats_describe_the_data_and_round_trip_through_json():
     rng = np.random.default_rng(0)
     actions = rng.normal(size=(1000, 7)) * [1, 2, 3, 0.1, 0.1, 0.1, 1]
-    actions[:, 6] = np.sign(actions[:, 6])
     stats = NormStats.from_actions([actions[:500], actions[500:]])
-    normalized = stats.normalize(actions)
-    assert normalized.min() >= -1 and normalized.max() <= 1
-    assert np.isin(normalized[:, 6], [-1, 1]).all() and (normalized[:, 6] == actions[:, 6]).all()
-    inside = np.all((actions[:, :6] > stats.q01[:6]) & (actions[:, :6] < stats.q99[:6]), axis=1)
-    np.testing.assert_allclose(stats.denormalize(normalized)[inside], actions[inside], atol=1e-9)
+    np.testing.assert_allclose(stats.q99, np.quantile(actions, 0.99, axis=0))
+    assert (stats.num_episodes, stats.num_steps) == (2, 1000)
     assert NormStats.from_json(json.loads(json.dumps(stats.to_json()))).q99.tolist() == stats.q99.tolist()
+
+
+def test_dataset_normalises_with_a_normaliser_fitted_on_training_episodes_only(tmp_path):
+    write_task(tmp_path, "task_a", [20] * 10, seed=3)
+    data = load_demos(SUITE, root=tmp_path, horizon=4, val_fraction=0.2, rng=np.random.default_rng(0))
+    train_actions = np.concatenate([data.train.episode_actions(i) for i in range(len(data.train.refs))])
+    assert data.normaliser == Normaliser().fit(train_actions)
+    item = data.val[3]
+    np.testing.assert_allclose(
+        item["actions"], data.normaliser.normalise(item["actions_raw"].astype(np.float64)).numpy(), atol=1e-6
+    )
+    assert np.isin(item["actions"][:, 6], [-1, 1]).all()
 
 
 def test_split_is_by_episode_stratified_and_reproducible(tmp_path):

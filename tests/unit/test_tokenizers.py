@@ -24,6 +24,7 @@ from rsdlib.tokenizers import (
 )
 from rsdlib.tokenizers.data import demo_files, split_episodes, synthetic_episodes
 from rsdlib.tokenizers.evaluate import choose_default, code_usage, equal_token_comparison, evaluate_tokenizer
+from rsdlib.tokenizers.normaliser import DEFAULT_PERCENTILES
 
 H, A = 8, 7
 
@@ -67,7 +68,8 @@ def test_normaliser_maps_percentiles_to_the_bounds_clamps_and_thresholds_the_gri
     x = torch.stack([torch.linspace(-3, 5, 1001)] * A, dim=1)
     x[:, 6] = torch.where(torch.arange(1001) % 2 == 0, -1.0, 1.0)
     norm = Normaliser().fit(x)
-    lo, hi = torch.quantile(x[:, 0], 0.01), torch.quantile(x[:, 0], 0.99)
+    lower, upper = DEFAULT_PERCENTILES
+    lo, hi = torch.quantile(x[:, 0], lower / 100), torch.quantile(x[:, 0], upper / 100)
     probe = torch.zeros(3, A, dtype=torch.float64)
     probe[:, 0] = torch.stack([lo, hi, torch.tensor(100.0, dtype=torch.float64)])
     probe[:, 6] = torch.tensor([0.3, -0.2, 0.0])
