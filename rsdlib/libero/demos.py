@@ -311,6 +311,12 @@ def generate_task(
     if path.exists() and not overwrite:
         describe_demo_file(path)  # raises on a corrupt file rather than silently keeping it
         rollouts, attrs = _rollouts_from_file(path)
+        attempted = int(attrs.get("num_attempted", len(rollouts)))
+        if attempted < config.episodes:
+            raise DemoFileError(
+                f"{path} was generated from {attempted} init states, fewer than the {config.episodes} asked "
+                "for; delete it (or pass overwrite=True) to generate it again, or ask for fewer episodes"
+            )
         skipped.append("rollouts")
     else:
         expert = ScriptedExpert(ExpertConfig.with_noise(config.noise_std, config.waypoint_noise))
@@ -526,6 +532,28 @@ def read_demo(path: str | Path, name: str, *, images: bool = True) -> dict[str, 
             raise DemoFileError(f"{path}: demo {name} is unreadable (truncated file?): {err}") from err
         out["language"] = language_of(f["data"].attrs)
     return out
+
+
+def demo_frames(
+    path: str | Path, name: str, steps: Sequence[int], protocol: Protocol | None = None
+) -> dict[str, np.ndarray]:
+    """Upright camera images (len(steps), H, W, 3) per camera key at chosen steps of one demo.
+
+    Read from the file when it holds images; otherwise rendered by replaying the recorded sim
+    states (so a file from stage 1 alone can still be looked at).
+    """
+    path = Path(path)
+    has = has_images(path)
+    demo = read_demo(path, name, images=has)
+    steps = list(steps)
+    if has:
+        return {key: demo["obs"][key][steps] for key in CAMERAS.values()}
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+
+    with _open(path) as f:
+        suite, task_id = str(f["data"].attrs["suite"]), int(f["data"].attrs["task_id"])
+    with LiberoEnv(suite, task_id, protocol or Protocol(), RenderOptions(enabled=True)) as env:
+        return render_states(env, demo["states"][steps])
 
 
 def _is_opengl(attrs) -> bool:

@@ -14,6 +14,7 @@ from rsdlib.libero.demos import (
     LOW_DIM_KEYS,
     DemoFileError,
     Rollout,
+    demo_frames,
     describe_demo_file,
     read_demo,
     write_demo_file,
@@ -190,13 +191,24 @@ def test_generated_demo_replays_to_success(tmp_path):
     from rsdlib.libero.protocol import Protocol
 
     config = DemoConfig(episodes=1, protocol=Protocol(camera_resolution=32))
+    stage1 = generate_task(SUITE, 0, config, root=tmp_path, images=False)
+    assert stage1["kept"] == 1, stage1
+    replayed = demo_frames(stage1["path"], "demo_0", [0, 5], config.protocol)  # no images yet: rendered
     report = generate_task(SUITE, 0, config, root=tmp_path)
-    assert report["kept"] == 1, report
+    assert report["skipped"] == ["rollouts"]
     demo = read_demo(report["path"], "demo_0")
     assert demo["obs"]["agentview_rgb"].shape == (len(demo["actions"]), 32, 32, 3)
     assert demo["obs"]["agentview_rgb"].std() > 5  # a real picture, not a blank
+    stored = demo_frames(report["path"], "demo_0", [0, 5])
+    for key, frames in stored.items():
+        assert frames.shape == (2, 32, 32, 3)
+        same = np.abs(frames.astype(int) - replayed[key]).mean()
+        flipped = np.abs(frames.astype(int) - replayed[key][:, ::-1, ::-1]).mean()
+        assert same < 8 and same < flipped / 4, (same, flipped)  # the same views, same orientation
     again = generate_task(SUITE, 0, config, root=tmp_path)
     assert again["skipped"] == ["rollouts", "images"]
+    with pytest.raises(DemoFileError, match="from 1 init states, fewer than the 2"):
+        generate_task(SUITE, 0, DemoConfig(episodes=2, protocol=config.protocol), root=tmp_path)
     with LiberoEnv(SUITE, 0, render=RenderOptions(enabled=False)) as env:
         env.reset(0)
         np.testing.assert_allclose(env.sim_state(), demo["states"][0], atol=1e-8)
