@@ -32,6 +32,19 @@ def check_00_environment_check(out: dict) -> None:
     assert out["render_faster_without_images"] is True
 
 
+def check_01_demonstrations(out: dict) -> None:
+    assert out["suites"] == ["libero_spatial"] and out["tasks"] == 1
+    assert out["demos"] == 1 and out["min_task_success"] == 1.0  # the expert solves its smoke episode
+    assert out["chunk_shape"] == "(8, 7)" and out["image_shape"] == "(32, 32, 3)"
+    assert out["val_episodes_disjoint"] is True
+
+
+def check_05_libero_eval(out: dict) -> None:
+    assert out["policy"] == "scripted_expert" and out["suites"] == ["libero_spatial"]
+    assert (out["episodes"], out["successes"], out["errors"]) == (1, 1, 0)
+    assert out["ci_contains_rate"] is True
+
+
 def check_02_action_tokenizers(out: dict) -> None:
     assert out["synthetic"] is True  # the smoke profile fits on made-up episodes and must say so
     assert out["rfsq_min_layer_entropy_bits"] > 1.0  # every RFSQ layer carries information
@@ -42,7 +55,9 @@ def check_02_action_tokenizers(out: dict) -> None:
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
 CHECKS = {
     "00_environment_check": check_00_environment_check,
+    "01_demonstrations": check_01_demonstrations,
     "02_action_tokenizers": check_02_action_tokenizers,
+    "05_libero_eval": check_05_libero_eval,
 }
 
 
