@@ -37,13 +37,7 @@ from rsdlib.policies import HeadDrafter, HeadDrafterConfig, PolicyDrafter, Rando
 L, N, V = 3, 2, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine is small and shared; one thread is much faster for tiny models."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ from rsdlib.train import TrainConfig, lr_factor, read_log, train
 L, N, V = 3, 2, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_batches(policy, size: int = 6):
