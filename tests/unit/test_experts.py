@@ -104,7 +104,9 @@ def test_rim_grasp_of_a_far_bowl_stays_within_reach_and_clear_of_neighbours():
         assert grasp.kind == "rim"
         center = scene.box("akita_black_bowl_1").center
         reach = np.linalg.norm(grasp.point[:2] - scene.robot_base[:2])
-        # This bowl is at the edge of the arm's reach: the grasp must be on the near side of the
-        # rim (the far side, about 0.80 m out, stalls short of it).
-        assert reach < np.linalg.norm(center[:2] - scene.robot_base[:2]) and reach < COMFORTABLE_REACH + 0.03
+        # This bowl's centre is 0.80 m out, at the edge of the arm's reach: the grasp must be on the
+        # near side of the rim (the far side, ~0.85 m out, stalls short of it). The planner trades a
+        # little reach for clearance from the cookie box, so it may sit a few cm past COMFORTABLE_REACH.
+        assert reach < np.linalg.norm(center[:2] - scene.robot_base[:2]) - 0.03
+        assert reach < COMFORTABLE_REACH + 0.08
         assert scene.clearance(gripper_points(grasp.point, grasp.yaw), exclude=("akita_black_bowl_1",)) > 0.01
