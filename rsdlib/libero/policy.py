@@ -110,6 +110,10 @@ def _scripted_expert(noise: bool = True, **kwargs) -> Policy:
 
 
 register_policy("scripted_expert", _scripted_expert)
+register_policy(
+    "learned",
+    lambda path, **kw: __import__("rsdlib.libero.learned_policy", fromlist=["_"]).from_checkpoint(path, **kw),
+)
 
 
 def make_policy(name: str, **kwargs) -> Policy:
