@@ -123,6 +123,6 @@ class TraceStepper:
         """Main verification passes spent up to the cursor (rounds started)."""
         if self.position < 0:
             return 0
-        if self.current.round is None:
-            return self.position + 1
+        if self.current.round is None:  # plain: one pass per layer, or one for all (rfsq_parallel)
+            return min(self.position + 1, self.trace.main_passes)
         return self.current.round + 1

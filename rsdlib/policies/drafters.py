@@ -244,6 +244,9 @@ class PolicyDrafter(Drafter):
 class RandomDrafter(Drafter):
     """Random draft distributions from its own seeded generator (a worst-case baseline).
 
+    Sampling from them uses the decode's generator when one is given, so a sampled decode is
+    reproducible from its seed like with any other drafter.
+
     Args:
         num_layers: L.
         num_latents: N.
@@ -275,7 +278,8 @@ class RandomDrafter(Drafter):
         B = tokens.shape[0]
         logits = torch.randn(B, gamma, self.N, self.V, generator=self.generator, dtype=torch.float64)
         q = torch.softmax(logits * self.sharpness, dim=-1)  # (B, G, N, V)
-        x = torch.multinomial(q.reshape(-1, self.V), 1, generator=self.generator).reshape(B, gamma, self.N)
+        draw = generator if generator is not None and generator.device.type == "cpu" else self.generator
+        x = torch.multinomial(q.reshape(-1, self.V), 1, generator=draw).reshape(B, gamma, self.N)
         return Draft(tokens=x.to(self._device), q=q.to(self._device, self._dtype))
 
 

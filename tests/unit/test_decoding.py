@@ -440,6 +440,9 @@ def test_stepper_walks_committed_layers_in_order(random_traces, main, obs):
     plain = TraceStepper(decode_rfsq_ar(main, obs).traces[0])
     plain.goto(L - 1)
     assert plain.main_passes_so_far() == L and {s.kind for s in plain.steps} == {"plain"}
+    one_pass = TraceStepper(decode_rfsq_parallel(tiny_policy("rfsq_parallel"), obs).traces[0])
+    one_pass.goto(L - 1)  # every layer came from the one pass
+    assert one_pass.main_passes_so_far() == one_pass.trace.main_passes == 1
 
 
 @pytest.mark.parametrize("gamma", [1, 2, 3, 5])
