@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ class EvalOptions:
     Attributes:
         protocol: the evaluation protocol (max steps, wait steps, chunk execution, cameras).
         render: render camera images (a policy that reads images needs them; the scripted expert
-            does not). Forced on when videos are asked for.
+            does not). Without it, an episode that gets a video keeps its sim states and is
+            rendered afterwards by replaying them, so videos of failures cost only the failures.
         fast_render: render without MSAA, reflections and shadows.
         video: which episodes get an MP4: ``none``, ``failures`` or ``all``.
         video_wrist: put the wrist camera beside the agentview camera in videos.
@@ -84,7 +85,7 @@ class EvalOptions:
 
     @property
     def renders(self) -> bool:
-        return self.render or self.video != "none"
+        return self.render
 
 
 @dataclass
@@ -151,15 +152,33 @@ def make_libero_env(suite: str, task_id: int, options: EvalOptions):
 EnvFactory = Callable[[str, int, EvalOptions], Any]
 
 
-def run_episode(env, policy: Policy, spec: EpisodeSpec, options: EvalOptions) -> tuple[dict[str, Any], list]:
-    """Run one episode; returns (its record, its video frames or [] when not recording).
+@dataclass
+class Footage:
+    """What an episode keeps for its video: frames when the env renders, else sim states to replay."""
+
+    frames: list[np.ndarray] = field(default_factory=list)
+    states: list[np.ndarray] = field(default_factory=list)
+
+    def keep(self, env, obs: dict[str, Any], options: EvalOptions) -> None:
+        if options.video == "none":
+            return
+        if "agentview_rgb" in obs:
+            self.frames.append(video_frame(obs, options))
+        else:
+            self.states.append(env.sim_state())
+
+
+def run_episode(
+    env, policy: Policy, spec: EpisodeSpec, options: EvalOptions
+) -> tuple[dict[str, Any], Footage]:
+    """Run one episode; returns its record and its footage (empty when no video is asked for).
 
     The policy is asked for actions, and up to ``protocol.open_loop_steps`` of each chunk
     are executed before it is asked again; the episode ends on success or after the
     suite's step limit. Exceptions are caught and recorded as the episode's failure.
     """
     start = time.perf_counter()
-    frames: list[np.ndarray] = []
+    footage = Footage()
     diagnostics: list[dict[str, Any]] = []
     error = None
     success = False
@@ -169,7 +188,7 @@ def run_episode(env, policy: Policy, spec: EpisodeSpec, options: EvalOptions) ->
         policy.reset(
             EpisodeContext(spec.suite, spec.task_id, spec.init_index, spec.seed, env.task.language, env)
         )
-        _keep_frame(frames, obs, options)
+        footage.keep(env, obs, options)
         while not success and env.steps < env.max_steps:
             out = as_output(policy.act(obs))
             chunks += 1
@@ -177,7 +196,7 @@ def run_episode(env, policy: Policy, spec: EpisodeSpec, options: EvalOptions) ->
                 diagnostics.append(to_jsonable(out.diagnostics))
             for action in out.actions[: options.protocol.open_loop_steps]:
                 obs, success, _ = env.step(action)
-                _keep_frame(frames, obs, options)
+                footage.keep(env, obs, options)
                 if success or env.steps >= env.max_steps:
                     break
     except Exception as err:  # one bad episode must not end the run: record it and go on
@@ -196,16 +215,15 @@ def run_episode(env, policy: Policy, spec: EpisodeSpec, options: EvalOptions) ->
         "diagnostics": diagnostics,
         "error": error,
     }
-    return record, frames
+    return record, footage
 
 
-def _keep_frame(frames: list, obs: dict[str, Any], options: EvalOptions) -> None:
-    if options.video == "none" or "agentview_rgb" not in obs:
-        return
+def video_frame(obs: dict[str, Any], options: EvalOptions) -> np.ndarray:
+    """The agentview image, with the wrist image beside it when asked for."""
     frame = obs["agentview_rgb"]
     if options.video_wrist and "eye_in_hand_rgb" in obs:
         frame = np.concatenate([frame, obs["eye_in_hand_rgb"]], axis=1)
-    frames.append(frame)
+    return frame
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 20) -> Path:
@@ -243,6 +261,8 @@ class EpisodeRunner:
         self.video_dir = video_dir
         self._env = None
         self._env_key: tuple[str, int] | None = None
+        self._replay_env = None  # a rendering env for videos of non-rendering episodes
+        self._replay_key: tuple[str, int] | None = None
 
     def run(self, spec: EpisodeSpec) -> dict[str, Any]:
         try:
@@ -258,8 +278,8 @@ class EpisodeRunner:
                 "diagnostics": [],
                 "error": f"could not make the env: {type(err).__name__}: {err}",
             }
-        record, frames = run_episode(env, self.policy, spec, self.options)
-        record["video"] = self._maybe_video(record, frames)
+        record, footage = run_episode(env, self.policy, spec, self.options)
+        record["video"] = self._maybe_video(record, footage)
         record["worker"] = os.getpid()
         return record
 
@@ -274,18 +294,29 @@ class EpisodeRunner:
             self._env_key = (suite, task_id)
         return self._env
 
-    def _maybe_video(self, record: dict[str, Any], frames: list) -> str | None:
+    def _maybe_video(self, record: dict[str, Any], footage: Footage) -> str | None:
         wanted = self.options.video == "all" or (self.options.video == "failures" and not record["success"])
-        if not (wanted and frames and self.video_dir):
+        if not (wanted and self.video_dir and (footage.frames or footage.states)):
             return None
+        frames = footage.frames or self._replay(record["suite"], record["task_id"], footage.states)
         outcome = "success" if record["success"] else "failure"
         name = f"{record['suite']}_task{record['task_id']:02d}_init{record['init_index']:02d}_{outcome}.mp4"
         return str(write_video(Path(self.video_dir) / name, frames, fps=self.options.video_fps))
 
+    def _replay(self, suite: str, task_id: int, states: list[np.ndarray]) -> list[np.ndarray]:
+        if self._replay_key != (suite, task_id):
+            if self._replay_env is not None:
+                self._replay_env.close()
+            self._replay_env = self.env_factory(suite, task_id, replace(self.options, render=True))
+            self._replay_key = (suite, task_id)
+        return [video_frame(self._replay_env.observation_from_state(s), self.options) for s in states]
+
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
+        for env in (self._env, self._replay_env):
+            if env is not None:
+                env.close()
         self._env, self._env_key = None, None
+        self._replay_env, self._replay_key = None, None
 
 
 _WORKER: EpisodeRunner | None = None

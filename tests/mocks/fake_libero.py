@@ -54,6 +54,13 @@ class FakeEnv:
         self.steps += 1
         return self._obs(), self.success, {}
 
+    def sim_state(self) -> np.ndarray:
+        return np.array([self.position, self.steps], dtype=np.float64)
+
+    def observation_from_state(self, state: np.ndarray):
+        self.position, self.steps = float(state[0]), int(state[1])
+        return self._obs()
+
     @property
     def success(self) -> bool:
         return self.position >= 1.0 - 1e-9

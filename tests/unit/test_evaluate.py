@@ -215,15 +215,18 @@ def test_bad_arguments_fail_loudly(tmp_path):
         EvalOptions(video="some")
 
 
-def test_videos_of_failures_only(tmp_path):
+@pytest.mark.parametrize("render", [True, False], ids=["rendered", "replayed-from-states"])
+def test_videos_of_failures_only(tmp_path, render):
     import imageio.v2 as imageio
 
-    result = run(
-        tmp_path, tasks=(0,), episodes=[1, 2], options=EvalOptions(video="failures", video_wrist=True)
-    )
+    options = EvalOptions(render=render, video="failures", video_wrist=True)
+    result = run(tmp_path, tasks=(0,), episodes=[1, 2], options=options)
     by_init = {r["init_index"]: r for r in result.records}
     assert by_init[2]["success"] and by_init[2]["video"] is None
     assert not by_init[1]["success"] and by_init[1]["video"].endswith("init01_failure.mp4")
     frames = imageio.mimread(by_init[1]["video"])
     assert len(frames) == by_init[1]["steps"] + 1  # the first observation and one per step
     assert frames[0].shape == (16, 32, 3)  # agentview and wrist side by side
+    # the fake picture's brightness follows the step count: frames are in order, whichever way made
+    brightness = [int(f[:, :16].mean()) for f in frames]
+    assert brightness == sorted(brightness) and brightness[-1] > brightness[0]
