@@ -110,3 +110,18 @@ def test_rim_grasp_of_a_far_bowl_stays_within_reach_and_clear_of_neighbours():
         assert reach < np.linalg.norm(center[:2] - scene.robot_base[:2]) - 0.03
         assert reach < COMFORTABLE_REACH + 0.08
         assert scene.clearance(gripper_points(grasp.point, grasp.yaw), exclude=("akita_black_bowl_1",)) > 0.01
+
+
+@pytest.mark.libero
+def test_drop_height_sees_through_the_robot():
+    """The surface under the gripper is the table (or an object), never the arm above it."""
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.experts.scene import Scene
+
+    with LiberoEnv("libero_spatial", 0, render=RenderOptions(enabled=False)) as env:
+        env.reset(0)
+        scene = Scene(env)
+        eef = scene.eef_pos
+        below = scene.drop_height(eef[:2])
+        assert below < eef[2] - 0.05, (below, eef)  # the gripper itself is not a surface
+        assert abs(below - scene.drop_height(eef[:2] + [0.3, 0.0])) < 0.2  # a tabletop-like height

@@ -166,16 +166,29 @@ class Scene:
         """Height of the first collision surface straight below ``(x, y)``, ignoring object ``exclude``.
 
         Casts a ray down through collision geoms (geom group 0) only, so visual meshes and
-        region sites do not count. Returns -inf when nothing is below.
+        region sites do not count, and passes through the robot (an arm above the spot is not
+        a surface to set things on). Returns -inf when nothing is below.
         """
         import mujoco
 
         groups = np.array([1, 0, 0, 0, 0, 0], dtype=np.uint8)
         body = self.body_of(exclude) if exclude else -1
         geom = np.array([-1], dtype=np.int32)
-        start = np.array([xy[0], xy[1], start_z], dtype=np.float64)
-        dist = mujoco.mj_ray(self.model, self.data, start, np.array([0.0, 0.0, -1.0]), groups, 1, body, geom)
-        return -np.inf if dist < 0 else float(start_z - dist)
+        z = start_z
+        while True:
+            start = np.array([xy[0], xy[1], z], dtype=np.float64)
+            dist = mujoco.mj_ray(
+                self.model, self.data, start, np.array([0.0, 0.0, -1.0]), groups, 1, body, geom
+            )
+            if dist < 0:
+                return -np.inf
+            if not self._is_robot_geom(int(geom[0])):
+                return float(z - dist)
+            z -= dist + 1e-4  # go on from just below the robot part the ray hit
+
+    def _is_robot_geom(self, geom: int) -> bool:
+        name = self.model.body(int(self.model.geom_bodyid[geom])).name
+        return name.startswith(("robot0_", "gripper0_", "mount0_"))
 
     def joint_qpos(self, joint_name: str) -> float:
         return float(self.data.qpos[self.model.jnt_qposadr[self._joint_id(joint_name)]])
