@@ -18,8 +18,15 @@ def plot_success_per_task(rows: Sequence[Mapping[str, Any]], title: str = "") ->
         rows: per-task summaries (``suite``, ``task_id``, ``rate``, ``ci_low``, ``ci_high``, ``n``),
             as in ``evaluate(...).summary["tasks"]``.
     """
-    suites = sorted({r["suite"] for r in rows})
-    fig, axes = plt.subplots(1, len(suites), figsize=(3.2 * len(suites), 2.6), squeeze=False, sharey=True)
+    from rsdlib.libero.protocol import SUITES
+
+    # The benchmark's own order (spatial, object, goal, 10, 90), not the alphabet's.
+    suites = sorted(
+        {r["suite"] for r in rows}, key=lambda s: (SUITES.index(s) if s in SUITES else len(SUITES), s)
+    )
+    fig, axes = plt.subplots(
+        1, len(suites), figsize=(3.2 * len(suites), 2.6), squeeze=False, sharey=True, layout="constrained"
+    )
     for ax, suite in zip(axes[0], suites, strict=True):
         mine = sorted((r for r in rows if r["suite"] == suite), key=lambda r: r["task_id"])
         x = np.array([r["task_id"] for r in mine])
