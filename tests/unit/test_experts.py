@@ -125,3 +125,13 @@ def test_drop_height_sees_through_the_robot():
         below = scene.drop_height(eef[:2])
         assert below < eef[2] - 0.05, (below, eef)  # the gripper itself is not a surface
         assert abs(below - scene.drop_height(eef[:2] + [0.3, 0.0])) < 0.2  # a tabletop-like height
+
+
+def test_a_drawer_is_closed_only_after_what_goes_into_it():
+    from rsdlib.libero.experts.expert import solving_order
+
+    fill_then_close = [["close", "cabinet_bottom_region"], ["in", "bowl_1", "cabinet_bottom_region"]]
+    assert solving_order(fill_then_close) == fill_then_close[::-1]
+    unrelated = [["close", "cabinet_top_region"], ["in", "bowl_1", "basket_1_contain_region"]]
+    assert solving_order(unrelated) == unrelated  # BDDL order otherwise
+    assert solving_order([["open", "d"], ["in", "x", "d"]]) == [["open", "d"], ["in", "x", "d"]]

@@ -25,6 +25,14 @@ from rsdlib.libero.experts.scene import Scene
 from rsdlib.libero.policy import EpisodeContext, Policy
 
 
+def solving_order(goal: list[list[str]]) -> list[list[str]]:
+    """The goal's predicates in an order a person would follow: BDDL order, except that closing a
+    drawer waits until everything that goes into it is in (LIBERO lists "close the drawer" first
+    in tasks like "put the bowl in the bottom drawer and close it")."""
+    filled = {p[2] for p in goal if p[0] in ("in", "on") and len(p) == 3}
+    return sorted(goal, key=lambda p: p[0] == "close" and len(p) == 2 and p[1] in filled)
+
+
 class UnsupportedGoal(NotImplementedError):
     """The expert has no skill for a goal predicate."""
 
@@ -81,7 +89,7 @@ class ScriptedExpert(Policy):
     # -- planning ----------------------------------------------------------------------------
 
     def _solve(self) -> Iterator[np.ndarray]:
-        for predicate in self.scene.goal:
+        for predicate in solving_order(self.scene.goal):
             for attempt in range(self.expert_config.attempts):
                 if self.scene.holds(predicate):
                     break
