@@ -135,3 +135,5 @@ def test_a_drawer_is_closed_only_after_what_goes_into_it():
     unrelated = [["close", "cabinet_top_region"], ["in", "bowl_1", "basket_1_contain_region"]]
     assert solving_order(unrelated) == unrelated  # BDDL order otherwise
     assert solving_order([["open", "d"], ["in", "x", "d"]]) == [["open", "d"], ["in", "x", "d"]]
+    microwave = [["close", "microwave_1"], ["in", "mug_1", "microwave_1_heating_region"]]
+    assert solving_order(microwave) == microwave[::-1]  # a region of the thing being closed

@@ -29,8 +29,12 @@ def solving_order(goal: list[list[str]]) -> list[list[str]]:
     """The goal's predicates in an order a person would follow: BDDL order, except that closing a
     drawer waits until everything that goes into it is in (LIBERO lists "close the drawer" first
     in tasks like "put the bowl in the bottom drawer and close it")."""
-    filled = {p[2] for p in goal if p[0] in ("in", "on") and len(p) == 3}
-    return sorted(goal, key=lambda p: p[0] == "close" and len(p) == 2 and p[1] in filled)
+    filled = [p[2] for p in goal if p[0] in ("in", "on") and len(p) == 3]
+
+    def waits(p: list[str]) -> bool:  # closing X (or a region of X: microwave_1_heating_region)
+        return p[0] == "close" and len(p) == 2 and any(t == p[1] or t.startswith(p[1] + "_") for t in filled)
+
+    return sorted(goal, key=waits)
 
 
 class UnsupportedGoal(NotImplementedError):
