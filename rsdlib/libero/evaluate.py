@@ -200,7 +200,8 @@ def run_episode(
                 if success or env.steps >= env.max_steps:
                     break
     except Exception as err:  # one bad episode must not end the run: record it and go on
-        error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
+        # the innermost frames say where it went wrong; the outer ones are always this loop
+        error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-6)}"
         success = False
     record = {
         "suite": spec.suite,
