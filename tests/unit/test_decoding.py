@@ -41,11 +41,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def main():
-    return tiny_policy(seed=0, sharpen=3.0)
-
-
-@pytest.fixture(scope="module")
 def obs(main):
     return main.prepare(observations(5))
 

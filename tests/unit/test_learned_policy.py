@@ -23,11 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def main():
-    return tiny_policy(seed=0, sharpen=3.0)
-
-
-@pytest.fixture(scope="module")
 def small():
     return tiny_policy(seed=7, hidden=8)
 

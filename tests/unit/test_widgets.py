@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from fake_rfsq import FakeRFSQ, observations, tiny_policy
+from fake_rfsq import FakeRFSQ, observations
 from matplotlib.colors import to_rgba
 
 from rsdlib.decoding import (
@@ -37,11 +37,6 @@ from rsdlib.widgets import (
 L, N, V = 3, 2, 6
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def main():
-    return tiny_policy(seed=0, sharpen=3.0)
 
 
 @pytest.fixture(scope="module")
