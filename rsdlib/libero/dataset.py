@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,8 @@ class DemoDataset:
         normaliser: the fitted action normaliser (environment units to [-1, 1]).
         horizon: chunk length H.
         images: read camera images (lazily, from the HDF5 files; one open handle per process).
+        preloaded: ``{(path, demo): (actions, proprio)}`` already read (see :func:`read_episode`),
+            so that :func:`load_demos` reads each episode's arrays once.
 
     Each item is a dict: ``actions`` (H, 7) float32 normalised, ``actions_raw`` (H, 7) float32 in
     env units, ``valid`` (H,) bool, ``proprio`` (8,) float32, ``agentview_rgb`` and
@@ -212,6 +214,7 @@ class DemoDataset:
         horizon: int = 8,
         *,
         images: bool = True,
+        preloaded: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon ({horizon}) must be at least 1")
@@ -224,7 +227,8 @@ class DemoDataset:
         self._actions: list[np.ndarray] = []
         self._proprio: list[np.ndarray] = []
         for ref in self.refs:
-            actions, proprio = read_episode(ref)
+            key = (ref.path, ref.demo)
+            actions, proprio = preloaded[key] if preloaded and key in preloaded else read_episode(ref)
             self._actions.append(actions)
             self._proprio.append(proprio)
         lengths = np.array([len(a) for a in self._actions], dtype=np.int64)
@@ -333,8 +337,8 @@ def load_demos(
     """
     paths = [Path(p) for p in files] if files is not None else demo_files(suites, root)
     refs = index_episodes(paths, need_images=images)
-    actions = {(r.path, r.demo): read_episode(r)[0] for r in refs}
-    stats = NormStats.from_actions(list(actions.values()))
+    episodes = {(r.path, r.demo): read_episode(r) for r in refs}
+    stats = NormStats.from_actions([actions for actions, _ in episodes.values()])
     stats_path = None
     if files is None:
         names = [suites] if isinstance(suites, str) else list(suites)
@@ -347,10 +351,10 @@ def load_demos(
     train_refs, val_refs = split_episodes(refs, val_fraction, rng)
     if not train_refs:
         raise ValueError(f"no training episodes left after holding out {val_fraction:.0%} of {len(refs)}")
-    normaliser = Normaliser().fit(np.concatenate([actions[(r.path, r.demo)] for r in train_refs]))
+    normaliser = Normaliser().fit(np.concatenate([episodes[(r.path, r.demo)][0] for r in train_refs]))
     return DemoData(
-        DemoDataset(train_refs, normaliser, horizon, images=images),
-        DemoDataset(val_refs, normaliser, horizon, images=images),
+        DemoDataset(train_refs, normaliser, horizon, images=images, preloaded=episodes),
+        DemoDataset(val_refs, normaliser, horizon, images=images, preloaded=episodes),
         normaliser,
         stats,
         stats_path,
