@@ -16,7 +16,7 @@ import argparse
 import json
 
 from rsdlib.libero.demos import DEMOS_DIR, DemoConfig, generate_suite
-from rsdlib.libero.protocol import SUITES
+from rsdlib.libero.protocol import SUITES, Protocol
 
 
 def main() -> None:
@@ -32,9 +32,17 @@ def main() -> None:
         "--no-images", action="store_true", help="stage 1 only: rollouts without camera images"
     )
     parser.add_argument("--fast-render", action="store_true")
+    parser.add_argument("--resolution", type=int, default=128, help="camera images, pixels square")
+    parser.add_argument("--noise-std", type=float, default=DemoConfig.noise_std, help="expert action noise")
     parser.add_argument("--root", default=str(DEMOS_DIR))
     args = parser.parse_args()
-    config = DemoConfig(episodes=args.episodes, seed=args.seed, fast_render=args.fast_render)
+    config = DemoConfig(
+        episodes=args.episodes,
+        seed=args.seed,
+        noise_std=args.noise_std,
+        fast_render=args.fast_render,
+        protocol=Protocol(camera_resolution=args.resolution),
+    )
     reports = generate_suite(
         args.suite, args.tasks, config, root=args.root, workers=args.workers, images=not args.no_images
     )

@@ -247,7 +247,10 @@ class DemoDataset:
         return episode, int(index - self._starts[episode])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        episode, step = self.locate(int(index))
+        return self.chunk(*self.locate(int(index)), images=self.images)
+
+    def chunk(self, episode: int, step: int, *, images: bool = False) -> dict[str, Any]:
+        """The item starting at ``step`` of ``episode`` (camera images only with ``images``)."""
         actions = self._actions[episode]
         chunk = chunk_episode(actions[step : step + self.horizon], self.horizon)[0]  # (H, A)
         valid = np.arange(self.horizon) < len(actions) - step
@@ -262,16 +265,23 @@ class DemoDataset:
             "episode": episode,
             "step": step,
         }
-        if self.images:
-            f = self._file(ref.path)
-            obs = f["data"][ref.demo]["obs"]
-            flip = _is_opengl(f["data"].attrs)
-            for key in ("agentview_rgb", "eye_in_hand_rgb"):
-                if key not in obs:
-                    raise DemoFileError(f"{ref.path}: {ref.demo} has no obs/{key}; render the images first")
-                image = obs[key][step]
-                item[key] = np.ascontiguousarray(image[::-1, ::-1]) if flip else image
+        if images:
+            item |= self.episode_images(episode, step)
         return item
+
+    def episode_images(self, episode: int, steps: int | slice = slice(None)) -> dict[str, np.ndarray]:
+        """Both cameras' upright images of ``episode`` at ``steps`` (one read per camera)."""
+        ref = self.refs[episode]
+        f = self._file(ref.path)
+        obs = f["data"][ref.demo]["obs"]
+        flip = _is_opengl(f["data"].attrs)
+        out = {}
+        for key in ("agentview_rgb", "eye_in_hand_rgb"):
+            if key not in obs:
+                raise DemoFileError(f"{ref.path}: {ref.demo} has no obs/{key}; render the images first")
+            image = obs[key][steps]
+            out[key] = np.ascontiguousarray(image[..., ::-1, ::-1, :]) if flip else image
+        return out
 
     def episode_actions(self, episode: int) -> np.ndarray:
         """The (T, 7) actions of one episode in env units."""

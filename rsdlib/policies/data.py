@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rsdlib.policies.heads import L1Regression, Policy, RFSQAutoregressive, RFSQParallel
+from rsdlib.policies.heads import FastAutoregressive, L1Regression, Policy, RFSQAutoregressive, RFSQParallel
+from rsdlib.policies.packed import PackedChunks
 
 Item = Mapping[str, Any]
 
@@ -38,9 +39,15 @@ def augment_images(
     B, C, _, S, _ = images.shape
     flat = images.flatten(0, 1)  # (B*C, 3, S, S)
     side = max(int(round(S * crop_area**0.5)), 1)
-    offs = torch.randint(0, S - side + 1, (B * C, 2), generator=generator)
-    crops = torch.stack([flat[i, :, y : y + side, x : x + side] for i, (y, x) in enumerate(offs.tolist())])
-    out = F.interpolate(crops, size=(S, S), mode="bilinear", align_corners=False)
+    offs = torch.randint(0, S - side + 1, (B * C, 2), generator=generator).to(images.device, images.dtype)
+    # One batched resampling instead of a crop per image: an affine grid that maps the output
+    # square onto the crop window (normalised coordinates, pixel centres as in align_corners=False).
+    theta = torch.zeros(B * C, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = side / S
+    theta[:, 0, 2] = (2 * offs[:, 1] + side) / S - 1  # x centre of the window
+    theta[:, 1, 2] = (2 * offs[:, 0] + side) / S - 1  # y centre
+    grid = F.affine_grid(theta, [B * C, 3, S, S], align_corners=False)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
     u = torch.rand(B * C, 2, generator=generator, dtype=torch.float64).to(out.device, out.dtype)
     brightness = (u[:, 0] - 0.5) * 0.2  # +-0.1
     contrast = 1 + (u[:, 1] - 0.5) * 0.2  # x0.9 .. x1.1
@@ -57,10 +64,14 @@ def collate(items: Sequence[Item], *, policy: Policy, tokenizer: Any = None) -> 
         "obs": obs,
         "actions": torch.as_tensor(np.stack([it["actions"] for it in items]), dtype=policy.dtype),
     }
-    if "valid" in items[0]:
-        batch["valid"] = torch.as_tensor(np.stack([it["valid"] for it in items]))
+    raw = torch.as_tensor(np.stack([it["actions_raw"] for it in items]), dtype=torch.float32)
+    batch["actions_raw"] = raw
+    batch["valid"] = (
+        torch.as_tensor(np.stack([it["valid"] for it in items]))
+        if "valid" in items[0]
+        else torch.ones(raw.shape[:2], dtype=torch.bool)
+    )
     if tokenizer is not None:
-        raw = torch.as_tensor(np.stack([it["actions_raw"] for it in items]), dtype=torch.float32)
         batch["tokens"] = tokenizer.encode(raw).transpose(1, 2).contiguous().to(policy.device)  # (B, L, N)
     return batch
 
@@ -103,52 +114,98 @@ class ChunkBatches:
 @torch.no_grad()
 def evaluate_policy(
     policy: Policy,
-    items: Sequence[Item],
+    data: Sequence[Item] | PackedChunks,
     *,
     tokenizer: Any = None,
+    fast_tokenizer: Any = None,
     denormalize: Callable[[np.ndarray], np.ndarray] | None = None,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """Validation metrics: per-layer token accuracy (token heads) and action error after decoding.
+    """Validation metrics: the loss's own metrics (per-layer token accuracy for the token heads)
+    and the action error after greedy decoding.
 
-    ``action_mae`` is the mean absolute error of the greedy decoded chunk against ``actions_raw``
-    over valid steps, in environment units (the token heads decode with the tokenizer; the L1
-    head's normalised output goes through ``denormalize``, e.g. the dataset's ``Normaliser.denormalise``).
+    ``action_mae`` is the mean absolute error of the decoded chunk against ``actions_raw`` over
+    valid steps, in environment units: the RFSQ heads decode with ``tokenizer``, ``fast_ar`` with
+    ``fast_tokenizer`` (a sequence that does not decode counts in ``fast_malformed``, the share of
+    such chunks, and not in the error), the L1 head's normalised output goes through ``denormalize``
+    (e.g. ``Normaliser.denormalise``). Without the needed tokenizer the error is left out.
+
+    Args:
+        data: demonstration items (targets encoded here with ``tokenizer``) or packed chunks
+            (targets already encoded).
 
     Returns:
         ``{"loss", "acc_layer0", ..., "action_mae"}`` as applicable.
     """
-    from rsdlib.decoding.plain import decode_l1_regression, decode_rfsq_ar, decode_rfsq_parallel
+    from rsdlib.decoding.plain import (
+        decode_fast_ar,
+        decode_l1_regression,
+        decode_rfsq_ar,
+        decode_rfsq_parallel,
+    )
+    from rsdlib.tokenizers.fast import MalformedTokens
 
     needs_tokens = isinstance(policy, (RFSQAutoregressive, RFSQParallel))
-    if needs_tokens and tokenizer is None:
-        raise ValueError(f"evaluating {policy.config.head} needs the RFSQ tokenizer")
+    if isinstance(data, PackedChunks):
+        batches = data.batches(batch_size, trunk_config=policy.config.trunk, dtype=policy.dtype)
+    else:
+        if needs_tokens and tokenizer is None:
+            raise ValueError(f"evaluating {policy.config.head} on items needs the RFSQ tokenizer")
+        batches = (
+            collate(
+                [data[i] for i in range(start, min(start + batch_size, len(data)))],
+                policy=policy,
+                tokenizer=tokenizer if needs_tokens else None,
+            )
+            for start in range(0, len(data), batch_size)
+        )
     sums: dict[str, float] = {}
-    count = 0
+    count = malformed = 0
     abs_err, steps = 0.0, 0.0
-    for start in range(0, len(items), batch_size):
-        chunk = [items[i] for i in range(start, min(start + batch_size, len(items)))]
-        batch = collate(chunk, policy=policy, tokenizer=tokenizer if needs_tokens else None)
+    for batch in batches:
+        n = batch["obs"].batch_size
         _, metrics = policy.loss(batch)
         for k, v in metrics.items():
-            sums[k] = sums.get(k, 0.0) + v * len(chunk)
-        count += len(chunk)
-        if isinstance(policy, RFSQAutoregressive):
+            sums[k] = sums.get(k, 0.0) + v * n
+        count += n
+        raw = batch["actions_raw"].double().cpu()
+        keep = torch.ones(n, dtype=torch.bool)
+        if isinstance(policy, RFSQAutoregressive) and tokenizer is not None:
             pred = decode_rfsq_ar(policy, batch["obs"], tokenizer=tokenizer).actions
-        elif isinstance(policy, RFSQParallel):
+        elif isinstance(policy, RFSQParallel) and tokenizer is not None:
             pred = decode_rfsq_parallel(policy, batch["obs"], tokenizer=tokenizer).actions
         elif isinstance(policy, L1Regression) and denormalize is not None:
-            pred = torch.as_tensor(
-                denormalize(decode_l1_regression(policy, batch["obs"]).actions.double().numpy())
+            out = decode_l1_regression(policy, batch["obs"]).actions.double().cpu().numpy()
+            pred = torch.as_tensor(denormalize(out))
+        elif isinstance(policy, FastAutoregressive) and fast_tokenizer is not None:
+            pred, keep = _decode_fast(
+                decode_fast_ar(policy, batch["obs"]).tokens, fast_tokenizer, raw, MalformedTokens
             )
+            malformed += int((~keep).sum())
         else:
             continue
-        raw = torch.as_tensor(np.stack([it["actions_raw"] for it in chunk]), dtype=torch.float64)
-        valid = batch.get("valid", torch.ones(raw.shape[:2], dtype=torch.bool))
+        valid = batch["valid"].cpu() & keep[:, None]
         err = (pred.double().cpu() - raw).abs().mean(-1)  # (B, H)
         abs_err += float(err[valid].sum())
         steps += float(valid.sum())
     out = {k: v / count for k, v in sums.items()}
     if steps:
         out["action_mae"] = abs_err / steps
+    if isinstance(policy, FastAutoregressive) and fast_tokenizer is not None:
+        out["fast_malformed"] = malformed / count
     return out
+
+
+def _decode_fast(
+    tokens: torch.Tensor, fast_tokenizer: Any, like: torch.Tensor, malformed: type
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode FAST rows one by one; a row that does not decode is marked and left as zeros."""
+    pred = torch.zeros_like(like)
+    keep = torch.zeros(like.shape[0], dtype=torch.bool)
+    for i, row in enumerate(tokens.cpu().tolist()):
+        try:
+            pred[i] = fast_tokenizer.decode([[v for v in row if v >= 0]])[0].double()
+            keep[i] = True
+        except malformed:
+            pass
+    return pred, keep

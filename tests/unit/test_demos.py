@@ -7,60 +7,18 @@ import json
 import h5py
 import numpy as np
 import pytest
+from fake_demos import SUITE, write_task
 
 from rsdlib.actions import read_hdf5_actions
 from rsdlib.libero.dataset import DemoDataset, NormStats, index_episodes, load_demos, split_episodes
 from rsdlib.libero.demos import (
     LOW_DIM_KEYS,
     DemoFileError,
-    Rollout,
     demo_frames,
     describe_demo_file,
     read_demo,
-    write_demo_file,
 )
 from rsdlib.tokenizers.normaliser import Normaliser
-
-SUITE = "libero_spatial"
-
-
-def fake_rollout(rng: np.random.Generator, length: int, init_index: int) -> Rollout:
-    actions = rng.uniform(-1, 1, (length, 7))
-    actions[:, 6] = np.where(np.arange(length) < length // 2, -1.0, 1.0)
-    low = {
-        "ee_pos": rng.normal(size=(length, 3)),
-        "ee_ori": rng.normal(size=(length, 3)),
-        "gripper_states": rng.normal(size=(length, 2)),
-        "joint_states": rng.normal(size=(length, 7)),
-        "robot_states": rng.normal(size=(length, 9)),
-    }
-    low["ee_states"] = np.concatenate([low["ee_pos"], low["ee_ori"]], axis=1)
-    dones = np.zeros(length, dtype=np.uint8)
-    dones[-1] = 1
-    return Rollout(
-        init_index, 100 + init_index, True, actions, rng.normal(size=(length, 20)), dones, dones, low
-    )
-
-
-def fake_images(length: int, value: int, size: int = 8) -> dict[str, np.ndarray]:
-    frames = np.full((length, size, size, 3), value, dtype=np.uint8)
-    frames[:, 0, :, :] = 255  # a marked top row, to check orientation
-    return {"agentview_rgb": frames, "eye_in_hand_rgb": frames.copy()}
-
-
-def write_task(root, task: str, lengths: list[int], seed: int = 0, images: bool = True):
-    rng = np.random.default_rng(seed)
-    demos = [
-        (fake_rollout(rng, n, i), fake_images(n, 10 * i) if images else {}) for i, n in enumerate(lengths)
-    ]
-    attrs = {
-        "suite": SUITE,
-        "task_name": task,
-        "language_instruction": f"do {task}",
-        "num_attempted": len(lengths) + 1,
-    }
-    path = root / SUITE / f"{task}_demo.hdf5"
-    return write_demo_file(path, demos, attrs), demos
 
 
 def test_layout_matches_libero_and_round_trips(tmp_path):

@@ -1,0 +1,339 @@
+"""Every chunk of a demonstration split as tensors: fast batches on any device, one portable file.
+
+:class:`rsdlib.libero.dataset.DemoDataset` reads items one at a time, which costs Python per
+item and needs the HDF5 files (and so LIBERO's layout) wherever training runs. A
+:class:`PackedChunks` holds the chunks of a split as stacked tensors (images stay uint8), with
+the RFSQ and FAST targets already encoded, so a batch is one index into each tensor, and the
+whole split moves to a GPU machine as one ``.npz`` file that needs neither LIBERO nor the
+tokenizers' code there.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rsdlib.policies.processor import CAMERA_KEYS, InstructionTokenizer, ObservationBatch
+
+IGNORE = -100  # cross-entropy's ignore index: FAST targets are padded with it after the end token
+
+
+class PackedFileError(ValueError):
+    """A packed-chunks file that cannot be read as one."""
+
+
+@dataclass
+class PackedChunks:
+    """The chunks of one split.
+
+    Attributes:
+        images: ``(M, C, 3, S, S)`` uint8, cameras in :data:`CAMERA_KEYS` order.
+        proprio: ``(M, P)`` float32.
+        instruction: ``(M,)`` index into ``instructions``.
+        actions: ``(M, H, A)`` float32, normalised to [-1, 1].
+        actions_raw: ``(M, H, A)`` float32, environment units.
+        valid: ``(M, H)`` bool (False past the episode's end).
+        episode: ``(M,)`` episode index (chunks of one episode are near-duplicates).
+        tokens: ``(M, L, N)`` RFSQ ids, or None.
+        fast_tokens: ``(M, T)`` FAST ids ending with the end token, padded with -100, or None.
+        instructions: the distinct instruction strings.
+    """
+
+    images: torch.Tensor
+    proprio: torch.Tensor
+    instruction: torch.Tensor
+    actions: torch.Tensor
+    actions_raw: torch.Tensor
+    valid: torch.Tensor
+    episode: torch.Tensor
+    tokens: torch.Tensor | None
+    fast_tokens: torch.Tensor | None
+    instructions: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        *,
+        stride: int = 1,
+        tokenizer: Any = None,
+        fast_tokenizer: Any = None,
+        fast_end_token: int | None = None,
+        fast_max_tokens: int | None = None,
+        progress: bool = True,
+    ) -> PackedChunks:
+        """Stack every ``stride``-th chunk of each episode of a :class:`~rsdlib.libero.dataset.DemoDataset`.
+
+        Args:
+            dataset: a dataset over files holding both cameras' images.
+            stride: keep steps ``0, stride, 2*stride, ...`` of each episode (neighbouring steps are near-duplicates;
+                2 halves memory and file size and loses little).
+            tokenizer: an RFSQ tokenizer: fills ``tokens``.
+            fast_tokenizer: a FAST tokenizer: fills ``fast_tokens`` (with ``fast_end_token``
+                appended, padded to ``fast_max_tokens``; longer sequences are an error).
+            progress: show a bar.
+        """
+        if stride < 1:
+            raise ValueError(f"stride ({stride}) must be at least 1")
+        if len(dataset) == 0:
+            raise ValueError("from_dataset got an empty dataset")
+        items = []
+        for episode in tqdm(range(len(dataset.refs)), desc="packing episodes", disable=not progress):
+            length = len(dataset.episode_actions(episode))
+            steps = list(range(0, length, stride))
+            images = dataset.episode_images(episode, slice(0, length, stride))  # one read per camera
+            for i, step in enumerate(steps):
+                item = dataset.chunk(episode, step)
+                item |= {key: frames[i] for key, frames in images.items()}
+                items.append(item)
+        instructions = tuple(sorted({it["instruction"] for it in items}))
+        index = {text: i for i, text in enumerate(instructions)}
+        images = np.stack([np.stack([it[k] for k in CAMERA_KEYS]) for it in items])  # (M, C, S, S, 3)
+        raw = torch.as_tensor(np.stack([it["actions_raw"] for it in items]), dtype=torch.float32)
+        tokens = fast = None
+        if tokenizer is not None:
+            tokens = tokenizer.encode(raw).transpose(1, 2).contiguous()  # (M, L, N)
+        if fast_tokenizer is not None:
+            if fast_end_token is None or fast_max_tokens is None:
+                raise ValueError("a fast_tokenizer needs fast_end_token and fast_max_tokens")
+            fast = fast_targets(fast_tokenizer.encode(raw), end_token=fast_end_token, length=fast_max_tokens)
+        return cls(
+            images=torch.from_numpy(images).permute(0, 1, 4, 2, 3).contiguous(),
+            proprio=torch.as_tensor(np.stack([it["proprio"] for it in items]), dtype=torch.float32),
+            instruction=torch.tensor([index[it["instruction"]] for it in items], dtype=torch.long),
+            actions=torch.as_tensor(np.stack([it["actions"] for it in items]), dtype=torch.float32),
+            actions_raw=raw,
+            valid=torch.as_tensor(np.stack([it["valid"] for it in items]), dtype=torch.bool),
+            episode=torch.tensor([int(it["episode"]) for it in items], dtype=torch.long),
+            tokens=tokens,
+            fast_tokens=fast,
+            instructions=instructions,
+        )
+
+    def to(self, device: torch.device | str) -> PackedChunks:
+        """The same chunks on ``device``."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+            else getattr(self, f.name)
+            for f in fields(self)
+        }
+        return PackedChunks(**moved)
+
+    def save(self, path: str | Path, *, jpeg_quality: int | None = None) -> Path:
+        """Write one compressed ``.npz``.
+
+        Args:
+            jpeg_quality: store the images as JPEG at this quality (1-95) instead of deflated
+                pixels: about 5x smaller (what lets a training set travel to a GPU machine), and
+                lossy: training then sees slightly blurred images. None keeps them exact.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            f.name: getattr(self, f.name).cpu().numpy()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        arrays["instructions"] = np.array(self.instructions, dtype=np.str_)
+        if jpeg_quality is not None:
+            arrays.pop("images")
+            arrays |= _jpeg_encode(self.images.cpu().numpy(), jpeg_quality)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PackedChunks:
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            PackedFileError: the file is missing, truncated, or lacks an array (named).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise PackedFileError(f"{path} does not exist; make it with scripts/train_policies.py prepare")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            if "jpeg_bytes" in arrays:
+                arrays["images"] = _jpeg_decode(
+                    arrays.pop("jpeg_bytes"), arrays.pop("jpeg_offsets"), arrays.pop("jpeg_shape")
+                )
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+            raise PackedFileError(
+                f"{path} is not a readable packed-chunks file ({err}); prepare it again"
+            ) from err
+        required = [f.name for f in fields(cls) if f.name not in ("tokens", "fast_tokens")]
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise PackedFileError(f"{path} lacks {missing}; prepare it again")
+        kwargs: dict[str, Any] = {k: torch.from_numpy(arrays[k]) for k in required if k != "instructions"}
+        kwargs["instructions"] = tuple(str(s) for s in arrays["instructions"])
+        for name in ("tokens", "fast_tokens"):
+            kwargs[name] = torch.from_numpy(arrays[name]) if name in arrays else None
+        sizes = {k: int(v.shape[0]) for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+        if len(set(sizes.values())) != 1:
+            raise PackedFileError(f"{path}: arrays disagree on the number of chunks: {sizes}")
+        return cls(**kwargs)
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> PackedChunks:
+        """The chunks at ``index``."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        picked = {
+            f.name: getattr(self, f.name)[idx]
+            if isinstance(getattr(self, f.name), torch.Tensor)
+            else getattr(self, f.name)
+            for f in fields(self)
+        }
+        return PackedChunks(**picked)
+
+    def batch(
+        self, index: torch.Tensor, *, trunk_config: Any, dtype: torch.dtype = torch.float32
+    ) -> dict[str, Any]:
+        """A batch for ``policy.loss``: ``obs``, ``actions``, ``actions_raw``, ``valid`` and the
+        token targets there are."""
+        if trunk_config.image_size != self.image_size:
+            raise ValueError(
+                f"the packed images are {self.image_size} px but the trunk expects {trunk_config.image_size}; "
+                "pack the demonstrations at the trunk's resolution"
+            )
+        ids, mask = self._instruction_ids(trunk_config)
+        which = self.instruction[index]
+        obs = ObservationBatch(
+            images=self.images[index, : trunk_config.num_cameras].to(dtype) / 255.0,
+            instruction_ids=ids[which],
+            instruction_mask=mask[which],
+            proprio=self.proprio[index].to(dtype),
+        )
+        batch: dict[str, Any] = {
+            "obs": obs,
+            "actions": self.actions[index].to(dtype),
+            "actions_raw": self.actions_raw[index],
+            "valid": self.valid[index],
+        }
+        if self.tokens is not None:
+            batch["tokens"] = self.tokens[index]
+        if self.fast_tokens is not None:
+            batch["fast_tokens"] = self.fast_tokens[index]
+        return batch
+
+    def batches(
+        self, batch_size: int, *, trunk_config: Any, dtype: torch.dtype = torch.float32
+    ) -> Iterator[dict[str, Any]]:
+        """Every chunk once, in order, ``batch_size`` at a time (for validation)."""
+        for start in range(0, len(self), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(self)), device=self.device)
+            yield self.batch(index, trunk_config=trunk_config, dtype=dtype)
+
+    def _instruction_ids(self, trunk_config: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (trunk_config.instruction_vocab, trunk_config.max_instruction_tokens)
+        cache = self.__dict__.setdefault("_ids", {})
+        if key not in cache:
+            tok = InstructionTokenizer(
+                vocab=trunk_config.instruction_vocab, max_tokens=trunk_config.max_instruction_tokens
+            )
+            ids, mask = tok(list(self.instructions))
+            cache[key] = (ids.to(self.device), mask.to(self.device))
+        return cache[key]
+
+
+def fast_targets(sequences: Sequence[torch.Tensor], *, end_token: int, length: int) -> torch.Tensor:
+    """FAST id sequences as ``(M, length)`` targets: ids, the end token, then -100.
+
+    Raises:
+        ValueError: a sequence (with its end token) longer than ``length``, or an id that collides
+            with the end token.
+    """
+    out = torch.full((len(sequences), length), IGNORE, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        seq = torch.as_tensor(seq, dtype=torch.long)
+        if seq.numel() + 1 > length:
+            raise ValueError(
+                f"FAST sequence {i} has {seq.numel()} tokens; with the end token it exceeds fast_max_tokens={length}"
+            )
+        if seq.numel() and int(seq.max()) >= end_token:
+            raise ValueError(f"FAST sequence {i} holds id {int(seq.max())} >= the end token {end_token}")
+        out[i, : seq.numel()] = seq
+        out[i, seq.numel()] = end_token
+    return out
+
+
+class PackedBatches:
+    """``batches(step, generator)`` for :func:`rsdlib.train.train` over :class:`PackedChunks`.
+
+    Indices are drawn from the (CPU) generator, so a run is reproducible on any device; image
+    augmentation (:func:`rsdlib.policies.data.augment_images`) runs where the images are.
+    """
+
+    def __init__(
+        self, packed: PackedChunks, *, trunk_config: Any, batch_size: int, augment: bool = True
+    ) -> None:
+        if len(packed) == 0:
+            raise ValueError("PackedBatches got no chunks: is the training split empty?")
+        if batch_size < 1:
+            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        self.packed, self.trunk_config = packed, trunk_config
+        self.batch_size, self.augment = batch_size, augment
+
+    def __call__(self, step: int, generator: torch.Generator) -> dict[str, Any]:
+        from rsdlib.policies.data import augment_images
+
+        index = torch.randint(0, len(self.packed), (self.batch_size,), generator=generator)
+        batch = self.packed.batch(index.to(self.packed.device), trunk_config=self.trunk_config)
+        if self.augment:
+            batch["obs"].images = augment_images(batch["obs"].images, generator)
+        return batch
+
+
+def _jpeg_encode(images: np.ndarray, quality: int) -> dict[str, np.ndarray]:
+    """``(M, C, 3, S, S)`` uint8 -> one byte string per frame, concatenated, with offsets."""
+    from PIL import Image
+
+    if not 1 <= quality <= 95:
+        raise ValueError(f"jpeg_quality ({quality}) must be in 1..95")
+    blobs = []
+    for frame in images.reshape(-1, *images.shape[2:]):
+        buf = io.BytesIO()
+        Image.fromarray(frame.transpose(1, 2, 0)).save(buf, format="JPEG", quality=quality)
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    return {
+        "jpeg_bytes": np.concatenate(blobs),
+        "jpeg_offsets": offsets,
+        "jpeg_shape": np.array(images.shape),
+    }
+
+
+def _jpeg_decode(data: np.ndarray, offsets: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    M, C, _, S, _ = (int(v) for v in shape)
+    if len(offsets) != M * C + 1:
+        raise ValueError(f"{len(offsets) - 1} JPEG frames for {M} chunks of {C} cameras")
+    out = np.empty((M * C, S, S, 3), dtype=np.uint8)
+    for i in range(M * C):
+        out[i] = np.asarray(
+            Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB")
+        )
+    return out.reshape(M, C, S, S, 3).transpose(0, 1, 4, 2, 3).copy()

@@ -1,0 +1,79 @@
+"""Make the shipped models: prepare the demonstrations, train every model, write the cards.
+
+Usage::
+
+    # 1. where the demonstrations are (needs LIBERO's files only through data/demos):
+    python scripts/train_policies.py prepare --suite libero_spatial --out build/prepared/libero_spatial
+    # 2. anywhere with torch (a GPU machine: copy the prepared folder there); resumable:
+    python scripts/train_policies.py train --prepared build/prepared/libero_spatial --out checkpoints/libero_spatial
+    # 3. validation metrics with decoding, card.json per model and README.md:
+    python scripts/train_policies.py cards --out checkpoints/libero_spatial --prepared build/prepared/libero_spatial
+
+``--steps`` and ``--batch-size`` override every model's schedule; ``--models`` picks some.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from rsdlib.policies.recipe import MODELS, Schedule, prepare, train_models, write_cards
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="stage", required=True)
+    p = sub.add_parser("prepare", help="split, fit tokenizers, pack chunks")
+    p.add_argument("--suite", default="libero_spatial")
+    p.add_argument("--out", required=True)
+    p.add_argument("--demos-root", default=None)
+    p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--rfsq-steps", type=int, default=3000)
+    p.add_argument("--jpeg-quality", type=int, default=None, help="store images as JPEG (smaller, lossy)")
+    t = sub.add_parser("train", help="train models on a prepared folder")
+    t.add_argument("--prepared", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--minutes", type=float, default=None, help="per model: steps that fit, timed first")
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--device", default=None)
+    c = sub.add_parser("cards", help="validation metrics and cards")
+    c.add_argument("--out", required=True)
+    c.add_argument("--prepared", default=None)
+    args = parser.parse_args()
+    if args.stage == "prepare":
+        prepare(
+            args.suite, args.out, demos_root=args.demos_root, stride=args.stride,
+            rfsq={"steps": args.rfsq_steps}, jpeg_quality=args.jpeg_quality,
+        )  # fmt: skip
+        print((Path(args.out) / "prepared.json").read_text())
+    elif args.stage == "train":
+        base = Schedule()
+        overrides = {
+            k: v
+            for k, v in (
+                ("steps", args.steps),
+                ("batch_size", args.batch_size),
+                ("minutes", args.minutes),
+                ("lr", args.lr),
+            )
+            if v is not None
+        }
+        schedules = {m: replace(base, **overrides) for m in args.models}
+        seconds = train_models(
+            args.prepared, args.out, models=args.models, schedules=schedules, device=args.device
+        )
+        print(json.dumps({"seconds": seconds}))
+    else:
+        cards = write_cards(args.out, prepared_dir=args.prepared)
+        print(json.dumps({name: card["validation"] for name, card in cards.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Packed chunks and the training recipe: prepare -> train every model -> cards -> load and act."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from fake_demos import SUITE, write_task
+
+from rsdlib.libero.dataset import load_demos
+from rsdlib.policies.configuration import TrunkConfig
+from rsdlib.policies.data import collate
+from rsdlib.policies.heads import build_policy
+from rsdlib.policies.packed import IGNORE, PackedChunks, PackedFileError, fast_targets
+from rsdlib.policies.recipe import MODELS, Schedule, Sizes, model_config, prepare, train_models, write_cards
+
+SIZE = 16
+TINY_TRUNK = TrunkConfig(
+    hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, image_size=SIZE, image_channels=(4, 8)
+)
+TINY_RFSQ = {
+    "num_layers": 3,
+    "num_latents": 2,
+    "levels": [3, 3],
+    "hidden": 16,
+    "depth": 1,
+    "steps": 20,
+    "batch_size": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos")
+    for t, task in enumerate(("pick_the_bowl", "place_the_cup")):
+        write_task(root, task, [12, 15, 11, 14, 13], seed=t, size=SIZE)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(demos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(
+        SUITE,
+        out,
+        demos_root=demos,
+        val_fraction=0.2,
+        stride=2,
+        rfsq=TINY_RFSQ,
+        fast={"vocab_size": 64},
+        progress=False,
+    )
+    return out
+
+
+def test_packed_chunks_equal_the_dataset_items(demos):
+    from fake_rfsq import FakeRFSQ
+
+    data = load_demos(SUITE, root=demos, rng=np.random.default_rng(0), val_fraction=0.2)
+    tok = FakeRFSQ()
+    packed = PackedChunks.from_dataset(data.train, stride=3, tokenizer=tok, progress=False)
+    # stride 3 keeps steps 0, 3, 6, ... of every episode, in order
+    want = [data.train.chunk(e, s, images=True) for e in range(len(data.train.refs))
+            for s in range(0, len(data.train.episode_actions(e)), 3)]  # fmt: skip
+    assert len(packed) == len(want)
+    config = replace(TINY_TRUNK, instruction_vocab=("do", "pick_the_bowl", "place_the_cup"))
+    policy = build_policy(model_config("rfsq_ar", {
+        "actions": {"num_layers": tok.num_layers, "num_latents": tok.num_latents, "codebook_size": tok.codebook_size},
+        "instructions": ["do pick_the_bowl", "do place_the_cup"], "image_size": SIZE,
+    }, Sizes(main=config)))  # fmt: skip
+    index = torch.tensor([0, 4, len(want) - 1])
+    got = packed.batch(index, trunk_config=policy.config.trunk)
+    ref = collate([want[i] for i in index.tolist()], policy=policy, tokenizer=tok)
+    for key in ("actions", "actions_raw", "valid", "tokens"):
+        assert torch.equal(got[key].to(ref[key].dtype), ref[key]), key
+    for key in ("images", "instruction_ids", "instruction_mask", "proprio"):
+        assert torch.equal(getattr(got["obs"], key), getattr(ref["obs"], key)), key
+
+
+def test_packed_file_round_trips_exactly_and_as_jpeg(demos, tmp_path):
+    data = load_demos(SUITE, root=demos, rng=np.random.default_rng(0), val_fraction=0.2)
+    packed = PackedChunks.from_dataset(data.val, progress=False)
+    exact = PackedChunks.load(packed.save(tmp_path / "exact.npz"))
+    for name in ("images", "proprio", "actions", "actions_raw", "valid", "episode", "instruction"):
+        assert torch.equal(getattr(exact, name), getattr(packed, name)), name
+    assert exact.instructions == packed.instructions and exact.tokens is None
+    lossy = PackedChunks.load(packed.save(tmp_path / "lossy.npz", jpeg_quality=90))
+    assert lossy.images.shape == packed.images.shape
+    assert (lossy.images.float() - packed.images.float()).abs().mean() < 3  # JPEG: close, not equal
+    assert torch.equal(lossy.actions, packed.actions)
+
+
+def test_a_truncated_packed_file_names_itself(demos, tmp_path):
+    data = load_demos(SUITE, root=demos, rng=np.random.default_rng(0), val_fraction=0.2)
+    file = PackedChunks.from_dataset(data.val, progress=False).save(tmp_path / "val.npz")
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    with pytest.raises(PackedFileError, match="val.npz"):
+        PackedChunks.load(file)
+    with pytest.raises(PackedFileError, match="does not exist"):
+        PackedChunks.load(tmp_path / "missing.npz")
+
+
+def test_fast_targets_end_with_the_end_token_and_pad_with_ignore():
+    out = fast_targets([torch.tensor([3, 1]), torch.tensor([], dtype=torch.long)], end_token=9, length=4)
+    assert out.tolist() == [[3, 1, 9, IGNORE], [9, IGNORE, IGNORE, IGNORE]]
+    with pytest.raises(ValueError, match="exceeds"):
+        fast_targets([torch.tensor([1, 2, 3, 4])], end_token=9, length=4)
+
+
+def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path):
+    from rsdlib.libero.learned_policy import from_checkpoint
+
+    info = json.loads((prepared / "prepared.json").read_text())
+    assert info["splits"]["train"]["episodes"] == 8 and info["splits"]["val"]["episodes"] == 2
+    sizes = Sizes(main=TINY_TRUNK, tiny=TINY_TRUNK, head_hidden=16, head_blocks=1)
+    schedules = {m: Schedule(steps=3, batch_size=4, warmup_steps=1, eval_every=0) for m in MODELS}
+    out = tmp_path / "models"
+    seconds = train_models(prepared, out, schedules=schedules, sizes=sizes, device="cpu", progress=False)
+    assert set(seconds) == set(MODELS)
+    cards = write_cards(out, prepared_dir=prepared)
+    assert set(cards) == set(MODELS)
+    for name in ("rfsq_ar", "rfsq_parallel", "tiny_policy", "head_drafter"):
+        assert {f"acc_layer{i}" for i in range(3)} <= set(cards[name]["validation"])
+    for name in ("rfsq_ar", "rfsq_parallel", "l1_regression", "tiny_policy"):
+        assert np.isfinite(cards[name]["validation"]["action_mae"])
+    assert "fast_malformed" in cards["fast_ar"]["validation"]
+    assert "| rfsq_ar |" in (out / "README.md").read_text()
+
+    data = PackedChunks.load(prepared / "val.npz")
+    obs = {
+        "agentview_rgb": data.images[0, 0].permute(1, 2, 0).numpy(),
+        "eye_in_hand_rgb": data.images[0, 1].permute(1, 2, 0).numpy(),
+        "proprio": data.proprio[0].numpy(),
+        "instruction": data.instructions[0],
+    }
+    policies = [from_checkpoint(out / m) for m in ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar")]
+    policies += [
+        from_checkpoint(out / "rfsq_ar", drafter_path=out / d) for d in ("head_drafter", "tiny_policy")
+    ]
+    for policy in policies:
+        chunk = policy.act(obs).actions
+        assert chunk.shape[-1] == 7 and np.all(np.isfinite(np.asarray(chunk)))
+
+
+def test_training_resumes_where_it_stopped(prepared, tmp_path):
+    sizes = Sizes(main=TINY_TRUNK)
+    out = tmp_path / "models"
+    short = {"l1_regression": Schedule(steps=2, batch_size=4, warmup_steps=1, eval_every=0)}
+    train_models(
+        prepared, out, models=["l1_regression"], schedules=short, sizes=sizes, device="cpu", progress=False
+    )
+    longer = {"l1_regression": Schedule(steps=4, batch_size=4, warmup_steps=1, eval_every=0)}
+    with pytest.raises(Exception, match="different model"):
+        # a different schedule is a different run: the TrainConfig in the checkpoint differs
+        train_models(
+            prepared,
+            out,
+            models=["l1_regression"],
+            schedules=longer,
+            sizes=Sizes(),
+            device="cpu",
+            progress=False,
+        )
+    train_models(
+        prepared, out, models=["l1_regression"], schedules=short, sizes=sizes, device="cpu", progress=False
+    )
+    rows = [json.loads(line) for line in (out / "l1_regression" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]  # nothing repeated or lost
+
+
+def test_a_time_budget_becomes_a_recorded_step_count_that_resume_keeps(prepared, tmp_path):
+    sizes = Sizes(main=TINY_TRUNK)
+    out = tmp_path / "models"
+    budget = {"rfsq_parallel": Schedule(batch_size=4, warmup_steps=1, eval_every=0, minutes=0.02)}
+    train_models(prepared, out, models=["rfsq_parallel"], schedules=budget, sizes=sizes, device="cpu", progress=False)
+    record = json.loads((out / "rfsq_parallel" / "training.json").read_text())["schedule"]
+    assert record["steps"] >= 1 and record["timed_step_s"] > 0 and record["minutes"] is None
+    # a second call resumes the same run (same step count), it does not time again
+    train_models(prepared, out, models=["rfsq_parallel"], schedules=budget, sizes=sizes, device="cpu", progress=False)
+    again = json.loads((out / "rfsq_parallel" / "training.json").read_text())["schedule"]
+    assert again == record
