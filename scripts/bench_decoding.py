@@ -76,6 +76,24 @@ SIZES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+def _shipped() -> dict[str, Any]:
+    """The sizes of the shipped models (rsdlib.policies.recipe.Sizes) with the default tokenizers."""
+    from dataclasses import asdict
+
+    from rsdlib.policies.recipe import Sizes
+
+    keep = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "image_size", "image_channels")
+    sizes = Sizes()
+    return {
+        "trunk": {k: v for k, v in asdict(sizes.main).items() if k in keep},
+        "drafter_trunk": {k: v for k, v in asdict(sizes.tiny).items() if k in keep},
+        "actions": SIZES["default"]["actions"],
+    }
+
+
+SIZES["shipped"] = _shipped()
+
+
 def stats(samples: list[float]) -> dict[str, float]:
     return {"median_ms": 1e3 * statistics.median(samples), "p90_ms": 1e3 * float(np.percentile(samples, 90))}
 
@@ -140,24 +158,29 @@ def count_params(m: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def bench_size(size: str, *, runs: int, warmup: int, gamma: int, distill_steps: int = 0) -> dict[str, Any]:
+def bench_size(
+    size: str, *, runs: int, warmup: int, gamma: int, distill_steps: int = 0, device: str = "cpu"
+) -> dict[str, Any]:
     setup = build(size)
-    models, obs, actions = setup["models"], setup["obs"], setup["actions"]
+    models, obs, actions = setup["models"], setup["obs"].to(device), setup["actions"]
+    for m in models.values():
+        m.to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     main = models["rfsq_ar"]
     L, N, V = actions.num_layers, actions.num_latents, actions.codebook_size
-    zeros = torch.zeros(1, L, N, dtype=torch.long)
+    zeros = torch.zeros(1, L, N, dtype=torch.long, device=device)
     state = main.prefix(obs)
-    start = torch.zeros(1, dtype=torch.long)
+    start = torch.zeros(1, dtype=torch.long, device=device)
     verify_name = f"verify pass ({min(gamma + 1, L)} blocks)"
     # Single passes: (call, reset after it, untimed). A block pass runs after a held prefix.
     single: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {
         "prefix pass": (lambda: main.prefix(obs), None),
         "block pass (N)": (
-            lambda: main.block_logits(state, zeros, start, torch.ones(1, dtype=torch.long)),
+            lambda: main.block_logits(state, zeros, start, torch.ones(1, dtype=torch.long, device=device)),
             lambda: main.trunk.truncate(state, start),
         ),
         verify_name: (
-            lambda: main.block_logits(state, zeros, start, torch.tensor([min(gamma + 1, L)])),
+            lambda: main.block_logits(state, zeros, start, torch.tensor([min(gamma + 1, L)], device=device)),
             lambda: main.trunk.truncate(state, start),
         ),
     }
@@ -198,8 +221,10 @@ def bench_size(size: str, *, runs: int, warmup: int, gamma: int, distill_steps: 
         gc.disable()
         main.prefix(obs)
         for name, (fn, reset) in entries.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()  # a GPU runs asynchronously: time until its work is done
             dt = time.perf_counter() - t0
             if reset is not None:
                 reset()
@@ -273,6 +298,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--gamma", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
         "--distill-steps", type=int, default=100, help="train a head drafter on this observation (0: skip)"
     )
@@ -280,12 +306,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     info = device_info()
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{info['cpu']} ({info['cpu_count']} cores)"
     print(
-        f"device: {info['cpu']} ({info['cpu_count']} cores), torch threads {torch.get_num_threads()}, "
+        f"device: {where}, torch threads {torch.get_num_threads()}, "
         f"float32, batch 1, {args.runs} runs after {args.warmup} warm-up, random weights"
     )
     results = [
-        bench_size(s, runs=args.runs, warmup=args.warmup, gamma=args.gamma, distill_steps=args.distill_steps)
+        bench_size(
+            s, runs=args.runs, warmup=args.warmup, gamma=args.gamma, distill_steps=args.distill_steps,
+            device=args.device,
+        )  # fmt: skip
         for s in args.sizes
     ]
     for res in results:

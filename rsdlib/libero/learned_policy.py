@@ -198,11 +198,20 @@ class LearnedPolicy(Policy):
         start = time.perf_counter()
         batch = self.model.prepare([self._model_input(obs)])
         preprocess_s = time.perf_counter() - start
-        result = self._decode(batch)
-        actions = self._env_actions(result)[0].detach().cpu().double().numpy()  # (H, A)
+        chunks, result = self.decode(batch)
+        actions = chunks[0]  # (H, A)
         if not np.all(np.isfinite(actions)):
             raise ValueError(f"{self.name} decoded non-finite actions")
         return PolicyOutput(actions, chunk_diagnostics(result.traces[0], preprocess_s=preprocess_s))
+
+    def decode(self, batch: Any) -> tuple[np.ndarray, DecodeResult]:
+        """Decode prepared observations (``self.model.prepare(...)`` or a packed batch's ``obs``).
+
+        Returns:
+            ``(B, H, A)`` chunks in environment units, and the decoding result with its traces.
+        """
+        result = self._decode(batch)
+        return self._env_actions(result).detach().cpu().double().numpy(), result
 
     def config(self) -> dict[str, Any]:
         """What the run's config records: settings, the rule's label, the model and where it came from."""

@@ -133,8 +133,13 @@ def prepare(
     rfsq_tok.save(out / RFSQ_DIR)
     fast_tok = FASTTokenizer(horizon=horizon, normaliser=data.normaliser, **(fast or {})).fit(chunks)
     fast_tok.save(out / FAST_DIR)
-    fast_lengths = [len(ids) for ids in fast_tok.encode(chunks)]
-    fast_end, fast_max = fast_tok.vocab_size, int(np.percentile(fast_lengths, 100)) + 1
+    # The length cap only sizes fast_ar's positions: it covers every chunk of both splits, so no
+    # validation target is cut short.
+    val_only = DemoDataset(data.val.refs, data.normaliser, horizon, images=False)
+    val_chunks = [val_only.chunk(*val_only.locate(i))["actions_raw"] for i in range(len(val_only))]
+    all_chunks = np.concatenate([chunks, np.stack(val_chunks)]) if val_chunks else chunks
+    fast_lengths = [len(ids) for ids in fast_tok.encode(all_chunks)]
+    fast_end, fast_max = fast_tok.vocab_size, max(fast_lengths) + 1
     space = ActionSpace.from_tokenizer(rfsq_tok, fast_vocab=fast_end + 1, fast_max_tokens=fast_max)
     sizes = {}
     for split, dataset in (("train", data.train), ("val", data.val)):
@@ -368,7 +373,7 @@ def _write_json(file: Path, data: dict[str, Any]) -> None:
 
 
 def write_cards(
-    folder: str | Path, *, prepared_dir: str | Path | None = None, batch_size: int = 128
+    folder: str | Path, *, prepared_dir: str | Path | None = None, batch_size: int = 128, sample_size: int = 256
 ) -> dict[str, dict[str, Any]]:
     """Decode the validation split with every trained model in ``folder``; write the cards.
 
@@ -379,8 +384,8 @@ def write_cards(
 
     Args:
         folder: what :func:`train_models` wrote.
-        prepared_dir: where ``val.npz`` is (default: ``folder``'s own copy, else the prepared
-            folder named in its ``prepared.json``).
+        prepared_dir: where ``val.npz`` is (default: ``folder``).
+        sample_size: validation chunks saved as ``val_sample.npz`` beside the models.
     """
     from rsdlib.policies.data import evaluate_policy
     from rsdlib.policies.drafters import HeadDrafter, head_drafter_loss
@@ -416,6 +421,9 @@ def write_cards(
         _write_json(folder / name / "card.json", card)
         cards[name] = card
     (folder / "README.md").write_text(cards_markdown(cards, info))
+    # A small validation sample ships with the models (notebook 04 reads it; JPEG keeps it small).
+    pick = torch.randperm(len(val_set), generator=torch.Generator().manual_seed(0))[:sample_size]
+    val_set.subset(pick.sort().values).save(folder / "val_sample.npz", jpeg_quality=90)
     return cards
 
 
@@ -450,3 +458,52 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
         ]
         lines.append("| " + " | ".join(row + accs + [mae, f"{v.get('loss', float('nan')):.4f}"]) + " |")
     return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def layer_accuracy(models: dict[str, Any], chunks: PackedChunks, *, batch_size: int = 64) -> dict[str, list[float]]:
+    """Per RFSQ layer: teacher-forced token accuracy of the main policy and the drafters against
+    the demonstrations' tokens, and each drafter's agreement with the main policy's greedy tokens.
+
+    Agreement drafts all L layers from the drafter's own earlier choices (as one RSD round with
+    gamma = L does) and compares them with plain greedy decoding of the main policy: the share
+    the ``exact`` rule would accept at each layer if every earlier layer had been accepted.
+
+    Args:
+        models: ``rfsq_ar`` (required), and any of ``tiny_policy``, ``head_drafter``.
+        chunks: packed chunks with RFSQ tokens.
+
+    Returns:
+        ``{"<model> (teacher-forced)": [acc per layer], "<drafter> (agrees with main)": [...]}``.
+    """
+    from rsdlib.decoding.plain import decode_rfsq_ar
+    from rsdlib.policies.drafters import PolicyDrafter, head_drafter_loss
+
+    main = models["rfsq_ar"]
+    trunk = main.config.trunk
+    drafters = {name: models[name] for name in ("head_drafter", "tiny_policy") if name in models}
+    L = main.L
+    forced = {name: np.zeros(L) for name in ["rfsq_ar", *drafters]}
+    agree = {name: np.zeros(L) for name in drafters}
+    count = 0
+    for batch in chunks.batches(batch_size, trunk_config=trunk):
+        n = batch["obs"].batch_size
+        for name in forced:
+            model = models[name]
+            loss_fn = head_drafter_loss(main, model) if name == "head_drafter" else model.loss
+            metrics = loss_fn(batch)[1]
+            forced[name] += n * np.array([metrics[f"acc_layer{i}"] for i in range(L)])
+        greedy = decode_rfsq_ar(main, batch["obs"]).tokens  # (n, L, N)
+        state = main.prefix(batch["obs"])
+        for name, model in drafters.items():
+            drafter = model if name == "head_drafter" else PolicyDrafter(policy=model)
+            drafter.begin(obs=batch["obs"], main_state=state)
+            zeros = torch.zeros_like(greedy)
+            draft = drafter.propose(
+                tokens=zeros, committed=torch.zeros(n, dtype=torch.long, device=zeros.device),
+                gamma=L, temperature=0.0, generator=None,
+            )  # fmt: skip
+            agree[name] += (draft.tokens == greedy).float().mean(-1).sum(0).cpu().numpy()
+        count += n
+    out = {f"{k} (teacher-forced)": (v / count).tolist() for k, v in forced.items()}
+    return out | {f"{k} (agrees with main)": (v / count).tolist() for k, v in agree.items()}

@@ -34,7 +34,7 @@ def check_00_environment_check(out: dict) -> None:
 
 def check_01_demonstrations(out: dict) -> None:
     assert out["suites"] == ["libero_spatial"] and out["tasks"] == 1
-    assert out["demos"] == 1 and out["min_task_success"] == 1.0  # the expert solves its smoke episode
+    assert out["demos"] == 2 and out["min_task_success"] == 1.0  # the expert solves its smoke episode
     assert out["chunk_shape"] == "(8, 7)" and out["image_shape"] == "(32, 32, 3)"
     assert out["val_episodes_disjoint"] is True
 
@@ -52,11 +52,25 @@ def check_02_action_tokenizers(out: dict) -> None:
     assert 0 < out["rfsq_mse_all_layers"] < 1 and 0 < out["rfsq_mse_two_layers"] < 1
 
 
+def check_03_train_policies(out: dict) -> None:
+    assert out["trained"] is True  # the smoke profile trains every model for real, a few steps
+    assert out["models"] == sorted(["rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar", "tiny_policy", "head_drafter"])
+    assert out["finite_losses"] is True and out["token_models_have_layer_accuracy"] is True
+
+
+def check_04_load_models(out: dict) -> None:
+    assert len(out["models"]) == 6 and out["methods_timed"] == 6
+    assert out["rsd_equals_plain"] is True  # the exact rule is lossless with either drafter
+    assert 0.0 <= out["main_layer0_accuracy"] <= 1.0
+
+
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
 CHECKS = {
     "00_environment_check": check_00_environment_check,
     "01_demonstrations": check_01_demonstrations,
     "02_action_tokenizers": check_02_action_tokenizers,
+    "03_train_policies": check_03_train_policies,
+    "04_load_models": check_04_load_models,
     "05_libero_eval": check_05_libero_eval,
 }
 

@@ -15,7 +15,16 @@ from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.data import collate
 from rsdlib.policies.heads import build_policy
 from rsdlib.policies.packed import IGNORE, PackedChunks, PackedFileError, fast_targets
-from rsdlib.policies.recipe import MODELS, Schedule, Sizes, model_config, prepare, train_models, write_cards
+from rsdlib.policies.recipe import (
+    MODELS,
+    Schedule,
+    Sizes,
+    layer_accuracy,
+    model_config,
+    prepare,
+    train_models,
+    write_cards,
+)
 
 SIZE = 16
 TINY_TRUNK = TrunkConfig(
@@ -182,3 +191,14 @@ def test_a_time_budget_becomes_a_recorded_step_count_that_resume_keeps(prepared,
     train_models(prepared, out, models=["rfsq_parallel"], schedules=budget, sizes=sizes, device="cpu", progress=False)
     again = json.loads((out / "rfsq_parallel" / "training.json").read_text())["schedule"]
     assert again == record
+
+
+def test_the_main_policy_as_its_own_drafter_agrees_on_every_layer(prepared):
+    sizes = Sizes(main=TINY_TRUNK)
+    info = json.loads((prepared / "prepared.json").read_text())
+    torch.manual_seed(0)
+    main = build_policy(model_config("rfsq_ar", info, sizes)).eval()
+    val = PackedChunks.load(prepared / "val.npz")
+    acc = layer_accuracy({"rfsq_ar": main, "tiny_policy": main}, val, batch_size=5)
+    assert acc["tiny_policy (agrees with main)"] == [1.0] * 3
+    assert acc["rfsq_ar (teacher-forced)"] == acc["tiny_policy (teacher-forced)"]
