@@ -306,14 +306,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     info = device_info()
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{info['cpu']} ({info['cpu_count']} cores)"
+    where = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{info['cpu']} ({info['cpu_count']} cores)"
+    )
     print(
         f"device: {where}, torch threads {torch.get_num_threads()}, "
         f"float32, batch 1, {args.runs} runs after {args.warmup} warm-up, random weights"
     )
     results = [
         bench_size(
-            s, runs=args.runs, warmup=args.warmup, gamma=args.gamma, distill_steps=args.distill_steps,
+            s,
+            runs=args.runs,
+            warmup=args.warmup,
+            gamma=args.gamma,
+            distill_steps=args.distill_steps,
             device=args.device,
         )  # fmt: skip
         for s in args.sizes

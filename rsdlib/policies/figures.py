@@ -21,12 +21,18 @@ def plot_learning_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> plt
     for name, rows in logs.items():
         train = [r for r in rows if r["split"] == "train"]
         val = [r for r in rows if r["split"] == "val"]
-        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color=colors[name], lw=0.8, alpha=0.6)
+        ax_loss.plot(
+            [r["step"] for r in train], [r["loss"] for r in train], color=colors[name], lw=0.8, alpha=0.6
+        )
         if val:
-            ax_loss.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", color=colors[name], ms=3, label=name)
+            ax_loss.plot(
+                [r["step"] for r in val], [r["loss"] for r in val], "o-", color=colors[name], ms=3, label=name
+            )
             layers = sorted(int(k.removeprefix("acc_layer")) for k in val[-1] if k.startswith("acc_layer"))
             if layers:
-                ax_acc.plot(layers, [val[-1][f"acc_layer{i}"] for i in layers], "o-", color=colors[name], label=name)
+                ax_acc.plot(
+                    layers, [val[-1][f"acc_layer{i}"] for i in layers], "o-", color=colors[name], label=name
+                )
     ax_loss.set(xlabel="step", ylabel="loss (line: train, dots: validation)", yscale="log")
     ax_loss.legend(fontsize=7)
     ax_acc.set(xlabel="RFSQ layer (coarse to fine)", ylabel="validation token accuracy", ylim=(0, 1.02))

@@ -373,7 +373,11 @@ def _write_json(file: Path, data: dict[str, Any]) -> None:
 
 
 def write_cards(
-    folder: str | Path, *, prepared_dir: str | Path | None = None, batch_size: int = 128, sample_size: int = 256
+    folder: str | Path,
+    *,
+    prepared_dir: str | Path | None = None,
+    batch_size: int = 128,
+    sample_size: int = 256,
 ) -> dict[str, dict[str, Any]]:
     """Decode the validation split with every trained model in ``folder``; write the cards.
 
@@ -461,7 +465,9 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
 
 
 @torch.no_grad()
-def layer_accuracy(models: dict[str, Any], chunks: PackedChunks, *, batch_size: int = 64) -> dict[str, list[float]]:
+def layer_accuracy(
+    models: dict[str, Any], chunks: PackedChunks, *, batch_size: int = 64
+) -> dict[str, list[float]]:
     """Per RFSQ layer: teacher-forced token accuracy of the main policy and the drafters against
     the demonstrations' tokens, and each drafter's agreement with the main policy's greedy tokens.
 

@@ -54,7 +54,9 @@ def check_02_action_tokenizers(out: dict) -> None:
 
 def check_03_train_policies(out: dict) -> None:
     assert out["trained"] is True  # the smoke profile trains every model for real, a few steps
-    assert out["models"] == sorted(["rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar", "tiny_policy", "head_drafter"])
+    assert out["models"] == sorted(
+        ["rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar", "tiny_policy", "head_drafter"]
+    )
     assert out["finite_losses"] is True and out["token_models_have_layer_accuracy"] is True
 
 

@@ -184,11 +184,15 @@ def test_a_time_budget_becomes_a_recorded_step_count_that_resume_keeps(prepared,
     sizes = Sizes(main=TINY_TRUNK)
     out = tmp_path / "models"
     budget = {"rfsq_parallel": Schedule(batch_size=4, warmup_steps=1, eval_every=0, minutes=0.02)}
-    train_models(prepared, out, models=["rfsq_parallel"], schedules=budget, sizes=sizes, device="cpu", progress=False)
+    train_models(
+        prepared, out, models=["rfsq_parallel"], schedules=budget, sizes=sizes, device="cpu", progress=False
+    )
     record = json.loads((out / "rfsq_parallel" / "training.json").read_text())["schedule"]
     assert record["steps"] >= 1 and record["timed_step_s"] > 0 and record["minutes"] is None
     # a second call resumes the same run (same step count), it does not time again
-    train_models(prepared, out, models=["rfsq_parallel"], schedules=budget, sizes=sizes, device="cpu", progress=False)
+    train_models(
+        prepared, out, models=["rfsq_parallel"], schedules=budget, sizes=sizes, device="cpu", progress=False
+    )
     again = json.loads((out / "rfsq_parallel" / "training.json").read_text())["schedule"]
     assert again == record
 
