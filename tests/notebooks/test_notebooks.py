@@ -66,6 +66,11 @@ def check_04_load_models(out: dict) -> None:
     assert 0.0 <= out["main_layer0_accuracy"] <= 1.0
 
 
+def check_06_step_through_rsd(out: dict) -> None:
+    assert out["layers"] == 4 and out["exact_equals_plain"] is True  # exact is lossless
+    assert out["heatmap_rows"] == 5 and 1 <= out["exact_mean_passes"] <= 4
+
+
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
 CHECKS = {
     "00_environment_check": check_00_environment_check,
@@ -73,6 +78,7 @@ CHECKS = {
     "02_action_tokenizers": check_02_action_tokenizers,
     "03_train_policies": check_03_train_policies,
     "04_load_models": check_04_load_models,
+    "06_step_through_rsd": check_06_step_through_rsd,
     "05_libero_eval": check_05_libero_eval,
 }
 
