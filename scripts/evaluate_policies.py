@@ -16,45 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-import numpy as np
-
+from rsdlib.libero.comparison import METHODS, chunk_stats, method_policy
 from rsdlib.libero.evaluate import EvalOptions, evaluate, format_table
-from rsdlib.libero.learned_policy import from_checkpoint
 from rsdlib.libero.protocol import Protocol
 from rsdlib.paths import repo_path
 from rsdlib.policies.recipe import read_prepared
 from rsdlib.results import new_run
-
-METHODS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar", "rsd_head", "rsd_tiny")
-
-
-def make(method: str, models: Path, gamma: int):
-    if method == "rsd_head":
-        return from_checkpoint(
-            models / "rfsq_ar", drafter_path=models / "head_drafter", gamma=gamma, name=method
-        )
-    if method == "rsd_tiny":
-        return from_checkpoint(
-            models / "rfsq_ar", drafter_path=models / "tiny_policy", gamma=gamma, name=method
-        )
-    return from_checkpoint(models / method, name=method)
-
-
-def chunk_stats(records: list[dict]) -> dict[str, float]:
-    """Mean decode latency, main passes and accepted layers per chunk over every chunk decoded."""
-    chunks = [c for r in records for c in r.get("diagnostics") or []]
-    if not chunks:
-        return {}
-    out = {
-        "chunks": len(chunks),
-        "latency_ms": float(np.mean([c["latency_ms"]["total"] for c in chunks])),
-        "main_passes": float(np.mean([c["main_passes"] for c in chunks])),
-    }
-    if "accepted_layers" in chunks[0]:
-        out["accepted_layers"] = float(np.mean([c["accepted_layers"] for c in chunks]))
-    return out
 
 
 def main() -> None:
@@ -79,7 +47,7 @@ def main() -> None:
         video=args.video,
     )
     for method in args.methods:
-        policy = make(method, models, args.gamma)
+        policy = method_policy(method, models, gamma=args.gamma)
         config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
         run_dir = new_run(
             "libero_eval", config, run=f"{info['suite']}-{method}", root=repo_path(args.results)

@@ -120,7 +120,9 @@ def test_fast_targets_end_with_the_end_token_and_pad_with_ignore():
 
 
 def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path):
-    from rsdlib.libero.learned_policy import from_checkpoint
+    from rsdlib.libero.comparison import METHODS as METHODS_LIBERO
+    from rsdlib.libero.comparison import chunk_stats, method_policy
+    from rsdlib.libero.policy import EpisodeContext
 
     info = json.loads((prepared / "prepared.json").read_text())
     assert info["splits"]["train"]["episodes"] == 8 and info["splits"]["val"]["episodes"] == 2
@@ -145,13 +147,15 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         "proprio": data.proprio[0].numpy(),
         "instruction": data.instructions[0],
     }
-    policies = [from_checkpoint(out / m) for m in ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar")]
-    policies += [
-        from_checkpoint(out / "rfsq_ar", drafter_path=out / d) for d in ("head_drafter", "tiny_policy")
-    ]
-    for policy in policies:
-        chunk = policy.act(obs).actions
-        assert chunk.shape[-1] == 7 and np.all(np.isfinite(np.asarray(chunk)))
+    for method in METHODS_LIBERO:
+        policy = method_policy(method, out)
+        policy.reset(EpisodeContext(SUITE, 0, 0, 0, obs["instruction"], None))
+        output = policy.act(obs)
+        assert output.actions.shape[-1] == 7 and np.all(np.isfinite(output.actions)), method
+        records = [{"diagnostics": [output.diagnostics, output.diagnostics]}]
+        stats = chunk_stats(records)
+        assert stats["chunks"] == 2 and stats["main_passes"] >= 1
+        assert ("accepted_layers" in stats) == method.startswith("rsd")
 
 
 def test_training_resumes_where_it_stopped(prepared, tmp_path):

@@ -1,0 +1,59 @@
+"""Every decoding method of a set of trained models as a LIBERO policy, and what their chunks cost.
+
+The methods: the four heads decoding plainly (``rfsq_ar``, ``rfsq_parallel``, ``l1_regression``,
+``fast_ar``) and RSD on the main policy with either drafter (``rsd_head``, ``rsd_tiny``), any
+acceptance rule and gamma. ``scripts/evaluate_policies.py`` and the comparison notebook use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Method names and the checkpoint folders (under a models folder) each reads.
+METHODS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar", "rsd_head", "rsd_tiny")
+DRAFTERS = {"rsd_head": "head_drafter", "rsd_tiny": "tiny_policy"}
+
+
+def method_policy(
+    method: str,
+    models: str | Path,
+    *,
+    rule: str = "exact",
+    gamma: int = 2,
+    name: str | None = None,
+    **params: Any,
+):
+    """A :class:`~rsdlib.libero.learned_policy.LearnedPolicy` for ``method`` from a models folder
+    (``rsdlib.policies.recipe`` layout)."""
+    from rsdlib.libero.learned_policy import from_checkpoint
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    models = Path(models)
+    if method in DRAFTERS:
+        return from_checkpoint(
+            models / "rfsq_ar", drafter_path=models / DRAFTERS[method], rule=rule, gamma=gamma,
+            name=name or method, **params,
+        )  # fmt: skip
+    return from_checkpoint(models / method, name=name or method)
+
+
+def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean decode latency (ms), main passes and, for RSD, accepted layers per chunk, over every
+    chunk of the given episode records (their ``diagnostics``)."""
+    chunks = [c for r in records for c in r.get("diagnostics") or []]
+    if not chunks:
+        return {}
+    out = {
+        "chunks": len(chunks),
+        "latency_ms": float(np.mean([c["latency_ms"]["total"] for c in chunks])),
+        "latency_p90_ms": float(np.percentile([c["latency_ms"]["total"] for c in chunks], 90)),
+        "main_passes": float(np.mean([c["main_passes"] for c in chunks])),
+    }
+    if "accepted_layers" in chunks[0]:
+        out["accepted_layers"] = float(np.mean([c["accepted_layers"] for c in chunks]))
+    return out
