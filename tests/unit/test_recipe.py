@@ -122,6 +122,7 @@ def test_fast_targets_end_with_the_end_token_and_pad_with_ignore():
 def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path):
     from rsdlib.libero.comparison import METHODS as METHODS_LIBERO
     from rsdlib.libero.comparison import chunk_stats, method_policy
+    from rsdlib.decoding.benchmark import ModelSet, RSDSetting, latency_rows, quality_rows
     from rsdlib.libero.policy import EpisodeContext
 
     info = json.loads((prepared / "prepared.json").read_text())
@@ -156,6 +157,30 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         stats = chunk_stats(records)
         assert stats["chunks"] == 2 and stats["main_passes"] >= 1
         assert ("accepted_layers" in stats) == method.startswith("rsd")
+
+    # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
+    models = ModelSet(out)
+    settings = [RSDSetting("head_drafter", 2, "exact"), RSDSetting("tiny_policy", 3, "exact"),
+                RSDSetting("head_drafter", 1, "match_rate:0.5")]  # fmt: skip
+    batch = data.batch(torch.arange(len(data)), trunk_config=models.trunk)
+    quality = {r["method"]: r for r in quality_rows(models, batch, settings)}
+    assert set(quality) == {
+        "rfsq_ar",
+        "rfsq_parallel",
+        "l1_regression",
+        "fast_ar",
+        *(s.name for s in settings),
+    }
+    for s in settings[:2]:
+        assert quality[s.name]["same_tokens_as_plain"] and quality[s.name]["mae_vs_plain"] == 0.0
+    assert (
+        quality["rfsq_ar"]["main_passes_per_chunk"] == 3
+        and quality["rfsq_parallel"]["main_passes_per_chunk"] == 1
+    )
+    singles = [data.batch(torch.tensor([i]), trunk_config=models.trunk)["obs"] for i in range(2)]
+    latency = {r["method"]: r for r in latency_rows(models, singles, settings, warmup=1)}
+    assert latency["rfsq_ar"]["speedup_vs_plain"] == 1.0
+    assert all(r["latency_median_ms"] > 0 and r["ratio_to_floor"] > 0 for r in latency.values())
 
 
 def test_training_resumes_where_it_stopped(prepared, tmp_path):

@@ -1,0 +1,238 @@
+"""Every decoding method of a trained models folder on the same observations: what it accepts,
+what it costs, how far its actions are from the demonstration and from plain decoding.
+
+:class:`ModelSet` loads a models folder (``rsdlib.policies.recipe`` layout) onto a device;
+:func:`quality_rows` decodes a batch of validation chunks with each method (acceptance per layer,
+passes, predicted speedup, action error); :func:`latency_rows` decodes chunks one at a time,
+round robin over the methods so that drifting load hits all of them alike, and reports median
+and p90 latency, the ratio to plain ``rfsq_ar`` and to the physical floor (one prefix pass plus
+one block pass). ``scripts/bench_rsd.py`` and notebook ``07_latency`` print and plot them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsdlib.decoding.acceptance import AcceptanceRule, make_rule
+from rsdlib.decoding.plain import decode_fast_ar, decode_l1_regression, decode_rfsq_ar, decode_rfsq_parallel
+from rsdlib.decoding.result import DecodeResult
+from rsdlib.decoding.speculative_loop import speculative_decode
+from rsdlib.decoding.trace import summarize
+
+#: A rule's one threshold parameter.
+RULE_PARAM = {"match_rate": "tau", "level_distance": "delta", "action_tolerance": "eps"}
+
+
+@dataclass(frozen=True)
+class RSDSetting:
+    """One RSD configuration: drafter (``head_drafter`` or ``tiny_policy``), gamma, rule text."""
+
+    drafter: str
+    gamma: int
+    rule: str  # "exact", "match_rate:0.5", "level_distance:1", "action_tolerance:0.05", ...
+
+    @property
+    def name(self) -> str:
+        return f"rsd {self.drafter} g={self.gamma} {self.rule}"
+
+
+def parse_rule(text: str, tokenizer: Any) -> AcceptanceRule:
+    """``"name"`` or ``"name:threshold"`` as an acceptance rule."""
+    name, _, value = text.partition(":")
+    params: dict[str, Any] = {}
+    if name in RULE_PARAM:
+        if not value:
+            raise ValueError(f"rule {name!r} needs a threshold: write {name}:<{RULE_PARAM[name]}>")
+        params[RULE_PARAM[name]] = int(value) if name == "level_distance" else float(value)
+    return make_rule(name, tokenizer=tokenizer, **params)
+
+
+class ModelSet:
+    """The models of a folder written by ``rsdlib.policies.recipe.train_models``, on a device."""
+
+    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+        from rsdlib.policies import checkpoints
+        from rsdlib.policies.drafters import PolicyDrafter
+        from rsdlib.policies.recipe import FAST_DIR, RFSQ_DIR
+        from rsdlib.tokenizers import load_tokenizer
+
+        folder = Path(folder)
+        self.device = device
+        load = lambda name: checkpoints.load(folder / name).to(device).eval()  # noqa: E731
+        self.main = load("rfsq_ar")
+        self.heads = {name: load(name) for name in ("rfsq_parallel", "l1_regression", "fast_ar")}
+        self.drafters = {
+            "head_drafter": load("head_drafter"),
+            "tiny_policy": PolicyDrafter(policy=load("tiny_policy")),
+        }
+        self.tokenizer = load_tokenizer(folder / RFSQ_DIR)
+        self.fast_tokenizer = load_tokenizer(folder / FAST_DIR)
+
+    @property
+    def trunk(self) -> Any:
+        return self.main.config.trunk
+
+    def decoders(self, settings: Sequence[RSDSetting]) -> dict[str, Callable[[Any], DecodeResult]]:
+        """``{method name: obs -> DecodeResult}`` for the plain methods and each RSD setting."""
+        tok = self.tokenizer
+        out: dict[str, Callable[[Any], DecodeResult]] = {
+            "rfsq_ar": lambda o: decode_rfsq_ar(self.main, o, tokenizer=tok),
+            "rfsq_parallel": lambda o: decode_rfsq_parallel(self.heads["rfsq_parallel"], o, tokenizer=tok),
+            "l1_regression": lambda o: decode_l1_regression(self.heads["l1_regression"], o),
+            "fast_ar": lambda o: decode_fast_ar(self.heads["fast_ar"], o),
+        }
+        for s in settings:
+            rule, drafter = parse_rule(s.rule, tok), self.drafters[s.drafter]
+            out[s.name] = lambda o, d=drafter, g=s.gamma, r=rule: speculative_decode(
+                self.main, d, o, rule=r, gamma=g, tokenizer=tok
+            )
+        return out
+
+    def env_actions(self, method: str, result: DecodeResult) -> torch.Tensor | None:
+        """``(B, H, A)`` chunks in environment units (None for FAST sequences that do not decode)."""
+        if method == "l1_regression":
+            return self.tokenizer.normaliser.denormalise(result.actions.double().cpu())
+        if method == "fast_ar":
+            from rsdlib.tokenizers.fast import MalformedTokens
+
+            try:
+                return self.fast_tokenizer.decode([row[row >= 0] for row in result.tokens.cpu()])
+            except MalformedTokens:
+                return None
+        return result.actions
+
+
+def _mae(pred: torch.Tensor | None, target: torch.Tensor, valid: torch.Tensor) -> float | None:
+    if pred is None:
+        return None
+    err = (pred.double().cpu() - target.double().cpu()).abs().mean(-1)  # (B, H)
+    return float(err[valid.cpu()].mean())
+
+
+@torch.no_grad()
+def quality_rows(
+    models: ModelSet, batch: dict[str, Any], settings: Sequence[RSDSetting]
+) -> list[dict[str, Any]]:
+    """Decode one batch of chunks with every method.
+
+    Returns:
+        One row per method: ``method``, ``mae_demo`` (against the demonstration), ``mae_vs_plain``
+        (against plain greedy ``rfsq_ar``), ``main_passes_per_chunk``, ``tokens_per_chunk``; RSD
+        rows also ``acceptance_per_layer``, ``accepted_layers_per_chunk``, ``expected_main_passes``,
+        ``predicted_speedup_passes``, ``same_tokens_as_plain``, ``lossless``.
+    """
+    obs, target, valid = batch["obs"], batch["actions_raw"], batch["valid"]
+    decoders = models.decoders(settings)
+    plain = decoders["rfsq_ar"](obs)
+    rows = []
+    for name, decode in decoders.items():
+        result = plain if name == "rfsq_ar" else decode(obs)
+        actions = models.env_actions(name, result)
+        traces = result.traces
+        row: dict[str, Any] = {
+            "method": name,
+            "mae_demo": _mae(actions, target, valid),
+            "mae_vs_plain": _mae(actions, plain.actions, valid),
+            "main_passes_per_chunk": float(np.mean([t.main_passes for t in traces])),
+            "tokens_per_chunk": float(np.mean([sum(len(layer) for layer in t.tokens) for t in traces])),
+        }
+        if name.startswith("rsd"):
+            s = summarize(traces)
+            keys = (
+                "acceptance_per_layer",
+                "accepted_layers_per_chunk",
+                "expected_main_passes",
+                "predicted_speedup_passes",
+                "lossless",
+            )
+            row |= {k: s[k] for k in keys} | {
+                "same_tokens_as_plain": bool(torch.equal(result.tokens, plain.tokens))
+            }
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def latency_rows(
+    models: ModelSet,
+    observations: Sequence[Any],
+    settings: Sequence[RSDSetting],
+    *,
+    warmup: int = 3,
+) -> list[dict[str, Any]]:
+    """Decode each observation alone (batch 1) with every method, round robin; time each decode.
+
+    Args:
+        observations: prepared single observations (``ObservationBatch`` of size 1) on the device.
+        warmup: rounds run first and not timed.
+
+    Returns:
+        One row per method: ``latency_median_ms``, ``latency_p90_ms``, ``actions_per_s`` (H over
+        the median), ``speedup_vs_plain`` (median over median), ``ratio_to_floor`` (median over the
+        median of one prefix pass plus one block pass of the main policy), and for RSD the
+        ``predicted_speedup_time`` from its measured prefix, draft and pass times.
+    """
+    decoders = models.decoders(settings)
+    cuda = str(models.device).startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    main = models.main
+    samples: dict[str, list[float]] = {name: [] for name in [*decoders, "floor"]}
+    traces: dict[str, list[Any]] = {name: [] for name in decoders}
+    zeros = torch.zeros(1, main.L, main.N, dtype=torch.long, device=main.device)
+    first, one = (
+        torch.zeros(1, dtype=torch.long, device=main.device),
+        torch.ones(1, dtype=torch.long, device=main.device),
+    )
+    for i in range(warmup + len(observations)):
+        obs = observations[i % len(observations)]
+        for name, decode in decoders.items():
+            sync()
+            t0 = time.perf_counter()
+            result = decode(obs)
+            sync()
+            if i >= warmup:
+                samples[name].append(time.perf_counter() - t0)
+                traces[name].append(result.traces[0])
+        sync()
+        t0 = time.perf_counter()
+        state = main.prefix(obs)
+        main.block_logits(state, zeros, first, one)
+        sync()
+        if i >= warmup:
+            samples["floor"].append(time.perf_counter() - t0)
+    floor = float(np.median(samples["floor"]))
+    base = float(np.median(samples["rfsq_ar"]))
+    horizon = main.config.actions.horizon
+    rows = []
+    for name in decoders:
+        median = float(np.median(samples[name]))
+        row = {
+            "method": name,
+            "latency_median_ms": 1e3 * median,
+            "latency_p90_ms": 1e3 * float(np.percentile(samples[name], 90)),
+            "actions_per_s": horizon / median,
+            "speedup_vs_plain": base / median,
+            "ratio_to_floor": median / floor,
+            "floor_ms": 1e3 * floor,
+        }
+        if name.startswith("rsd"):
+            row["predicted_speedup_time"] = summarize(traces[name], baseline=traces["rfsq_ar"])[
+                "predicted_speedup_time"
+            ]
+        rows.append(row)
+    return rows
+
+
+def merge_rows(quality: Sequence[dict[str, Any]], latency: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method with both the quality and the latency figures."""
+    by_name = {r["method"]: dict(r) for r in quality}
+    for r in latency:
+        by_name.setdefault(r["method"], {"method": r["method"]}).update(r)
+    return list(by_name.values())
