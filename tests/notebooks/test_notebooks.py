@@ -71,6 +71,11 @@ def check_06_step_through_rsd(out: dict) -> None:
     assert out["heatmap_rows"] == 5 and 1 <= out["exact_mean_passes"] <= 4
 
 
+def check_07_latency(out: dict) -> None:
+    assert out["methods"] == 4 + 2 * 2  # four plain methods, two drafters x two rules
+    assert out["exact_is_lossless"] is True and out["plain_passes"] == 4
+
+
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
 CHECKS = {
     "00_environment_check": check_00_environment_check,
@@ -79,6 +84,7 @@ CHECKS = {
     "03_train_policies": check_03_train_policies,
     "04_load_models": check_04_load_models,
     "06_step_through_rsd": check_06_step_through_rsd,
+    "07_latency": check_07_latency,
     "05_libero_eval": check_05_libero_eval,
 }
 

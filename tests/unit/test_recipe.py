@@ -120,9 +120,9 @@ def test_fast_targets_end_with_the_end_token_and_pad_with_ignore():
 
 
 def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path):
+    from rsdlib.decoding.benchmark import ModelSet, RSDSetting, latency_rows, quality_rows
     from rsdlib.libero.comparison import METHODS as METHODS_LIBERO
     from rsdlib.libero.comparison import chunk_stats, method_policy
-    from rsdlib.decoding.benchmark import ModelSet, RSDSetting, latency_rows, quality_rows
     from rsdlib.libero.policy import EpisodeContext
 
     info = json.loads((prepared / "prepared.json").read_text())
