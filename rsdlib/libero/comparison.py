@@ -42,6 +42,29 @@ def method_policy(
     return from_checkpoint(models / method, name=name or method)
 
 
+def policy_from_spec(spec: str, models: str | Path):
+    """A method from a spec string: a plain method name (``"fast_ar"``), or RSD as
+    ``"rsd_head:g2:exact"`` / ``"rsd_tiny:g3:match_rate:0.5"`` (drafter, gamma, rule[:threshold]).
+    The policy's name is the spec."""
+    from rsdlib.decoding.benchmark import RULE_PARAM
+
+    method, _, rest = spec.partition(":")
+    if method not in DRAFTERS:
+        if rest:
+            raise ValueError(f"{spec!r}: only RSD methods ({sorted(DRAFTERS)}) take :g<gamma>:<rule>")
+        return method_policy(method, models, name=spec)
+    g, _, rule_text = rest.partition(":")
+    if not g.startswith("g") or not g[1:].isdigit() or not rule_text:
+        raise ValueError(
+            f"{spec!r}: write RSD as {method}:g<gamma>:<rule>[:threshold], e.g. {method}:g2:exact"
+        )
+    rule, _, value = rule_text.partition(":")
+    params = {}
+    if rule in RULE_PARAM:
+        params[RULE_PARAM[rule]] = int(value) if rule == "level_distance" else float(value)
+    return method_policy(method, models, rule=rule, gamma=int(g[1:]), name=spec, **params)
+
+
 def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Mean decode latency (ms), main passes and, for RSD, accepted layers per chunk, over every
     chunk of the given episode records (their ``diagnostics``)."""

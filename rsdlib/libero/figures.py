@@ -82,3 +82,23 @@ def plot_frames(frames: Sequence[np.ndarray], titles: Sequence[str]) -> plt.Figu
         ax.set_xticks([]), ax.set_yticks([])
         ax.grid(False)
     return fig
+
+
+def plot_method_success(rows: Sequence[Mapping[str, Any]], title: str = "") -> plt.Figure:
+    """Success rate per method with 95% Wilson intervals (rows: ``method``, ``rate``, ``ci_low``,
+    ``ci_high``, ``n``)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(rows), 2.6), layout="constrained")
+    x = np.arange(len(rows))
+    rate = np.array([r["rate"] for r in rows], dtype=float)
+    err = np.array([[r["rate"] - r["ci_low"] for r in rows], [r["ci_high"] - r["rate"] for r in rows]])
+    colours = ["#C44E52" if r["method"].startswith("rsd") else "#4C72B0" for r in rows]
+    ax.bar(x, rate, color=colours, width=0.7)
+    ax.errorbar(x, rate, yerr=err, fmt="none", ecolor="black", capsize=2, linewidth=0.8)
+    for i, r in enumerate(rows):
+        ax.text(i, 0.02, f"n={r['n']}", ha="center", fontsize=6, color="white")
+    ax.set_xticks(x, [r["method"] for r in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate")
+    if title:
+        ax.set_title(title, fontsize=8)
+    return fig

@@ -76,6 +76,11 @@ def check_07_latency(out: dict) -> None:
     assert out["exact_is_lossless"] is True and out["plain_passes"] == 4
 
 
+def check_08_libero_comparison(out: dict) -> None:
+    assert out["methods"] == ["rfsq_ar", "rsd_head:g2:exact"] and out["episodes_per_method"] == [1]
+    assert out["errors"] == 0 and out["rsd_recorded_acceptance"] is True
+
+
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
 CHECKS = {
     "00_environment_check": check_00_environment_check,
@@ -85,6 +90,7 @@ CHECKS = {
     "04_load_models": check_04_load_models,
     "06_step_through_rsd": check_06_step_through_rsd,
     "07_latency": check_07_latency,
+    "08_libero_comparison": check_08_libero_comparison,
     "05_libero_eval": check_05_libero_eval,
 }
 
