@@ -122,7 +122,7 @@ def test_fast_targets_end_with_the_end_token_and_pad_with_ignore():
 def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path):
     from rsdlib.decoding.benchmark import ModelSet, RSDSetting, latency_rows, quality_rows
     from rsdlib.libero.comparison import METHODS as METHODS_LIBERO
-    from rsdlib.libero.comparison import chunk_stats, method_policy
+    from rsdlib.libero.comparison import chunk_stats, method_policy, policy_from_spec
     from rsdlib.libero.policy import EpisodeContext
 
     info = json.loads((prepared / "prepared.json").read_text())
@@ -157,6 +157,12 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         stats = chunk_stats(records)
         assert stats["chunks"] == 2 and stats["main_passes"] >= 1
         assert ("accepted_layers" in stats) == method.startswith("rsd")
+
+    lossy = policy_from_spec("rsd_head:g3:match_rate:0.5", out)
+    assert (lossy.settings.gamma, lossy.settings.rule, lossy.settings.rule_params) == (3, "match_rate", {"tau": 0.5})
+    for bad in ("rsd_head:exact", "fast_ar:g2:exact", "rsd_head:g2:match_rate"):
+        with pytest.raises(ValueError):
+            policy_from_spec(bad, out)
 
     # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
     models = ModelSet(out)
