@@ -81,6 +81,10 @@ def check_08_libero_comparison(out: dict) -> None:
     assert out["errors"] == 0 and out["rsd_recorded_acceptance"] is True
 
 
+def check_90_paper_tables(out: dict) -> None:
+    assert out == {"measured_rows": 2, "cited_rows": 4}
+
+
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
 CHECKS = {
     "00_environment_check": check_00_environment_check,
@@ -91,6 +95,7 @@ CHECKS = {
     "06_step_through_rsd": check_06_step_through_rsd,
     "07_latency": check_07_latency,
     "08_libero_comparison": check_08_libero_comparison,
+    "90_paper_tables": check_90_paper_tables,
     "05_libero_eval": check_05_libero_eval,
 }
 
