@@ -96,7 +96,7 @@ def step_seed(seed: int, step: int) -> int:
 class TrainResult:
     """What :func:`train` did."""
 
-    steps_done: int
+    steps_done: int  # the step reached (below config.steps when a deadline stopped it)
     resumed_from: int
     last_loss: float
     seconds: float
@@ -112,6 +112,7 @@ def train(
     loss_fn: LossFn | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     resume: bool = True,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place, resuming from ``run_dir/last`` when it exists.
 
@@ -123,6 +124,8 @@ def train(
         loss_fn: ``batch -> (loss, metrics)``; defaults to ``model.loss``.
         evaluate: ``model -> metrics`` on validation data, logged with ``"split": "val"``.
         resume: continue from ``run_dir/last`` if present (False starts over and overwrites it).
+        deadline: a ``time.time()`` after which training stops at the next step, with a
+            checkpoint there (a time limit on a shared machine); calling again resumes from it.
 
     Returns:
         :class:`TrainResult`.
@@ -176,19 +179,26 @@ def train(
             row["seconds"] = time.perf_counter() - t0
             _append(log_file, row)
             bar.set_postfix(loss=f"{last_loss:.4f}")
+        out_of_time = deadline is not None and time.time() > deadline and done < config.steps
         if evaluate is not None and (
-            (config.eval_every and done % config.eval_every == 0) or done == config.steps
+            (config.eval_every and done % config.eval_every == 0) or done == config.steps or out_of_time
         ):
             model.eval()
             with torch.no_grad():
                 val = evaluate(model)
             model.train()
             _append(log_file, {"step": done, "split": "val"} | {k: float(v) for k, v in val.items()})
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
             _save_state(model, optimizer, scheduler, done, config, run_dir / "last")
+        if out_of_time:
+            _append(
+                log_file,
+                {"step": done, "split": "stopped", "reason": "deadline", "seconds": time.perf_counter() - t0},
+            )
+            break
     model.eval()
     return TrainResult(
-        steps_done=config.steps,
+        steps_done=done if config.steps > start else start,
         resumed_from=start,
         last_loss=last_loss,
         seconds=time.perf_counter() - t0,

@@ -25,12 +25,16 @@ rm -rf "$out.smoke"
 echo "== training for about $minutes min per model"
 mkdir -p "$out"
 head_minutes=$(awk "BEGIN { print $minutes / 4 }")
+# The step counts come from a timing taken while the other processes start up; if sharing the GPU
+# makes steps slower than timed, a deadline stops each model (with a checkpoint) at 1.3x its time.
+limit=$(awk "BEGIN { print $minutes * 1.3 }")
+head_limit=$(awk "BEGIN { print $head_minutes * 1.3 + 0.5 }")
 pids=()
-(train --out "$out" --models rfsq_ar --minutes "$minutes" &&
-	train --out "$out" --models head_drafter --minutes "$head_minutes") >"$out/rfsq_ar.log" 2>&1 &
+(train --out "$out" --models rfsq_ar --minutes "$minutes" --deadline-minutes "$limit" &&
+	train --out "$out" --models head_drafter --minutes "$head_minutes" --deadline-minutes "$head_limit") >"$out/rfsq_ar.log" 2>&1 &
 pids+=($!)
 for model in rfsq_parallel l1_regression fast_ar tiny_policy; do
-	train --out "$out" --models "$model" --minutes "$minutes" >"$out/$model.log" 2>&1 &
+	train --out "$out" --models "$model" --minutes "$minutes" --deadline-minutes "$limit" >"$out/$model.log" 2>&1 &
 	pids+=($!)
 done
 status=0

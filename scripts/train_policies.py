@@ -42,6 +42,9 @@ def main() -> None:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--minutes", type=float, default=None, help="per model: steps that fit, timed first")
     t.add_argument("--lr", type=float, default=None)
+    t.add_argument(
+        "--deadline-minutes", type=float, default=None, help="per model: stop (and save) after this"
+    )
     t.add_argument("--device", default=None)
     c = sub.add_parser("cards", help="validation metrics and cards")
     c.add_argument("--out", required=True)
@@ -67,7 +70,12 @@ def main() -> None:
         }
         schedules = {m: replace(base, **overrides) for m in args.models}
         seconds = train_models(
-            args.prepared, args.out, models=args.models, schedules=schedules, device=args.device
+            args.prepared,
+            args.out,
+            models=args.models,
+            schedules=schedules,
+            device=args.device,
+            deadline_minutes=args.deadline_minutes,
         )
         print(json.dumps({"seconds": seconds}))
     else:

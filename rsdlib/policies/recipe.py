@@ -217,6 +217,7 @@ def train_models(
     device: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    deadline_minutes: float | None = None,
 ) -> dict[str, float]:
     """Train ``models`` on a prepared folder; checkpoints go to ``<out>/<name>/`` (resumable).
 
@@ -226,6 +227,8 @@ def train_models(
     Args:
         schedules: per-model :class:`Schedule` (missing names use the default schedule).
         device: ``cuda``, ``cpu`` or None (cuda when there is one).
+        deadline_minutes: per model, stop after this much wall time even if steps remain (a
+            checkpoint is written there; calling again resumes). A safety net for time limits.
 
     Returns:
         Training wall time in seconds per model.
@@ -300,7 +303,11 @@ def train_models(
             eval_every=schedule.eval_every, progress=progress,
         )  # fmt: skip
         t0 = time.perf_counter()
-        train(model, batches=batches, config=config_t, run_dir=out / name, loss_fn=loss_fn, evaluate=validate)
+        deadline = None if deadline_minutes is None else time.time() + 60 * deadline_minutes
+        result = train(
+            model, batches=batches, config=config_t, run_dir=out / name, loss_fn=loss_fn, evaluate=validate,
+            deadline=deadline,
+        )  # fmt: skip
         seconds[name] = time.perf_counter() - t0
         # The shipped checkpoint is the last one without its optimizer state (``last/`` keeps
         # that for resuming and is not shipped).
@@ -308,7 +315,7 @@ def train_models(
             shutil.copy2(out / name / "last" / file, out / name / file)
         _write_json(out / name / "training.json", {
             "model": name, "device": describe_device(device), "seconds": seconds[name],
-            "schedule": meta["schedule"], "parameters": sum(p.numel() for p in model.parameters()),
+            "schedule": meta["schedule"], "steps_done": result.steps_done, "parameters": sum(p.numel() for p in model.parameters()),
             "train_chunks": len(train_set), "val_chunks": len(val_set),
         })  # fmt: skip
     return seconds

@@ -159,7 +159,11 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         assert ("accepted_layers" in stats) == method.startswith("rsd")
 
     lossy = policy_from_spec("rsd_head:g3:match_rate:0.5", out)
-    assert (lossy.settings.gamma, lossy.settings.rule, lossy.settings.rule_params) == (3, "match_rate", {"tau": 0.5})
+    assert (lossy.settings.gamma, lossy.settings.rule, lossy.settings.rule_params) == (
+        3,
+        "match_rate",
+        {"tau": 0.5},
+    )
     for bad in ("rsd_head:exact", "fast_ar:g2:exact", "rsd_head:g2:match_rate"):
         with pytest.raises(ValueError):
             policy_from_spec(bad, out)

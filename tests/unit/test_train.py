@@ -190,3 +190,19 @@ def test_demo_items_train_and_evaluate_every_head(tmp_path):
     b = augment_images(imgs, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == imgs.shape and not torch.equal(a, imgs)
     assert float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_a_deadline_stops_with_a_checkpoint_and_a_second_call_finishes(tmp_path):
+    import time
+
+    cfg = TrainConfig(steps=5, warmup_steps=1, log_every=1, checkpoint_every=10, progress=False)
+    policy = tiny_policy(seed=0)
+    first = train(
+        policy, batches=synthetic_batches(policy), config=cfg, run_dir=tmp_path, deadline=time.time() - 1
+    )
+    assert first.steps_done == 1  # the deadline had passed: one step, then a checkpoint there
+    assert (tmp_path / "last" / "trainer.pt").is_file()
+    again = tiny_policy(seed=3)
+    second = train(again, batches=synthetic_batches(again), config=cfg, run_dir=tmp_path)
+    assert second.resumed_from == 1 and second.steps_done == 5
+    assert [r["step"] for r in read_log(tmp_path) if r["split"] == "train"] == [1, 2, 3, 4, 5]
