@@ -66,14 +66,15 @@ def policy_from_spec(spec: str, models: str | Path):
 
 
 def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Mean decode latency (ms), main passes and, for RSD, accepted layers per chunk, over every
-    chunk of the given episode records (their ``diagnostics``)."""
+    """Decode latency (median and p90, ms; the first chunk of a worker includes warm-up), mean
+    main passes and, for RSD, mean accepted layers per chunk, over every chunk of the given
+    episode records (their ``diagnostics``)."""
     chunks = [c for r in records for c in r.get("diagnostics") or []]
     if not chunks:
         return {}
     out = {
         "chunks": len(chunks),
-        "latency_ms": float(np.mean([c["latency_ms"]["total"] for c in chunks])),
+        "latency_median_ms": float(np.median([c["latency_ms"]["total"] for c in chunks])),
         "latency_p90_ms": float(np.percentile([c["latency_ms"]["total"] for c in chunks], 90)),
         "main_passes": float(np.mean([c["main_passes"] for c in chunks])),
     }
