@@ -210,8 +210,8 @@ class LearnedPolicy(Policy):
         Returns:
             ``(B, H, A)`` chunks in environment units, and the decoding result with its traces.
         """
-        result = self._decode(batch)
-        return self._env_actions(result).detach().cpu().double().numpy(), result
+        result = self.decode_tokens(batch)
+        return self.env_actions(result).detach().cpu().double().numpy(), result
 
     def config(self) -> dict[str, Any]:
         """What the run's config records: settings, the rule's label, the model and where it came from."""
@@ -248,7 +248,9 @@ class LearnedPolicy(Policy):
             out["instruction"] = instruction
         return out  # the processor names whatever is still missing or misshapen
 
-    def _decode(self, batch: Any) -> DecodeResult:
+    def decode_tokens(self, batch: Any) -> DecodeResult:
+        """Decode prepared observations with the policy's method and settings (tokens and traces;
+        :meth:`env_actions` turns them into environment actions)."""
         s, m = self.settings, self.model
         g = self._generator if s.temperature > 0 else None
         if s.method == "rsd":
@@ -273,8 +275,12 @@ class LearnedPolicy(Policy):
             return decode_l1_regression(m, batch)
         return decode_fast_ar(m, batch, temperature=s.temperature, generator=g)
 
-    def _env_actions(self, result: DecodeResult) -> torch.Tensor:
-        """``(B, H, A)`` in environment units."""
+    def env_actions(self, result: DecodeResult) -> torch.Tensor:
+        """``(B, H, A)`` in environment units.
+
+        Raises:
+            MalformedTokens: a ``fast_ar`` sequence that does not decode to a chunk.
+        """
         method = self.settings.method
         if method == "l1_regression":
             return self.normaliser.denormalise(result.actions.double())
