@@ -151,6 +151,7 @@ def prepare(
         sizes[split] = {"chunks": len(packed), "episodes": len(dataset.refs)}
     instructions = sorted({r.instruction for r in data.train.refs} | {r.instruction for r in data.val.refs})
     info = {
+        "generation": _generation_config(data.train.refs[0].path),
         "suite": suite,
         "demos_root": str(demos_root or DEMOS_DIR),
         "image_size": packed.image_size,
@@ -167,6 +168,15 @@ def prepare(
     }
     (out / PREPARED_FILE).write_text(json.dumps(info, indent=1))
     return out
+
+
+def _generation_config(path: str | Path) -> dict[str, Any] | None:
+    """How a demonstration file was made (its ``generation_config`` attribute), if it says."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f["data"].attrs.get("generation_config")
+        return None if raw is None else json.loads(raw)
 
 
 def read_prepared(folder: str | Path) -> dict[str, Any]:
@@ -438,6 +448,18 @@ def write_cards(
     return cards
 
 
+def _generation_lines(gen: dict[str, Any] | None) -> list[str]:
+    if not gen:
+        return []
+    return [
+        f"Demonstrations: the scripted expert on {gen['episodes']} init states per task, action noise "
+        f"{gen['noise_std']}, waypoint noise {gen['waypoint_noise']} m, seed {gen['seed']}, "
+        f"{gen['protocol']['camera_resolution']} px cameras, fast rendering {gen['fast_render']} "
+        "(evaluate with the same resolution and rendering).",
+        "",
+    ]
+
+
 def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
     """A README table of the cards: parameters, steps, wall time, device, validation metrics."""
     layers = info["actions"]["num_layers"]
@@ -453,6 +475,7 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
         "episodes: token accuracy is teacher-forced (the true coarser layers given), action MAE is the "
         "mean absolute error of the greedy decoded chunk in environment units.",
         "",
+        *(_generation_lines(info.get("generation"))),
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
