@@ -85,6 +85,11 @@ def check_90_paper_tables(out: dict) -> None:
     assert out == {"measured_rows": 2, "cited_rows": 4}
 
 
+def check_91_paper_figures(out: dict) -> None:
+    assert out["figures"] == ["91_fig1_pipeline", "91_fig3_iso_latency", "91_fig4_acceptance"]
+    assert out["manifest_entries"] > 20  # every figure and table of the smoke run
+
+
 #: Per-notebook checks of the recorded outputs; a notebook without one only has to run.
 CHECKS = {
     "00_environment_check": check_00_environment_check,
@@ -96,6 +101,7 @@ CHECKS = {
     "07_latency": check_07_latency,
     "08_libero_comparison": check_08_libero_comparison,
     "90_paper_tables": check_90_paper_tables,
+    "91_paper_figures": check_91_paper_figures,
     "05_libero_eval": check_05_libero_eval,
 }
 

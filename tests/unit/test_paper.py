@@ -1,0 +1,63 @@
+"""Paper figures are drawn from saved rows alone and come out byte-identical when redrawn."""
+
+from __future__ import annotations
+
+import json
+
+from rsdlib.paper import latency_key, plot_acceptance_by_rule, plot_iso_latency, plot_pipeline, write_manifest
+from rsdlib.plotting import paper_style, save_figure
+
+COMPARISON = {
+    "suite": "libero_spatial",
+    "rows": [
+        {"method": "rfsq_ar", "rate": 0.6, "ci_low": 0.3, "ci_high": 0.85, "n": 10},
+        {"method": "rsd_head:g2:exact", "rate": 0.6, "ci_low": 0.3, "ci_high": 0.85, "n": 10},
+        {"method": "l1_regression", "rate": 0.2, "ci_low": 0.05, "ci_high": 0.5, "n": 10},
+    ],
+}
+LATENCY = {
+    "device": "CPU",
+    "rows": [
+        {"method": "rfsq_ar", "latency_median_ms": 30.0, "floor_ms": 12.0},
+        {"method": "rsd head_drafter g=2 exact", "latency_median_ms": 21.0, "floor_ms": 12.0,
+         "acceptance_per_layer": [0.9, 0.5, None, 0.7]},
+        {"method": "l1_regression", "latency_median_ms": 11.0, "floor_ms": 12.0},
+    ],
+}  # fmt: skip
+
+
+def test_latency_key_maps_comparison_specs_to_latency_rows():
+    assert latency_key("rsd_head:g2:exact") == "rsd head_drafter g=2 exact"
+    assert latency_key("rsd_tiny:g3:match_rate:0.5") == "rsd tiny_policy g=3 match_rate:0.5"
+    assert latency_key("fast_ar") == "fast_ar"
+
+
+def test_paper_figures_are_byte_identical_when_redrawn(tmp_path):
+    draw = {
+        "fig1": plot_pipeline,
+        "fig3": lambda: plot_iso_latency(COMPARISON, LATENCY),
+        "fig4": lambda: plot_acceptance_by_rule(LATENCY["rows"]),
+    }
+    for name, make in draw.items():
+        with paper_style():
+            first = save_figure(make(), tmp_path / "a" / name, close=True)
+            second = save_figure(make(), tmp_path / "b" / name, close=True)
+        for a, b in zip(first, second, strict=True):
+            assert a.read_bytes() == b.read_bytes(), a.name
+    fig3 = plot_iso_latency(COMPARISON, LATENCY)
+    assert len(fig3.axes[0].texts) == 3  # every method with a latency gets a labelled marker
+
+
+def test_manifest_names_notebook_runs_and_hashes(tmp_path):
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "07_latency.png").write_bytes(b"png")
+    (figures / "02_tokenizers_table.md").write_text("| a |\n")
+    first = write_manifest(figures, sources={"07_": ["/tmp/runs/latency/default"]})
+    assert first["07_latency.png"]["notebook"] == "07_latency.ipynb"
+    assert first["07_latency.png"]["results"] == ["default"]
+    assert first["02_tokenizers_table.md"]["results"] == []
+    text = (figures / "MANIFEST.json").read_text()
+    write_manifest(figures, sources={"07_": ["/tmp/runs/latency/default"]})
+    assert (figures / "MANIFEST.json").read_text() == text  # deterministic
+    assert "MANIFEST.json" not in json.loads(text)
