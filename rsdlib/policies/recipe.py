@@ -470,7 +470,7 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
         "",
         f"Trained on the scripted-expert demonstrations of {info['suite']} "
         f"({info['splits']['train']['episodes']} training and {info['splits']['val']['episodes']} validation "
-        f"episodes, split by episode; every {info['stride']}th chunk start; {info['image_size']} px images). "
+        f"episodes, split by episode; a chunk starting every {info['stride']} steps; {info['image_size']} px images). "
         "Regenerate with `scripts/train_policies.py` (see the main README). Metrics are on the validation "
         "episodes: token accuracy is teacher-forced (the true coarser layers given), action MAE is the "
         "mean absolute error of the greedy decoded chunk in environment units.",
