@@ -483,10 +483,11 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
         t, v = card["training"], card["validation"]
         accs = [f"{v[f'acc_layer{i}']:.3f}" if f"acc_layer{i}" in v else "" for i in range(layers)]
         mae = f"{v['action_mae']:.4f}" if "action_mae" in v else ""
+        done, planned = t.get("steps_done", t["schedule"]["steps"]), t["schedule"]["steps"]
         row = [
             name,
             f"{t['parameters']:,}",
-            str(t["schedule"]["steps"]),
+            str(planned) if done == planned else f"{done} of {planned} (time limit)",
             f"{t['seconds'] / 60:.1f} min",
             t["device"],
         ]
