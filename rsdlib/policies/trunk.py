@@ -18,6 +18,7 @@ to attention as-is, ``create_causal_mask`` returns it untouched) and explicit ``
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -58,6 +59,14 @@ class TrunkState:
         """``(B,)`` one more than the highest valid cached block (0 when only the prefix is held)."""
         blocks = torch.where(self.key_valid, self.key_block, torch.full_like(self.key_block, PREFIX_BLOCK))
         return blocks.max(dim=1).values + 1
+
+
+def cache_kwarg(model: nn.Module, cache: DynamicCache | None) -> dict[str, DynamicCache | None]:
+    """The KV cache as the keyword ``model.forward`` takes: ``cache`` in transformers >= 5.2x,
+    ``past_key_values`` before. An unknown keyword would be swallowed by ``**kwargs`` silently and
+    decoding would run without its cache, so the name is read from the signature."""
+    params = inspect.signature(type(model).forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
 
 
 def block_causal_mask(
@@ -290,8 +299,8 @@ class LlamaTrunk(Trunk):
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
-            cache=cache,
             use_cache=cache is not None,
+            **cache_kwarg(self.body_model, cache),
         )
         return out.last_hidden_state
 

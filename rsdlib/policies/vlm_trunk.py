@@ -20,7 +20,7 @@ from transformers import DynamicCache, LlavaConfig, LlavaModel
 
 from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.processor import ObservationBatch
-from rsdlib.policies.trunk import Trunk
+from rsdlib.policies.trunk import Trunk, cache_kwarg
 
 #: CLIP's input normalisation (LLaVA's image processor default).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -109,8 +109,8 @@ class LlavaTrunk(Trunk):
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
-            cache=cache,
             use_cache=cache is not None,
+            **cache_kwarg(self.vlm.language_model, cache),
         )
         return out.last_hidden_state
 

@@ -328,3 +328,17 @@ def test_load_drafter_wraps_policies_and_refuses_baselines(tmp_path):
     save(tiny_policy("l1_regression"), tmp_path / "l1")
     with pytest.raises(CheckpointError, match="'l1_regression' policy, which cannot draft"):
         load_drafter(tmp_path / "l1")
+
+
+def test_the_cache_keyword_follows_the_models_signature():
+    """transformers renamed past_key_values to cache; a wrong name would silently drop the cache."""
+    from rsdlib.policies.trunk import cache_kwarg
+
+    class Before(torch.nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, **kwargs): ...
+
+    class After(torch.nn.Module):
+        def forward(self, inputs_embeds=None, cache=None, **kwargs): ...
+
+    assert cache_kwarg(Before(), "c") == {"past_key_values": "c"}
+    assert cache_kwarg(After(), "c") == {"cache": "c"}
