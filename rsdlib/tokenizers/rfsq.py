@@ -318,13 +318,19 @@ class RFSQTokenizer(ActionTokenizer):
         """
         self._check_fitted()
         ids = self._check_ids(ids)
-        return torch.cat(
-            [self.model.decode_latents(self.model.quantized_from_ids(part)) for part in ids.split(_SLICE)]
+        here = next(self.model.parameters()).device  # ids may come from a policy on another device
+        out = torch.cat(
+            [
+                self.model.decode_latents(self.model.quantized_from_ids(part.to(here)))
+                for part in ids.split(_SLICE)
+            ]
         )
+        return out.to(ids.device)
 
     def decode(self, ids: Tensor) -> Tensor:
-        """Ids (B, N, k) of the first k layers (1 <= k <= L) -> chunks (B, H, A) in environment units."""
-        return self.normaliser.denormalise(self.decode_normalised(ids))
+        """Ids (B, N, k) of the first k layers (1 <= k <= L) -> chunks (B, H, A) in environment units
+        (on the ids' device; the tokenizer itself computes on its own, the CPU by default)."""
+        return self.normaliser.denormalise(self.decode_normalised(ids).cpu()).to(ids.device)
 
     @torch.no_grad()
     def reconstruct(self, chunks: Tensor | np.ndarray) -> Tensor:
