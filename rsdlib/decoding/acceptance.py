@@ -231,6 +231,13 @@ def make_rule(name: str, *, tokenizer: Any = None, **params: Any) -> AcceptanceR
             raise ValueError(f"level_distance delta ({params['delta']}) must be a non-negative integer")
         if not hasattr(tokenizer, "index_to_digits"):
             raise ValueError("level_distance needs tokenizer= with index_to_digits (the RFSQ tokenizer)")
+        levels = getattr(tokenizer, "levels", None)
+        if levels and params["delta"] >= max(levels) - 1:
+            raise ValueError(
+                f"level_distance delta={params['delta']} accepts every drafted token: the tokenizer's FSQ "
+                f"channels have at most {max(levels)} levels, so no two codes differ by more than "
+                f"{max(levels) - 1} per channel. Use a smaller delta (0 is exact) or another rule."
+            )
     if name == "action_tolerance":
         if params["eps"] < 0:
             raise ValueError(f"action_tolerance eps ({params['eps']}) must be >= 0")

@@ -460,3 +460,13 @@ def test_exact_rule_with_more_layers_and_items_out_of_step(gamma):
         # the wrong layer costs a correction exactly when it was drafted (not taken as a bonus)
         assert sum(r.correction is not None for r in t.rounds) == (i in drafted), i
         assert DecodeTrace.from_json(t.to_json()) == t
+
+
+def test_a_vacuous_level_distance_is_refused():
+    """With binary FSQ channels every pair of codes is within distance 1: delta=1 would accept anything."""
+    from types import SimpleNamespace
+
+    binary = SimpleNamespace(levels=[2] * 10, index_to_digits=lambda ids: ids)
+    with pytest.raises(ValueError, match="accepts every drafted token"):
+        make_rule("level_distance", tokenizer=binary, delta=1)
+    assert make_rule("level_distance", tokenizer=binary, delta=0).name == "level_distance"
