@@ -265,6 +265,7 @@ def train_models(
     (out / PREPARED_FILE).write_text(json.dumps(info, indent=1))
     train_set = PackedChunks.load(prepared_dir / TRAIN_FILE).to(device)
     val_set = PackedChunks.load(prepared_dir / VAL_FILE).to(device)
+    decoders = _decoders(prepared_dir)
     schedules = schedules or {}
     seconds = {}
     for name in models:
@@ -305,7 +306,11 @@ def train_models(
             model = _with_metadata(model, meta)
 
         def validate(m, loss_fn=loss_fn, trunk=trunk) -> dict[str, float]:
-            return _validation_loss(m, val_set, trunk, loss_fn)
+            if loss_fn is not None or decoders is None:  # the head drafter, or no tokenizer code here
+                return _validation_loss(m, val_set, trunk, loss_fn)
+            from rsdlib.policies.data import evaluate_policy
+
+            return evaluate_policy(m, val_set, batch_size=256, **decoders)
 
         config_t = TrainConfig(
             steps=schedule.steps, lr=schedule.lr, warmup_steps=min(schedule.warmup_steps, schedule.steps),
@@ -363,6 +368,22 @@ def _with_metadata(model, meta: dict[str, Any]):
     """``model`` with ``meta`` as its config's metadata (the config is frozen; the weights stay)."""
     model.config = replace(model.config, metadata=meta)
     return model
+
+
+def _decoders(prepared_dir: Path) -> dict[str, Any] | None:
+    """What the validation needs to decode actions (``action_mae`` in the log): the tokenizers and
+    the denormaliser; None where the tokenizers' code is not installed (a bare GPU machine), and
+    the log then holds the loss and token accuracy only."""
+    try:
+        from rsdlib.tokenizers import load_tokenizer
+    except ImportError:
+        return None
+    rfsq, fast = load_tokenizer(prepared_dir / RFSQ_DIR), load_tokenizer(prepared_dir / FAST_DIR)
+    return {
+        "tokenizer": rfsq,
+        "fast_tokenizer": fast,
+        "denormalize": lambda x: rfsq.normaliser.denormalise(torch.as_tensor(x)).numpy(),
+    }
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from rsdlib.policies.recipe import (
     train_models,
     write_cards,
 )
+from rsdlib.train import read_log
 
 SIZE = 16
 TINY_TRUNK = TrunkConfig(
@@ -132,6 +133,8 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     out = tmp_path / "models"
     seconds = train_models(prepared, out, schedules=schedules, sizes=sizes, device="cpu", progress=False)
     assert set(seconds) == set(MODELS)
+    val_rows = [r for r in read_log(out / "rfsq_ar") if r["split"] == "val"]
+    assert "action_mae" in val_rows[-1] and "acc_layer0" in val_rows[-1]  # decoded action error in the log
     cards = write_cards(out, prepared_dir=prepared)
     assert set(cards) == set(MODELS)
     for name in ("rfsq_ar", "rfsq_parallel", "tiny_policy", "head_drafter"):
