@@ -43,14 +43,20 @@ class RSDSetting:
         return f"rsd {self.drafter} g={self.gamma} {self.rule}"
 
 
-def parse_rule(text: str, tokenizer: Any) -> AcceptanceRule:
-    """``"name"`` or ``"name:threshold"`` as an acceptance rule."""
+def rule_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``"name"`` or ``"name:threshold"`` as the rule's name and parameters."""
     name, _, value = text.partition(":")
     params: dict[str, Any] = {}
     if name in RULE_PARAM:
         if not value:
             raise ValueError(f"rule {name!r} needs a threshold: write {name}:<{RULE_PARAM[name]}>")
         params[RULE_PARAM[name]] = int(value) if name == "level_distance" else float(value)
+    return name, params
+
+
+def parse_rule(text: str, tokenizer: Any) -> AcceptanceRule:
+    """``"name"`` or ``"name:threshold"`` as an acceptance rule."""
+    name, params = rule_spec(text)
     return make_rule(name, tokenizer=tokenizer, **params)
 
 

@@ -46,7 +46,7 @@ def policy_from_spec(spec: str, models: str | Path):
     """A method from a spec string: a plain method name (``"fast_ar"``), or RSD as
     ``"rsd_head:g2:exact"`` / ``"rsd_tiny:g3:match_rate:0.5"`` (drafter, gamma, rule[:threshold]).
     The policy's name is the spec."""
-    from rsdlib.decoding.benchmark import RULE_PARAM
+    from rsdlib.decoding.benchmark import rule_spec
 
     method, _, rest = spec.partition(":")
     if method not in DRAFTERS:
@@ -58,10 +58,7 @@ def policy_from_spec(spec: str, models: str | Path):
         raise ValueError(
             f"{spec!r}: write RSD as {method}:g<gamma>:<rule>[:threshold], e.g. {method}:g2:exact"
         )
-    rule, _, value = rule_text.partition(":")
-    params = {}
-    if rule in RULE_PARAM:
-        params[RULE_PARAM[rule]] = int(value) if rule == "level_distance" else float(value)
+    rule, params = rule_spec(rule_text)
     return method_policy(method, models, rule=rule, gamma=int(g[1:]), name=spec, **params)
 
 
