@@ -16,14 +16,14 @@ import argparse
 import json
 
 from rsdlib.libero.demos import DEMOS_DIR, DemoConfig, generate_suite
-from rsdlib.libero.protocol import SUITES, Protocol
+from rsdlib.libero.protocol import EXTRA_SUITES, SUITES, Protocol
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", required=True, choices=SUITES)
+    parser.add_argument("--suite", required=True, choices=SUITES + EXTRA_SUITES)
     parser.add_argument("--tasks", nargs="*", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from rsdlib.policies.recipe import MODELS, Schedule, prepare, train_models, write_cards
+from rsdlib.policies.distill import distill_head_drafter
+from rsdlib.policies.recipe import MODELS, Schedule, Sizes, prepare, train_models, write_cards
 
 
 def main() -> None:
@@ -46,6 +47,16 @@ def main() -> None:
         "--deadline-minutes", type=float, default=None, help="per model: stop (and save) after this"
     )
     t.add_argument("--device", default=None)
+    t.add_argument(
+        "--trunk", choices=("main", "tiny"), default="main",
+        help="trunk of the main policy and baselines: the default, or the tiny drafter's (small checkpoints)",
+    )  # fmt: skip
+    d = sub.add_parser("distill", help="fine-tune the head drafter on the main policy's greedy tokens")
+    d.add_argument("--models", required=True)
+    d.add_argument("--prepared", required=True)
+    d.add_argument("--out", default=None, help="default: replace <models>/head_drafter")
+    d.add_argument("--steps", type=int, default=3000)
+    d.add_argument("--batch-size", type=int, default=256)
     c = sub.add_parser("cards", help="validation metrics and cards")
     c.add_argument("--out", required=True)
     c.add_argument("--prepared", default=None)
@@ -76,8 +87,14 @@ def main() -> None:
             schedules=schedules,
             device=args.device,
             deadline_minutes=args.deadline_minutes,
+            sizes=Sizes() if args.trunk == "main" else replace(Sizes(), main=Sizes().tiny),
         )
         print(json.dumps({"seconds": seconds}))
+    elif args.stage == "distill":
+        report = distill_head_drafter(
+            args.models, args.prepared, out=args.out, steps=args.steps, batch_size=args.batch_size
+        )
+        print(json.dumps(report, indent=1))
     else:
         cards = write_cards(args.out, prepared_dir=args.prepared)
         print(json.dumps({name: card["validation"] for name, card in cards.items()}, indent=1))

@@ -24,11 +24,13 @@ def method_policy(
     *,
     rule: str = "exact",
     gamma: int = 2,
+    temperature: float = 0.0,
     name: str | None = None,
     **params: Any,
 ):
     """A :class:`~rsdlib.libero.learned_policy.LearnedPolicy` for ``method`` from a models folder
-    (``rsdlib.policies.recipe`` layout)."""
+    (``rsdlib.policies.recipe`` layout); ``temperature`` > 0 samples (token methods; RSD with the
+    ``speculative`` rule)."""
     from rsdlib.libero.learned_policy import from_checkpoint
 
     if method not in METHODS:
@@ -37,29 +39,37 @@ def method_policy(
     if method in DRAFTERS:
         return from_checkpoint(
             models / "rfsq_ar", drafter_path=models / DRAFTERS[method], rule=rule, gamma=gamma,
-            name=name or method, **params,
+            temperature=temperature, name=name or method, **params,
         )  # fmt: skip
-    return from_checkpoint(models / method, name=name or method)
+    return from_checkpoint(models / method, temperature=temperature, name=name or method)
 
 
 def policy_from_spec(spec: str, models: str | Path):
     """A method from a spec string: a plain method name (``"fast_ar"``), or RSD as
-    ``"rsd_head:g2:exact"`` / ``"rsd_tiny:g3:match_rate:0.5"`` (drafter, gamma, rule[:threshold]).
+    ``"rsd_head:g2:exact"`` / ``"rsd_tiny:g3:match_rate:0.5"`` (drafter, gamma, rule[:threshold]);
+    a trailing ``@T`` samples at temperature T (``"rfsq_ar@1"``, ``"rsd_head:g2:speculative@1"``).
     The policy's name is the spec."""
     from rsdlib.decoding.benchmark import rule_spec
 
-    method, _, rest = spec.partition(":")
+    body, at, temp = spec.partition("@")
+    try:
+        temperature = float(temp) if at else 0.0
+    except ValueError:
+        raise ValueError(f"{spec!r}: write a temperature after '@' as a number, e.g. rfsq_ar@1") from None
+    method, _, rest = body.partition(":")
     if method not in DRAFTERS:
         if rest:
             raise ValueError(f"{spec!r}: only RSD methods ({sorted(DRAFTERS)}) take :g<gamma>:<rule>")
-        return method_policy(method, models, name=spec)
+        return method_policy(method, models, temperature=temperature, name=spec)
     g, _, rule_text = rest.partition(":")
     if not g.startswith("g") or not g[1:].isdigit() or not rule_text:
         raise ValueError(
             f"{spec!r}: write RSD as {method}:g<gamma>:<rule>[:threshold], e.g. {method}:g2:exact"
         )
     rule, params = rule_spec(rule_text)
-    return method_policy(method, models, rule=rule, gamma=int(g[1:]), name=spec, **params)
+    return method_policy(
+        method, models, rule=rule, gamma=int(g[1:]), temperature=temperature, name=spec, **params
+    )
 
 
 def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rsdlib.libero.goals import has_alternatives, install_goal_check
 from rsdlib.libero.protocol import WAIT_ACTION, Protocol, postprocess_gripper
 from rsdlib.libero.render import configure_rendering
 from rsdlib.libero.tasks import TaskSpec, get_task, init_states
@@ -103,6 +104,9 @@ class LiberoEnv:
         self.init_states = init_states(suite, task_id)
         self.max_steps = self.protocol.max_steps_for(suite)
         self._env = self._make()
+        problem = self._env.env
+        if has_alternatives(problem.parsed_problem["goal_state"]):  # LIBERO's own check cannot read "or"
+            install_goal_check(problem)
         self._fast_applied = False
         self.steps = 0  # steps taken since the wait ended
 

@@ -51,10 +51,16 @@ class EpisodeSpec:
     task_id: int
     init_index: int
     seed: int
+    repeat: int = 0  # > 0: another episode from the same init state, with its own seed
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.suite, self.task_id, self.init_index)
+    def key(self) -> tuple[str, int, int, int]:
+        return (self.suite, self.task_id, self.init_index, self.repeat)
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, int, int, int]:
+    """The :attr:`EpisodeSpec.key` of an episode record (records from before repeats lack one: 0)."""
+    return (record["suite"], record["task_id"], record["init_index"], record.get("repeat", 0))
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class EvalOptions:
         video: which episodes get an MP4: ``none``, ``failures`` or ``all``.
         video_wrist: put the wrist camera beside the agentview camera in videos.
         video_fps: frames per second of the videos.
+        record_path: keep the end-effector position of every step (``eef_path``) and where the
+            goal's objects start and end (``objects``) in each episode record.
     """
 
     protocol: Protocol = field(default_factory=Protocol)
@@ -78,6 +86,7 @@ class EvalOptions:
     video: str = "none"
     video_wrist: bool = False
     video_fps: int = 20
+    record_path: bool = False
 
     def __post_init__(self) -> None:
         if self.video not in VIDEO_CHOICES:
@@ -100,9 +109,9 @@ class EvalResult:
 # -- episodes -----------------------------------------------------------------------------------
 
 
-def episode_seed(base_seed: int, suite: str, task_id: int, init_index: int) -> int:
+def episode_seed(base_seed: int, suite: str, task_id: int, init_index: int, repeat: int = 0) -> int:
     """A seed per episode that depends only on the run's seed and the episode, not on scheduling."""
-    words = [base_seed, *suite.encode(), task_id, init_index]
+    words = [base_seed, *suite.encode(), task_id, init_index] + ([repeat] if repeat else [])
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
@@ -112,15 +121,20 @@ def episode_specs(
     episodes: int | Sequence[int] = 50,
     *,
     seed: int = 0,
+    repeats: int = 1,
 ) -> list[EpisodeSpec]:
-    """The episodes of an evaluation, in a stable order (suite, task, init state).
+    """The episodes of an evaluation, in a stable order (suite, task, init state, repeat).
 
     Args:
         suites: suite names.
         tasks: task indices for every suite, a dict per suite, or None for all tasks.
         episodes: the first ``episodes`` init states of each task, or explicit init indices.
         seed: the run's base seed (see :func:`episode_seed`).
+        repeats: episodes per init state, each with its own seed (a sampling policy then takes
+            different draws from the same start).
     """
+    if repeats < 1:
+        raise ValueError(f"repeats ({repeats}) must be at least 1")
     specs = []
     for suite in suites:
         check_suite(suite)
@@ -133,11 +147,9 @@ def episode_specs(
         inits = range(episodes) if isinstance(episodes, int) else episodes
         for task_id in task_ids:
             for init_index in inits:
-                specs.append(
-                    EpisodeSpec(
-                        suite, int(task_id), int(init_index), episode_seed(seed, suite, task_id, init_index)
-                    )
-                )
+                for r in range(repeats):
+                    s = episode_seed(seed, suite, task_id, init_index, r)
+                    specs.append(EpisodeSpec(suite, int(task_id), int(init_index), s, r))
     return specs
 
 
@@ -183,12 +195,14 @@ def run_episode(
     error = None
     success = False
     chunks = 0
+    path: PathRecord | None = None
     try:
         obs = env.reset(spec.init_index)
         policy.reset(
             EpisodeContext(spec.suite, spec.task_id, spec.init_index, spec.seed, env.task.language, env)
         )
         footage.keep(env, obs, options)
+        path = PathRecord.start(env, obs) if options.record_path else None
         while not success and env.steps < env.max_steps:
             out = as_output(policy.act(obs))
             chunks += 1
@@ -197,6 +211,8 @@ def run_episode(
             for action in out.actions[: options.protocol.open_loop_steps]:
                 obs, success, _ = env.step(action)
                 footage.keep(env, obs, options)
+                if path is not None:
+                    path.step(obs)
                 if success or env.steps >= env.max_steps:
                     break
     except Exception as err:  # one bad episode must not end the run: record it and go on
@@ -216,7 +232,43 @@ def run_episode(
         "diagnostics": diagnostics,
         "error": error,
     }
+    if spec.repeat:
+        record["repeat"] = spec.repeat
+    if path is not None:
+        record |= path.finish(env)
     return record, footage
+
+
+@dataclass
+class PathRecord:
+    """The end-effector path of an episode and where the goal's objects start and end (metres)."""
+
+    eef: list[list[float]]
+    objects_start: dict[str, list[float]]
+
+    @classmethod
+    def start(cls, env, obs: dict[str, Any]) -> PathRecord:
+        return cls([_rounded(obs["state"]["robot0_eef_pos"])], _goal_object_positions(env))
+
+    def step(self, obs: dict[str, Any]) -> None:
+        self.eef.append(_rounded(obs["state"]["robot0_eef_pos"]))
+
+    def finish(self, env) -> dict[str, Any]:
+        end = _goal_object_positions(env)
+        objects = {name: {"start": pos, "end": end[name]} for name, pos in self.objects_start.items()}
+        return {"eef_path": self.eef, "objects": objects}
+
+
+def _rounded(xyz: Any) -> list[float]:
+    return [round(float(v), 4) for v in xyz]  # 0.1 mm: JSON lines stay short
+
+
+def _goal_object_positions(env) -> dict[str, list[float]]:
+    from rsdlib.libero.experts.scene import Scene
+    from rsdlib.libero.goals import goal_objects
+
+    scene = Scene(env)
+    return {name: _rounded(scene.pos(name)) for name in goal_objects(scene.goal) if scene.is_object(name)}
 
 
 def video_frame(obs: dict[str, Any], options: EvalOptions) -> np.ndarray:
@@ -436,6 +488,7 @@ def evaluate(
     *,
     run_dir: str | Path,
     seed: int = 0,
+    repeats: int = 1,
     options: EvalOptions | None = None,
     executor: str = "pool",
     workers: int = 2,
@@ -452,6 +505,7 @@ def evaluate(
         episodes: how many init states per task (the first ones), or explicit init indices.
         run_dir: the run folder (see :func:`rsdlib.results.new_run`); reused to resume.
         seed: base seed; each episode's seed is derived from it and the episode.
+        repeats: episodes per init state (see :func:`episode_specs`).
         options: protocol, rendering and video settings.
         executor: ``serial``, ``pool`` or ``ray``.
         workers: processes (pool) or actors (ray).
@@ -470,11 +524,11 @@ def evaluate(
     options = options or EvalOptions()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    specs = episode_specs(suites, tasks, episodes, seed=seed)
+    specs = episode_specs(suites, tasks, episodes, seed=seed, repeats=repeats)
     wanted = {s.key for s in specs}
     done = {}
     for record in read_episodes(run_dir):
-        done.setdefault((record["suite"], record["task_id"], record["init_index"]), record)
+        done.setdefault(record_key(record), record)
     todo = [s for s in specs if s.key not in done]
     video_dir = str(run_dir / "videos") if options.video != "none" else None
     args = (policy, options, env_factory, video_dir)
@@ -496,7 +550,7 @@ def evaluate(
     bar = tqdm(total=len(specs), initial=len(old), desc=f"eval {policy.name}", disable=not progress)
     with bar:
         for record in stream:
-            key = (record["suite"], record["task_id"], record["init_index"])
+            key = record_key(record)
             if key in done:  # never write an episode twice
                 continue
             record["code_version"] = code_version

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 #: The five standard suites, in the order papers report them.
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 
+#: Suites this workbench adds to LIBERO's (their BDDL files live in ``rsdlib/libero/bddl/``):
+#: ``rsd_ambiguity`` holds scenes with two equally valid targets (the ambiguity experiment).
+EXTRA_SUITES = ("rsd_ambiguity",)
+
 #: Episode step limits per suite (the longest official demo plus a margin), OpenVLA-OFT.
 MAX_STEPS = {
     "libero_spatial": 220,
@@ -18,6 +22,7 @@ MAX_STEPS = {
     "libero_goal": 300,
     "libero_10": 520,
     "libero_90": 400,
+    "rsd_ambiguity": 220,  # a libero_spatial scene
 }
 
 #: The no-op action used while objects settle: no motion, gripper open (-1).
@@ -61,9 +66,9 @@ class Protocol:
                 f"num_wait_steps ({self.num_wait_steps}) must be >= 0 and "
                 f"open_loop_steps ({self.open_loop_steps}) >= 1"
             )
-        unknown = set(self.max_steps) - set(SUITES)
+        unknown = set(self.max_steps) - set(SUITES + EXTRA_SUITES)
         if unknown:
-            raise ValueError(f"max_steps names unknown suites {sorted(unknown)}; known: {SUITES}")
+            raise ValueError(f"max_steps names unknown suites {sorted(unknown)}; known: {SUITES + EXTRA_SUITES}")
 
     def max_steps_for(self, suite: str) -> int:
         """The step limit for ``suite``."""
@@ -73,8 +78,8 @@ class Protocol:
 
 def check_suite(suite: str) -> str:
     """Return ``suite`` if it is a known suite, else raise a ValueError listing the known ones."""
-    if suite not in SUITES:
-        raise ValueError(f"unknown LIBERO suite {suite!r}; choose one of {', '.join(SUITES)}")
+    if suite not in SUITES + EXTRA_SUITES:
+        raise ValueError(f"unknown LIBERO suite {suite!r}; choose one of {', '.join(SUITES + EXTRA_SUITES)}")
     return suite
 
 

@@ -7,6 +7,7 @@ import io
 import os
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,36 @@ class TaskSpec:
     num_init_states: int
 
 
+@dataclass(frozen=True)
+class ExtraTask:
+    """A task of one of the workbench's own suites (``protocol.EXTRA_SUITES``).
+
+    Attributes:
+        name: the BDDL file's stem, under ``rsdlib/libero/bddl/<suite>/``.
+        scene_of: the LIBERO task whose scene the BDDL file copies; its init states apply.
+    """
+
+    name: str
+    scene_of: tuple[str, int]
+
+
+#: The workbench's own tasks, per suite, in task order.
+EXTRA_TASKS: dict[str, tuple[ExtraTask, ...]] = {
+    "rsd_ambiguity": (
+        ExtraTask("pick_up_a_black_bowl_and_place_it_on_the_plate", scene_of=("libero_spatial", 0)),
+    ),
+}
+
+BDDL_DIR = Path(__file__).parent / "bddl"
+
+
+def _language(bddl: Path) -> str:
+    """The instruction of a BDDL file, as LIBERO reads it."""
+    from libero.libero.envs.bddl_utils import get_problem_info
+
+    return get_problem_info(str(bddl))["language_instruction"]
+
+
 @cache
 def _benchmark(suite: str):
     check_suite(suite)
@@ -48,6 +79,8 @@ def _benchmark(suite: str):
 
 def num_tasks(suite: str) -> int:
     """Number of tasks in ``suite`` (10, or 90 for libero_90)."""
+    if suite in EXTRA_TASKS:
+        return len(EXTRA_TASKS[suite])
     return _benchmark(suite).n_tasks
 
 
@@ -61,6 +94,8 @@ def _check_task(suite: str, task_id: int) -> None:
 def init_states(suite: str, task_id: int) -> np.ndarray:
     """The task's fixed init states, shape (num_init_states, state_dim), float64."""
     _check_task(suite, task_id)
+    if suite in EXTRA_TASKS:
+        return init_states(*EXTRA_TASKS[suite][task_id].scene_of)
     states = np.asarray(_benchmark(suite).get_task_init_states(task_id))
     states.setflags(write=False)
     return states
@@ -69,6 +104,12 @@ def init_states(suite: str, task_id: int) -> np.ndarray:
 def get_task(suite: str, task_id: int) -> TaskSpec:
     """The :class:`TaskSpec` of task ``task_id`` in ``suite``."""
     _check_task(suite, task_id)
+    if suite in EXTRA_TASKS:
+        extra = EXTRA_TASKS[suite][task_id]
+        bddl = BDDL_DIR / suite / f"{extra.name}.bddl"
+        configure_rendering()
+        n = len(init_states(suite, task_id))
+        return TaskSpec(suite, int(task_id), extra.name, _language(bddl), str(bddl), n)
     bench = _benchmark(suite)
     task = bench.get_task(task_id)
     bddl = os.path.abspath(bench.get_task_bddl_file_path(task_id))

@@ -116,6 +116,24 @@ def test_rerun_skips_finished_episodes_and_extends(tmp_path):
     assert len(lines_after) == 5 and len(result.records) == 5
 
 
+def test_repeats_run_each_init_state_again_with_its_own_seed_and_resume(tmp_path):
+    specs = episode_specs([SUITE], [0], [2, 3], seed=5, repeats=3)
+    assert [(s.init_index, s.repeat) for s in specs] == [(i, r) for i in (2, 3) for r in range(3)]
+    assert len({s.seed for s in specs}) == 6
+    assert specs[0].seed == episode_seed(5, SUITE, 0, 2)  # repeat 0 keeps the seed runs always had
+    with pytest.raises(ValueError, match="repeats"):
+        episode_specs([SUITE], [0], 2, repeats=0)
+
+    run(tmp_path, tasks=(0,), episodes=[2, 3], repeats=2)
+    lines_before = (tmp_path / "run" / EPISODES_FILE).read_text().splitlines()
+    result = run(tmp_path, tasks=(0,), episodes=[2, 3], repeats=3)
+    lines_after = (tmp_path / "run" / EPISODES_FILE).read_text().splitlines()
+    assert lines_after[:4] == lines_before and len(lines_after) == 6  # only the third repeats ran
+    assert sorted((r["init_index"], r.get("repeat", 0)) for r in result.records) == [
+        (i, k) for i in (2, 3) for k in range(3)
+    ]
+
+
 def test_truncated_last_line_is_dropped_and_rerun(tmp_path):
     run(tmp_path, tasks=(0,), episodes=3)
     path = tmp_path / "run" / EPISODES_FILE

@@ -22,6 +22,7 @@ import numpy as np
 from rsdlib.libero.experts import skills
 from rsdlib.libero.experts.motion import OPEN, Motion, MotionConfig
 from rsdlib.libero.experts.scene import Scene
+from rsdlib.libero.goals import choose_alternative
 from rsdlib.libero.policy import EpisodeContext, Policy
 
 
@@ -83,6 +84,9 @@ class ScriptedExpert(Policy):
             )
         self.scene = Scene(context.env)
         self.motion = Motion(self.scene, self.expert_config.motion, np.random.default_rng(context.seed))
+        # A goal with alternatives ("either bowl on the plate"): solve the one the init index picks,
+        # so that demonstrations split evenly between the targets.
+        self.goal = choose_alternative(self.scene.goal, context.init_index)
         self._routine = self._solve()
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
@@ -93,7 +97,7 @@ class ScriptedExpert(Policy):
     # -- planning ----------------------------------------------------------------------------
 
     def _solve(self) -> Iterator[np.ndarray]:
-        for predicate in solving_order(self.scene.goal):
+        for predicate in solving_order(self.goal):
             for attempt in range(self.expert_config.attempts):
                 if self.scene.holds(predicate):
                     break

@@ -1,0 +1,157 @@
+"""Distil a draft head on the main policy's own greedy tokens.
+
+``exact`` accepts a drafted layer only when every token is the main policy's argmax, and the lossy
+rules judge drafts against that argmax too. A head that imitates the demonstrations learns the
+wrong target wherever the main policy is unsure (its argmax and the demonstration then differ).
+Distillation trains the head on what it is judged on: the main policy's greedy tokens, each layer
+conditioned on the main policy's own coarser layers (what RSD feeds the head after acceptance).
+
+The main policy is frozen and images are not augmented, so its prefix states are computed once
+per chunk and kept (float16): training then runs the head alone, fast enough on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rsdlib.policies import checkpoints
+from rsdlib.policies.drafters import HeadDrafter
+from rsdlib.policies.heads import RFSQAutoregressive
+from rsdlib.policies.packed import PackedChunks
+
+
+@dataclass
+class Targets:
+    """What the head reads and what it must predict, per chunk.
+
+    Attributes:
+        prefix_hidden: ``(n, P, D)`` the main trunk's prefix states (float16).
+        prefix_valid: ``(n, P)`` which prefix positions are real.
+        tokens: ``(n, L, N)`` the main policy's greedy tokens.
+    """
+
+    prefix_hidden: torch.Tensor
+    prefix_valid: torch.Tensor
+    tokens: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "prefix_hidden": self.prefix_hidden[index].float(),
+            "prefix_valid": self.prefix_valid[index],
+            "tokens": self.tokens[index],
+        }
+
+
+@torch.no_grad()
+def main_targets(main: RFSQAutoregressive, chunks: PackedChunks, *, batch_size: int = 256, progress: bool = True) -> Targets:
+    """Prefix states and greedy tokens of ``main`` on every chunk (no augmentation)."""
+    from tqdm.auto import tqdm
+
+    from rsdlib.decoding.plain import decode_rfsq_ar
+
+    hidden, valid, tokens = [], [], []
+    batches = chunks.batches(batch_size, trunk_config=main.config.trunk)
+    for batch in tqdm(batches, total=-(-len(chunks) // batch_size), desc="main greedy tokens", disable=not progress):
+        obs = main.prepare(batch["obs"])
+        state = main.trunk.prefix(obs, use_cache=False)
+        hidden.append(state.prefix_hidden.half())
+        valid.append(state.prefix_valid)
+        tokens.append(decode_rfsq_ar(main, obs).tokens)
+    return Targets(torch.cat(hidden), torch.cat(valid), torch.cat(tokens))
+
+
+def agreement(head: HeadDrafter, targets: Targets, *, batch_size: int = 1024) -> dict[str, float]:
+    """Teacher-forced loss and per-layer token agreement of ``head`` with the main greedy tokens."""
+    sums: dict[str, float] = {}
+    head.eval()
+    with torch.no_grad():
+        for start in range(0, len(targets), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(targets)))
+            for k, v in head.loss(targets.batch(index))[1].items():
+                sums[k] = sums.get(k, 0.0) + v * len(index)
+    return {k: v / len(targets) for k, v in sums.items()}
+
+
+def distill_head_drafter(
+    models: str | Path,
+    prepared: str | Path,
+    *,
+    out: str | Path | None = None,
+    steps: int = 3000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``<models>/head_drafter`` on ``<models>/rfsq_ar``'s greedy tokens.
+
+    Args:
+        models: a models folder (``rsdlib.policies.recipe`` layout).
+        prepared: the prepared folder the models were trained from (its ``train.npz`` and
+            ``val.npz``).
+        out: where the distilled head goes (default ``<models>/head_drafter``, replaced).
+        steps, batch_size, lr: AdamW with a cosine schedule.
+
+    Returns:
+        A report: agreement on the validation split before and after, steps, seconds.
+    """
+    from rsdlib.policies.recipe import _with_metadata
+    from rsdlib.train import TrainConfig, lr_factor
+
+    models, prepared = Path(models), Path(prepared)
+    out = Path(out) if out else models / "head_drafter"
+    main = checkpoints.load(models / "rfsq_ar").eval().requires_grad_(False)
+    if not isinstance(main, RFSQAutoregressive):
+        raise checkpoints.CheckpointError(f"{models / 'rfsq_ar'} is not an rfsq_ar policy")
+    head = checkpoints.load(models / "head_drafter")
+    if not isinstance(head, HeadDrafter):
+        raise checkpoints.CheckpointError(f"{models / 'head_drafter'} is not a head drafter")
+    t0 = time.perf_counter()
+    train = main_targets(main, PackedChunks.load(prepared / "train.npz"), progress=progress)
+    val = main_targets(main, PackedChunks.load(prepared / "val.npz"), progress=progress)
+    targets_s = time.perf_counter() - t0
+    before = agreement(head, val)
+
+    from tqdm.auto import tqdm
+
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay, betas=config.betas)
+    generator = torch.Generator().manual_seed(seed)
+    head.train()
+    t1 = time.perf_counter()
+    for step in tqdm(range(steps), desc="distil head drafter", disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(step, config)
+        index = torch.randint(len(train), (batch_size,), generator=generator)
+        loss, _ = head.loss(train.batch(index))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
+        optimizer.step()
+    train_s = time.perf_counter() - t1
+    after = agreement(head, val)
+    meta = dict(head.config.metadata or {}) | {
+        "distilled": {"on": "rfsq_ar greedy tokens", "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed}
+    }
+    head = _with_metadata(head, meta)
+    checkpoints.save(head, out)
+    report = {
+        "train_chunks": len(train),
+        "val_chunks": len(val),
+        "targets_s": round(targets_s, 1),
+        "train_s": round(train_s, 1),
+        "val_before": before,
+        "val_after": after,
+        **meta["distilled"],
+    }
+    (out / "distilled.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report

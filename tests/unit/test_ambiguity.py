@@ -1,0 +1,74 @@
+"""Goals with alternatives, the ambiguity scene, and how its rollouts are classified."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsdlib.libero.ambiguity import TARGETS, commitment_rows, committed_to
+from rsdlib.libero.goals import choose_alternative, goal_holds, goal_objects, has_alternatives
+
+EITHER = [["or", ["on", "bowl_1", "plate_1"], ["on", "bowl_2", "plate_1"]]]
+
+
+def test_a_goal_with_alternatives_holds_when_any_alternative_does():
+    on_plate: set[str] = set()
+    holds = lambda p: p[0] == "on" and p[1] in on_plate  # noqa: E731
+    assert has_alternatives(EITHER) and not has_alternatives([["on", "bowl_1", "plate_1"]])
+    assert not goal_holds(EITHER, holds)
+    on_plate.add("bowl_2")
+    assert goal_holds(EITHER, holds)
+    # A conjunction around the alternatives still needs all of its parts.
+    both = [["and", EITHER[0], ["on", "cup", "plate_1"]]]
+    assert has_alternatives(both) and not goal_holds(both, holds)
+    on_plate.add("cup")
+    assert goal_holds(both, holds)
+
+
+def test_the_expert_alternative_alternates_with_the_init_index():
+    assert choose_alternative(EITHER, 0) == [["on", "bowl_1", "plate_1"]]
+    assert choose_alternative(EITHER, 1) == [["on", "bowl_2", "plate_1"]]
+    assert choose_alternative(EITHER, 4) == choose_alternative(EITHER, 0)
+    plain = [["open", "drawer_1"], ["in", "bowl", "drawer_1"]]
+    assert choose_alternative(plain, 3) == plain
+    assert goal_objects(EITHER) == ["bowl_1", "plate_1", "bowl_2"]
+
+
+def record(moved_1: float, moved_2: float, success: bool) -> dict:
+    start = {t: [0.1 * i, 0.0, 0.9] for i, t in enumerate(TARGETS)}
+    end = {TARGETS[0]: [moved_1, 0.0, 0.9], TARGETS[1]: [0.1 + moved_2, 0.0, 0.9]}
+    return {
+        "success": success,
+        "objects": {t: {"start": start[t], "end": end[t]} for t in TARGETS},
+        "eef_path": [[0, 0, 1], [0.05, 0, 1]],
+    }
+
+
+def test_a_rollout_commits_to_the_bowl_it_moved():
+    assert committed_to(record(0.2, 0.0, True)) == "bowl 1"
+    assert committed_to(record(0.0, 0.15, True)) == "bowl 2"
+    assert committed_to(record(0.1, 0.1, False)) == "both"
+    assert committed_to(record(0.01, 0.02, False)) == "neither"  # nudged, not moved
+    with pytest.raises(ValueError, match="record_path"):
+        committed_to({"success": False})
+    rows = commitment_rows({"a": [record(0.2, 0, True), record(0, 0.2, True), record(0, 0, False)]})
+    (row,) = rows
+    assert (row["n"], row["successes"]) == (3, 2)
+    assert row["committed"] == pytest.approx(2 / 3) and row["share neither"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.libero
+def test_the_ambiguity_scene_loads_and_either_bowl_on_the_plate_is_success():
+    from rsdlib.libero.demos import record_rollout
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+    from rsdlib.libero.tasks import get_task, init_states
+
+    task = get_task("rsd_ambiguity", 0)
+    assert "a black bowl" in task.language and task.num_init_states == len(init_states("libero_spatial", 0))
+    expert = ScriptedExpert(ExpertConfig())
+    with LiberoEnv("rsd_ambiguity", 0, render=RenderOptions(enabled=False)) as env:
+        env.reset(0)
+        assert not env.success
+        for init_index, target in ((0, TARGETS[0]), (1, TARGETS[1])):
+            rollout = record_rollout(env, expert, init_index, seed=init_index)
+            assert rollout.success and expert.goal == [["on", target, "plate_1"]]
