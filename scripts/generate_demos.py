@@ -34,10 +34,14 @@ def main() -> None:
     parser.add_argument("--fast-render", action="store_true")
     parser.add_argument("--resolution", type=int, default=128, help="camera images, pixels square")
     parser.add_argument("--noise-std", type=float, default=DemoConfig.noise_std, help="expert action noise")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="demos per init state (a goal with alternatives: each in turn)"
+    )
     parser.add_argument("--root", default=str(DEMOS_DIR))
     args = parser.parse_args()
     config = DemoConfig(
         episodes=args.episodes,
+        repeats=args.repeats,
         seed=args.seed,
         noise_std=args.noise_std,
         fast_render=args.fast_render,

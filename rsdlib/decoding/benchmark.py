@@ -12,6 +12,7 @@ one block pass). ``scripts/bench_rsd.py`` and notebook ``07_latency`` print and 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,6 @@ class ModelSet:
         from rsdlib.policies import checkpoints
         from rsdlib.policies.drafters import PolicyDrafter
         from rsdlib.policies.recipe import FAST_DIR, RFSQ_DIR
-        from rsdlib.tokenizers import load_tokenizer
 
         folder = Path(folder)
         self.device = device
@@ -78,8 +78,16 @@ class ModelSet:
             "head_drafter": load("head_drafter"),
             "tiny_policy": PolicyDrafter(policy=load("tiny_policy")),
         }
-        self.tokenizer = load_tokenizer(folder / RFSQ_DIR)
-        self.fast_tokenizer = load_tokenizer(folder / FAST_DIR)
+        try:
+            from rsdlib.tokenizers import load_tokenizer
+        except ImportError as err:  # a bare GPU machine: tokens, acceptance and timings, no actions
+            warnings.warn(
+                f"no tokenizer code ({err}): actions, action errors and action_tolerance are left out"
+            )
+            self.tokenizer = self.fast_tokenizer = None
+        else:
+            self.tokenizer = load_tokenizer(folder / RFSQ_DIR)
+            self.fast_tokenizer = load_tokenizer(folder / FAST_DIR)
 
     @property
     def trunk(self) -> Any:
@@ -102,7 +110,10 @@ class ModelSet:
         return out
 
     def env_actions(self, method: str, result: DecodeResult) -> torch.Tensor | None:
-        """``(B, H, A)`` chunks in environment units (None for FAST sequences that do not decode)."""
+        """``(B, H, A)`` chunks in environment units (None for FAST sequences that do not decode,
+        and for everything without the tokenizers' code)."""
+        if self.tokenizer is None:
+            return None
         if method == "l1_regression":
             return self.tokenizer.normaliser.denormalise(result.actions.double().cpu())
         if method == "fast_ar":

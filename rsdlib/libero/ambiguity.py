@@ -39,10 +39,10 @@ def committed_to(record: Mapping[str, Any]) -> str:
         raise ValueError(
             "the episode record has no object positions: evaluate with EvalOptions(record_path=True)"
         )
-    moved = [
-        np.linalg.norm(np.subtract(objects[t]["end"], objects[t]["start"])) >= MOVED_M for t in TARGETS
-    ]
-    return {(True, False): "bowl 1", (False, True): "bowl 2", (True, True): "both"}.get(tuple(moved), "neither")
+    moved = [np.linalg.norm(np.subtract(objects[t]["end"], objects[t]["start"])) >= MOVED_M for t in TARGETS]
+    return {(True, False): "bowl 1", (False, True): "bowl 2", (True, True): "both"}.get(
+        tuple(moved), "neither"
+    )
 
 
 def commitment_rows(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -59,7 +59,10 @@ def commitment_rows(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
             {"method": method}
             | success_summary(sum(bool(r["success"]) for r in recs), n)
             | {f"share {o}": share[o] for o in OUTCOMES}
-            | {"committed": share["bowl 1"] + share["bowl 2"], "errors": sum(bool(r.get("error")) for r in recs)}
+            | {
+                "committed": share["bowl 1"] + share["bowl 2"],
+                "errors": sum(bool(r.get("error")) for r in recs),
+            }
         )
     return rows
 
@@ -85,7 +88,9 @@ def plot_paths(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
             objects = recs[0]["objects"]
             for name, label in [(TARGETS[0], "bowl 1"), (TARGETS[1], "bowl 2"), (PLACE, "plate")]:
                 x, y = objects[name]["start"][:2]
-                ax.add_patch(plt.Circle((x, y), 0.035, fill=False, lw=1.0, ls="-" if label != "plate" else "--"))
+                ax.add_patch(
+                    plt.Circle((x, y), 0.035, fill=False, lw=1.0, ls="-" if label != "plate" else "--")
+                )
                 ax.annotate(label, (x, y), fontsize=6, ha="center", va="center")
         wins = sum(bool(r["success"]) for r in recs)
         ax.set_title(f"{method}\n{wins}/{len(recs)} succeeded", fontsize=7)
@@ -93,7 +98,9 @@ def plot_paths(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
         ax.set_xlabel("x, m")
     axes[0].set_ylabel("y, m")
     handles = [plt.Line2D([], [], color=c, label=o) for o, c in OUTCOME_COLORS.items()]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=6, title="bowl moved", title_fontsize=6)
+    fig.legend(
+        handles=handles, loc="outside lower center", ncol=4, fontsize=6, title="bowl moved", title_fontsize=6
+    )
     if title:
         fig.suptitle(title, fontsize=8)
     return fig

@@ -56,6 +56,7 @@ class Rollout:
     Attributes:
         init_index: the init state it started from.
         seed: the expert's noise seed.
+        repeat: which episode from this init state (see ``DemoConfig.repeats``).
         success: whether the goal was reached.
         actions: (T, 7) executed actions.
         states: (T, D) flat sim states before each action.
@@ -71,6 +72,7 @@ class Rollout:
     rewards: np.ndarray
     dones: np.ndarray
     low_dim: dict[str, np.ndarray]
+    repeat: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class DemoConfig:
 
     Attributes:
         episodes: init states tried per task (the first ``episodes``; LIBERO has 50).
+        repeats: episodes per init state, each with its own seed (for a goal with alternatives,
+            consecutive repeats demonstrate different ones).
         seed: base seed of the expert's noise (each episode's seed is derived from it).
         noise_std: expert action noise (action units).
         waypoint_noise: expert waypoint jitter (m).
@@ -87,6 +91,7 @@ class DemoConfig:
     """
 
     episodes: int = 50
+    repeats: int = 1
     seed: int = 0
     noise_std: float = 0.05
     waypoint_noise: float = 0.004
@@ -115,7 +120,7 @@ def _low_dim(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def record_rollout(env, policy, init_index: int, seed: int) -> Rollout:
+def record_rollout(env, policy, init_index: int, seed: int, repeat: int = 0) -> Rollout:
     """Run ``policy`` from init state ``init_index`` and record what LIBERO's files hold.
 
     The episode ends at success or at the suite's step limit; ``dones`` is 1 at the last step
@@ -125,7 +130,8 @@ def record_rollout(env, policy, init_index: int, seed: int) -> Rollout:
     from rsdlib.libero.protocol import postprocess_gripper
 
     obs = env.reset(init_index)
-    policy.reset(EpisodeContext(env.task.suite, env.task.task_id, init_index, seed, env.task.language, env))
+    task = env.task
+    policy.reset(EpisodeContext(task.suite, task.task_id, init_index, seed, task.language, env, repeat))
     actions, states, rewards, low = [], [], [], []
     success = False
     while not success and env.steps < env.max_steps:
@@ -150,6 +156,7 @@ def record_rollout(env, policy, init_index: int, seed: int) -> Rollout:
         rewards=np.asarray(rewards, dtype=np.uint8),
         dones=dones,
         low_dim={k: np.asarray([step[k] for step in low], dtype=np.float64) for k in low[0]},
+        repeat=repeat,
     )
 
 
@@ -220,6 +227,7 @@ def write_demo_file(
             group.attrs["init_state"] = rollout.states[0]
             group.attrs["init_index"] = rollout.init_index
             group.attrs["seed"] = rollout.seed
+            group.attrs["repeat"] = rollout.repeat
             group.create_dataset("actions", data=rollout.actions)
             group.create_dataset("states", data=rollout.states)
             group.create_dataset("rewards", data=rollout.rewards)
@@ -265,6 +273,7 @@ def _rollouts_from_file(path: Path) -> tuple[list[Rollout], dict[str, Any]]:
                     rewards=g["rewards"][()],
                     dones=g["dones"][()],
                     low_dim=low,
+                    repeat=int(g.attrs.get("repeat", 0)),
                 )
             )
     return rollouts, attrs
@@ -324,12 +333,13 @@ def generate_task(
         start = time.perf_counter()
         with LiberoEnv(suite, task_id, config.protocol, RenderOptions(enabled=False)) as env:
             inits = range(min(config.episodes, len(env.init_states)))
-            for init_index in tqdm(
-                inits, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
+            episodes = [(i, r) for i in inits for r in range(config.repeats)]
+            for init_index, repeat in tqdm(
+                episodes, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
             ):
-                seed = episode_seed(config.seed, suite, task_id, init_index)
+                seed = episode_seed(config.seed, suite, task_id, init_index, repeat)
                 try:
-                    rollout = record_rollout(env, expert, init_index, seed)
+                    rollout = record_rollout(env, expert, init_index, seed, repeat)
                 except Exception as err:  # an expert crash loses this demo only; it is reported
                     print(
                         f"{suite} task {task_id} init {init_index}: expert failed with {type(err).__name__}: {err}"
@@ -343,7 +353,7 @@ def generate_task(
             attrs = _env_info(env, config)
         if not rollouts:
             raise RuntimeError(
-                f"the expert solved none of {len(inits)} episodes of {suite} task {task_id} ({task.name}); "
+                f"the expert solved none of {len(episodes)} episodes of {suite} task {task_id} ({task.name}); "
                 "no demonstration file written. Check the expert on this task with scripts/measure_experts.py"
             )
         attrs.update(

@@ -199,7 +199,9 @@ def run_episode(
     try:
         obs = env.reset(spec.init_index)
         policy.reset(
-            EpisodeContext(spec.suite, spec.task_id, spec.init_index, spec.seed, env.task.language, env)
+            EpisodeContext(
+                spec.suite, spec.task_id, spec.init_index, spec.seed, env.task.language, env, spec.repeat
+            )
         )
         footage.keep(env, obs, options)
         path = PathRecord.start(env, obs) if options.record_path else None

@@ -35,6 +35,7 @@ class EpisodeContext:
         instruction: the task's language instruction.
         env: the live :class:`~rsdlib.libero.env.LiberoEnv`. Only privileged policies (scripted
             experts) may read it; a learned policy must act on observations alone.
+        repeat: which episode this is among those started from the same init state (0 first).
     """
 
     suite: str
@@ -43,6 +44,7 @@ class EpisodeContext:
     seed: int
     instruction: str
     env: Any = None
+    repeat: int = 0
 
 
 @dataclass

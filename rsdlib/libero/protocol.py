@@ -68,7 +68,9 @@ class Protocol:
             )
         unknown = set(self.max_steps) - set(SUITES + EXTRA_SUITES)
         if unknown:
-            raise ValueError(f"max_steps names unknown suites {sorted(unknown)}; known: {SUITES + EXTRA_SUITES}")
+            raise ValueError(
+                f"max_steps names unknown suites {sorted(unknown)}; known: {SUITES + EXTRA_SUITES}"
+            )
 
     def max_steps_for(self, suite: str) -> int:
         """The step limit for ``suite``."""

@@ -52,7 +52,9 @@ class Targets:
 
 
 @torch.no_grad()
-def main_targets(main: RFSQAutoregressive, chunks: PackedChunks, *, batch_size: int = 256, progress: bool = True) -> Targets:
+def main_targets(
+    main: RFSQAutoregressive, chunks: PackedChunks, *, batch_size: int = 256, progress: bool = True
+) -> Targets:
     """Prefix states and greedy tokens of ``main`` on every chunk (no augmentation)."""
     from tqdm.auto import tqdm
 
@@ -60,7 +62,9 @@ def main_targets(main: RFSQAutoregressive, chunks: PackedChunks, *, batch_size: 
 
     hidden, valid, tokens = [], [], []
     batches = chunks.batches(batch_size, trunk_config=main.config.trunk)
-    for batch in tqdm(batches, total=-(-len(chunks) // batch_size), desc="main greedy tokens", disable=not progress):
+    for batch in tqdm(
+        batches, total=-(-len(chunks) // batch_size), desc="main greedy tokens", disable=not progress
+    ):
         obs = main.prepare(batch["obs"])
         state = main.trunk.prefix(obs, use_cache=False)
         hidden.append(state.prefix_hidden.half())
@@ -124,7 +128,9 @@ def distill_head_drafter(
     from tqdm.auto import tqdm
 
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay, betas=config.betas)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=lr, weight_decay=config.weight_decay, betas=config.betas
+    )
     generator = torch.Generator().manual_seed(seed)
     head.train()
     t1 = time.perf_counter()
@@ -140,10 +146,17 @@ def distill_head_drafter(
     train_s = time.perf_counter() - t1
     after = agreement(head, val)
     meta = dict(head.config.metadata or {}) | {
-        "distilled": {"on": "rfsq_ar greedy tokens", "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed}
+        "distilled": {
+            "on": "rfsq_ar greedy tokens",
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+        }
     }
     head = _with_metadata(head, meta)
-    checkpoints.save(head, out)
+    trained = json.loads((models / "head_drafter" / checkpoints.CONFIG).read_text()).get("metadata", {})
+    checkpoints.save(head, out, metadata=trained)  # how the head was first trained stays on record
     report = {
         "train_chunks": len(train),
         "val_chunks": len(val),

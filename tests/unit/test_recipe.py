@@ -13,6 +13,7 @@ from fake_demos import SUITE, write_task
 from rsdlib.libero.dataset import load_demos
 from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.data import collate
+from rsdlib.policies.distill import distill_head_drafter
 from rsdlib.policies.heads import build_policy
 from rsdlib.policies.packed import IGNORE, PackedChunks, PackedFileError, fast_targets
 from rsdlib.policies.recipe import (
@@ -167,9 +168,20 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         "match_rate",
         {"tau": 0.5},
     )
-    for bad in ("rsd_head:exact", "fast_ar:g2:exact", "rsd_head:g2:match_rate"):
+    for bad in ("rsd_head:exact", "fast_ar:g2:exact", "rsd_head:g2:match_rate", "rfsq_ar@hot"):
         with pytest.raises(ValueError):
             policy_from_spec(bad, out)
+    sampled = policy_from_spec("rsd_head:g2:speculative@0.7", out)
+    assert (sampled.settings.rule, sampled.settings.temperature) == ("speculative", 0.7)
+    assert policy_from_spec("rfsq_parallel@1", out).settings.temperature == 1.0
+
+    # Distillation moves the head towards the main policy's greedy tokens, and keeps the record
+    # of how it was first trained.
+    report = distill_head_drafter(out, prepared, out=tmp_path / "distilled", steps=40, batch_size=8, lr=3e-3,
+                                  progress=False)  # fmt: skip
+    assert report["val_after"]["loss"] < report["val_before"]["loss"]
+    saved = json.loads((tmp_path / "distilled" / "config.json").read_text())
+    assert saved["config"]["metadata"]["distilled"]["steps"] == 40 and saved["metadata"]["step"] == 3
 
     # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
     models = ModelSet(out)

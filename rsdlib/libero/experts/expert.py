@@ -84,9 +84,10 @@ class ScriptedExpert(Policy):
             )
         self.scene = Scene(context.env)
         self.motion = Motion(self.scene, self.expert_config.motion, np.random.default_rng(context.seed))
-        # A goal with alternatives ("either bowl on the plate"): solve the one the init index picks,
-        # so that demonstrations split evenly between the targets.
-        self.goal = choose_alternative(self.scene.goal, context.init_index)
+        # A goal with alternatives ("either bowl on the plate"): the init index and the repeat pick
+        # one, so that demonstrations split evenly between the targets, and two repeats of one
+        # init state demonstrate both.
+        self.goal = choose_alternative(self.scene.goal, context.init_index + context.repeat)
         self._routine = self._solve()
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
