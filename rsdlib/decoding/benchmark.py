@@ -82,7 +82,8 @@ class ModelSet:
             from rsdlib.tokenizers import load_tokenizer
         except ImportError as err:  # a bare GPU machine: tokens, acceptance and timings, no actions
             warnings.warn(
-                f"no tokenizer code ({err}): actions, action errors and action_tolerance are left out"
+                f"no tokenizer code ({err}): actions, action errors and action_tolerance are left out",
+                stacklevel=2,
             )
             self.tokenizer = self.fast_tokenizer = None
         else:
