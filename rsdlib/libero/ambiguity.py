@@ -74,10 +74,10 @@ def plot_paths(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
     init state they start in the same place).
     """
     methods = list(records)
-    fig, axes = plt.subplots(
-        1, len(methods), figsize=(2.3 * len(methods), 2.6), sharex=True, sharey=True, layout="constrained"
-    )
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.2 * len(methods), 2.9), layout="constrained")
     axes = np.atleast_1d(axes)
+    paths = [np.asarray(r["eef_path"])[:, :2] for recs in records.values() for r in recs]
+    lo, hi = (np.concatenate(paths).min(0) - 0.05, np.concatenate(paths).max(0) + 0.05) if paths else (-1, 1)
     for ax, method in zip(axes, methods, strict=True):
         recs = records[method]
         for r in recs:
@@ -91,11 +91,13 @@ def plot_paths(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
                 ax.add_patch(
                     plt.Circle((x, y), 0.035, fill=False, lw=1.0, ls="-" if label != "plate" else "--")
                 )
-                ax.annotate(label, (x, y), fontsize=6, ha="center", va="center")
+                below = label == "plate"  # the plate sits beside bowl 1: label it underneath
+                ax.annotate(label, (x, y), xytext=(0, -11 if below else 9), textcoords="offset points",
+                            fontsize=6, ha="center", va="center")  # fmt: skip
         wins = sum(bool(r["success"]) for r in recs)
         ax.set_title(f"{method}\n{wins}/{len(recs)} succeeded", fontsize=7)
+        ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="x, m")
         ax.set_aspect("equal")
-        ax.set_xlabel("x, m")
     axes[0].set_ylabel("y, m")
     handles = [plt.Line2D([], [], color=c, label=o) for o, c in OUTCOME_COLORS.items()]
     fig.legend(

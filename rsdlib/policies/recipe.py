@@ -473,7 +473,9 @@ def _generation_lines(gen: dict[str, Any] | None) -> list[str]:
     if not gen:
         return []
     return [
-        f"Demonstrations: the scripted expert on {gen['episodes']} init states per task, action noise "
+        f"Demonstrations: the scripted expert on {gen['episodes']} init states per task"
+        + (f", {gen['repeats']} episodes from each" if gen.get("repeats", 1) > 1 else "")
+        + f", action noise "
         f"{gen['noise_std']}, waypoint noise {gen['waypoint_noise']} m, seed {gen['seed']}, "
         f"{gen['protocol']['camera_resolution']} px cameras, fast rendering {gen['fast_render']} "
         "(evaluate with the same resolution and rendering).",
