@@ -81,12 +81,22 @@ def check_08_libero_comparison(out: dict) -> None:
     assert out["errors"] == 0 and out["rsd_recorded_acceptance"] is True
 
 
+def check_09_ambiguity(out: dict) -> None:
+    assert out["methods"] == ["l1_regression", "rfsq_ar@1"] and out["rollouts_per_method"] == [1]
+    assert out["errors"] == 0 and out["every_rollout_has_a_path"] is True
+
+
 def check_90_paper_tables(out: dict) -> None:
     assert out == {"measured_rows": 2, "cited_rows": 4}
 
 
 def check_91_paper_figures(out: dict) -> None:
-    assert out["figures"] == ["91_fig1_pipeline", "91_fig3_iso_latency", "91_fig4_acceptance"]
+    assert out["figures"] == [
+        "91_fig1_pipeline",
+        "91_fig2_ambiguity",
+        "91_fig3_iso_latency",
+        "91_fig4_acceptance",
+    ]
     assert out["manifest_entries"] > 20  # every figure and table of the smoke run
 
 
@@ -100,6 +110,7 @@ CHECKS = {
     "06_step_through_rsd": check_06_step_through_rsd,
     "07_latency": check_07_latency,
     "08_libero_comparison": check_08_libero_comparison,
+    "09_ambiguity": check_09_ambiguity,
     "90_paper_tables": check_90_paper_tables,
     "91_paper_figures": check_91_paper_figures,
     "05_libero_eval": check_05_libero_eval,
