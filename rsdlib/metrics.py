@@ -35,7 +35,9 @@ def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float,
     denom = 1 + z * z / trials
     center = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    # The interval contains p exactly; rounding alone put the upper end at 0.9999999999999999 for
+    # 10 of 10 (and a plot's error bar below the point).
+    return min(max(0.0, center - half), p), max(min(1.0, center + half), p)
 
 
 def success_summary(successes: int, trials: int) -> dict[str, Any]:

@@ -61,6 +61,10 @@ def test_wilson_interval_known_values_and_edges():
     assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 20)[0] == 0.0 and 0 < wilson_interval(0, 20)[1] < 0.2
     assert wilson_interval(20, 20)[1] == 1.0 and 0.8 < wilson_interval(20, 20)[0] < 1
+    for n in range(1, 60):  # the interval always holds the observed rate, rounding included
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert low <= k / n <= high
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
