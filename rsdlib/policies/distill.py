@@ -76,12 +76,14 @@ def main_targets(
 def agreement(head: HeadDrafter, targets: Targets, *, batch_size: int = 1024) -> dict[str, float]:
     """Teacher-forced loss and per-layer token agreement of ``head`` with the main greedy tokens."""
     sums: dict[str, float] = {}
+    training = head.training
     head.eval()
     with torch.no_grad():
         for start in range(0, len(targets), batch_size):
             index = torch.arange(start, min(start + batch_size, len(targets)))
             for k, v in head.loss(targets.batch(index))[1].items():
                 sums[k] = sums.get(k, 0.0) + v * len(index)
+    head.train(training)
     return {k: v / len(targets) for k, v in sums.items()}
 
 
@@ -103,13 +105,13 @@ def distill_head_drafter(
         prepared: the prepared folder the models were trained from (its ``train.npz`` and
             ``val.npz``).
         out: where the distilled head goes (default ``<models>/head_drafter``, replaced).
-        steps, batch_size, lr: AdamW with a cosine schedule.
+        steps, batch_size, lr: the schedule of :func:`rsdlib.train.train` (AdamW, warmup, cosine).
 
     Returns:
         A report: agreement on the validation split before and after, steps, seconds.
     """
     from rsdlib.policies.recipe import _with_metadata
-    from rsdlib.train import TrainConfig, lr_factor
+    from rsdlib.train import TrainConfig, train
 
     models, prepared = Path(models), Path(prepared)
     out = Path(out) if out else models / "head_drafter"
@@ -120,29 +122,22 @@ def distill_head_drafter(
     if not isinstance(head, HeadDrafter):
         raise checkpoints.CheckpointError(f"{models / 'head_drafter'} is not a head drafter")
     t0 = time.perf_counter()
-    train = main_targets(main, PackedChunks.load(prepared / "train.npz"), progress=progress)
+    targets = main_targets(main, PackedChunks.load(prepared / "train.npz"), progress=progress)
     val = main_targets(main, PackedChunks.load(prepared / "val.npz"), progress=progress)
     targets_s = time.perf_counter() - t0
     before = agreement(head, val)
 
-    from tqdm.auto import tqdm
+    def batches(step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return targets.batch(torch.randint(len(targets), (batch_size,), generator=generator))
 
-    config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps))
-    optimizer = torch.optim.AdamW(
-        head.parameters(), lr=lr, weight_decay=config.weight_decay, betas=config.betas
-    )
-    generator = torch.Generator().manual_seed(seed)
-    head.train()
+    config = TrainConfig(
+        steps=steps, lr=lr, warmup_steps=min(100, steps), seed=seed, log_every=max(1, min(50, steps // 20)),
+        checkpoint_every=max(1, steps // 4), eval_every=max(1, steps // 3), progress=progress,
+    )  # fmt: skip
     t1 = time.perf_counter()
-    for step in tqdm(range(steps), desc="distil head drafter", disable=not progress):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * lr_factor(step, config)
-        index = torch.randint(len(train), (batch_size,), generator=generator)
-        loss, _ = head.loss(train.batch(index))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
-        optimizer.step()
+    # The shared loop: resumable from <out>/distill/last, its log in <out>/distill/log.jsonl.
+    train(head, batches=batches, config=config, run_dir=out / "distill", loss_fn=head.loss,
+          evaluate=lambda m: agreement(m, val))  # fmt: skip
     train_s = time.perf_counter() - t1
     after = agreement(head, val)
     meta = dict(head.config.metadata or {}) | {
@@ -158,7 +153,7 @@ def distill_head_drafter(
     trained = json.loads((models / "head_drafter" / checkpoints.CONFIG).read_text()).get("metadata", {})
     checkpoints.save(head, out, metadata=trained)  # how the head was first trained stays on record
     report = {
-        "train_chunks": len(train),
+        "train_chunks": len(targets),
         "val_chunks": len(val),
         "targets_s": round(targets_s, 1),
         "train_s": round(train_s, 1),
