@@ -377,8 +377,15 @@ class EpisodeRunner:
 _WORKER: EpisodeRunner | None = None
 
 
-def _pool_init(policy: Policy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None) -> None:
+def _pool_init(
+    policy: Policy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None, threads: int
+) -> None:
     global _WORKER
+    # torch (imported when a learned policy was unpickled) starts one thread per core in every
+    # worker: with a worker per core that oversubscribes the cores and slowed decoding tenfold.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
     _WORKER = EpisodeRunner(policy, options, env_factory, video_dir)
 
 
@@ -400,8 +407,9 @@ def _run_pool(args: tuple, specs: list[EpisodeSpec], workers: int) -> Iterator[d
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn: a fresh interpreter per worker, no inherited GL context or threads.
+    threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_pool_init, initargs=args
+        workers, mp_context=mp.get_context("spawn"), initializer=_pool_init, initargs=(*args, threads)
     ) as pool:
         # chunksize keeps consecutive episodes of a task on one worker (one env per task per worker).
         yield from pool.map(_pool_run, specs, chunksize=max(1, min(10, len(specs) // (4 * workers) or 1)))

@@ -106,3 +106,16 @@ class PushPolicy(Policy):
         chunk[:, 0] = 1.0
         chunk[:, 6] = -1.0
         return PolicyOutput(chunk, {"call": self.calls, "position": float(obs["proprio"][0])})
+
+
+class TorchThreadsPolicy(PushPolicy):
+    """PushPolicy that records how many threads torch uses where it acts."""
+
+    name = "torch_threads"
+
+    def act(self, obs):
+        import torch
+
+        out = super().act(obs)
+        out.diagnostics["torch_threads"] = torch.get_num_threads()
+        return out

@@ -138,6 +138,15 @@ def test_repeats_run_each_init_state_again_with_its_own_seed_and_resume(tmp_path
     ]
 
 
+def test_pool_workers_share_the_cores_between_their_torch_threads(tmp_path):
+    from mocks.fake_libero import TorchThreadsPolicy
+
+    result = evaluate(TorchThreadsPolicy(), [SUITE], [0], 2, run_dir=tmp_path / "run", executor="pool", workers=2,
+                      env_factory=make_fake_env, progress=False)  # fmt: skip
+    threads = {d["torch_threads"] for r in result.records for d in r["diagnostics"]}
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}
+
+
 def test_truncated_last_line_is_dropped_and_rerun(tmp_path):
     run(tmp_path, tasks=(0,), episodes=3)
     path = tmp_path / "run" / EPISODES_FILE
