@@ -75,10 +75,16 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
     method of the comparison whose latency was measured."""
     timing = {r["method"]: r for r in latency["rows"]}
     fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
+    placed: list[tuple[float, float]] = []
     for r in comparison["rows"]:
         t = timing.get(latency_key(r["method"]))
         if t is None:
             continue
+        point = (t["latency_median_ms"], 100 * r["rate"])
+        # A label above its marker, or below when an earlier marker sits close by (same success,
+        # similar latency: plain rfsq_ar and lossless RSD do).
+        crowded = any(abs(point[0] - x) < 2.5 and abs(point[1] - y) < 6 for x, y in placed)
+        placed.append(point)
         rsd = r["method"].startswith("rsd")
         ax.errorbar(
             t["latency_median_ms"], 100 * r["rate"],
@@ -89,7 +95,7 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
             r["method"],
             (t["latency_median_ms"], 100 * r["rate"]),
             fontsize=6,
-            xytext=(4, 3),
+            xytext=(4, -9 if crowded else 3),
             textcoords="offset points",
         )
     floor = latency["rows"][0].get("floor_ms")
