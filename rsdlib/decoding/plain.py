@@ -20,7 +20,6 @@ from rsdlib.decoding.result import (
     Stopwatch,
     check_tokenizer,
     decode_actions,
-    layer_actions,
 )
 from rsdlib.decoding.trace import DecodeTrace
 from rsdlib.policies.heads import FastAutoregressive, L1Regression, RFSQAutoregressive, RFSQParallel
@@ -35,7 +34,6 @@ def _plain_traces(
     tokens: torch.Tensor,
     passes: int,
     timings: dict[str, float],
-    actions_per_layer: list | None,
     temperature: float,
 ) -> list[DecodeTrace]:
     B, L, N = tokens.shape
@@ -48,7 +46,6 @@ def _plain_traces(
             tokens=rows[i],
             sources=[["plain"] * N for _ in range(L)],
             main_passes=passes,
-            layer_actions=None if actions_per_layer is None else actions_per_layer[i],
             timings=dict(timings),
             temperature=temperature,
             batch_size=B,
@@ -92,7 +89,7 @@ def decode_rfsq_ar(
     with clock.step("detokenize"):
         actions = decode_actions(tokenizer, tokens)
     timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize")
-    traces = _plain_traces("rfsq_ar", tokens, L, timings, layer_actions(tokenizer, tokens), temperature)
+    traces = _plain_traces("rfsq_ar", tokens, L, timings, temperature)
     return DecodeResult(tokens=tokens, actions=actions, traces=traces)
 
 
@@ -117,7 +114,7 @@ def decode_rfsq_parallel(
     with clock.step("detokenize"):
         actions = decode_actions(tokenizer, tokens)
     timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize")
-    traces = _plain_traces("rfsq_parallel", tokens, 1, timings, layer_actions(tokenizer, tokens), temperature)
+    traces = _plain_traces("rfsq_parallel", tokens, 1, timings, temperature)
     return DecodeResult(tokens=tokens, actions=actions, traces=traces)
 
 

@@ -30,7 +30,6 @@ from rsdlib.decoding.result import (
     Stopwatch,
     check_tokenizer,
     decode_actions,
-    layer_actions,
 )
 from rsdlib.decoding.trace import DecodeTrace, RoundRecord
 from rsdlib.policies.drafters import Drafter
@@ -79,7 +78,8 @@ def speculative_decode(
         gamma: layers drafted per round.
         temperature: 0 for greedy (``exact`` and the lossy rules); > 0 for ``speculative``.
         generator: the source of every random draw at temperature > 0 (on the main model's device).
-        tokenizer: the RFSQ tokenizer, to decode actions and per-layer refinements (optional).
+        tokenizer: the RFSQ tokenizer, to decode actions (optional; the per-layer refinements for
+            display: :meth:`DecodeResult.with_layer_actions`).
         redraft: draft again every round; False drafts only in the first round and then goes on
             plainly (one block per pass).
         top_k: main choices recorded per token in the trace.
@@ -212,7 +212,6 @@ def speculative_decode(
     with clock.step("detokenize"):
         actions = decode_actions(tokenizer, tokens)
     timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize", "record")
-    per_layer = layer_actions(tokenizer, tokens)
     rows = tokens.tolist()
     traces = [
         DecodeTrace(
@@ -223,7 +222,6 @@ def speculative_decode(
             sources=sources[i],
             main_passes=int(passes[i]),
             rounds=rounds[i],
-            layer_actions=None if per_layer is None else per_layer[i],
             timings=dict(timings),
             rule=rule.label,
             lossless=rule.lossless,

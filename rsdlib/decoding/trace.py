@@ -70,7 +70,8 @@ class DecodeTrace:
         main_passes: sequential main passes after the prefix pass.
         rounds: speculative rounds (empty for plain decoding).
         layer_actions: ``[L][H][A]`` the chunk decoded from the first l+1 layers (the tokenizer's
-            ``decode`` units), if a tokenizer was given; ``[1][H][A]`` for ``l1_regression``.
+            ``decode`` units), once :meth:`DecodeResult.with_layer_actions` filled it (decoding
+            leaves it None); ``[1][H][A]`` for ``l1_regression``.
         timings: seconds: ``prefix``, ``draft``, ``verify``, ``plain``, ``detokenize``, ``record``
             (building the trace), ``total``
             (for a whole batch; see ``batch_size``).

@@ -107,6 +107,7 @@ class LiberoEnv:
         problem = self._env.env
         if has_alternatives(problem.parsed_problem["goal_state"]):  # LIBERO's own check cannot read "or"
             install_goal_check(problem)
+        self._place_fixtures()
         self._fast_applied = False
         self.steps = 0  # steps taken since the wait ended
 
@@ -215,6 +216,18 @@ class LiberoEnv:
                 key = CAMERA_KEYS.get(camera, f"{camera}_rgb")
                 obs[key] = np.ascontiguousarray(image[::-1, ::-1]) if self.protocol.flip_images else image
         return obs
+
+    def _place_fixtures(self) -> None:
+        """Put the fixtures (cabinets, stoves, racks) where every episode of this task has them.
+
+        LIBERO draws fixture poses from numpy's global generator at each reset, and the sim
+        states in init-state and demonstration files do not hold them (fixtures have no joints).
+        Episodes seed that generator first, so their fixtures sit at one fixed pose; the env's
+        constructor draws them unseeded, up to 1.3 cm and 1.5 degrees away. Images rendered
+        from states before any episode (demonstration replay, videos) would show them there.
+        """
+        self._env.seed(self.protocol.env_seed)
+        self._env.reset()
 
     def _forget_previous_episode(self) -> None:
         """Clear the state a soft reset keeps, so an episode does not depend on the one before.

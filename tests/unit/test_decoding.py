@@ -319,7 +319,7 @@ def random_traces(main, obs):
     tok = FakeRFSQ()
     return speculative_decode(
         main, drafters(main, "random"), obs.repeat(3), rule=make_rule("exact"), gamma=2, tokenizer=tok
-    )
+    ).with_layer_actions(tok)
 
 
 def test_trace_accounts_for_every_token(random_traces):
@@ -354,8 +354,13 @@ def test_trace_json_round_trip_is_lossless(random_traces):
         assert back.to_json() == t.to_json()
 
 
-def test_trace_holds_decoded_actions_after_each_layer(random_traces):
+def test_trace_holds_decoded_actions_after_each_layer(random_traces, main, obs):
     tok = FakeRFSQ()
+    # decoding itself leaves them out (they would count in its latency); asking fills them
+    plain = decode_rfsq_ar(main, obs, tokenizer=tok)
+    assert plain.traces[0].layer_actions is None
+    filled = plain.with_layer_actions(tok).traces[0].layer_actions
+    assert torch.allclose(torch.tensor(filled[-1], dtype=torch.float64), plain.actions[0].double(), atol=1e-6)
     t0 = random_traces.traces[0]
     assert len(t0.layer_actions) == L
     last = torch.tensor(t0.layer_actions[-1], dtype=torch.float64)

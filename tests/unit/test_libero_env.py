@@ -80,6 +80,26 @@ def test_replaying_a_sim_state_reproduces_the_observation(env):
     np.testing.assert_allclose(first["proprio"], obs["proprio"], atol=2e-3)
 
 
+def test_states_replayed_in_a_new_env_render_the_images_the_episode_saw(env):
+    """Fixtures are not in the sim state: a new env must put them where the episode had them.
+
+    LIBERO draws fixture poses from numpy's global generator; the env used here was made and
+    reset first, so the new env's constructor draws from a different point of that stream."""
+    from rsdlib.libero.demos import render_states
+    from rsdlib.libero.env import LiberoEnv
+
+    env.reset(3)
+    states = [env.sim_state()]
+    for _ in range(4):
+        env.step(np.array([0.3, -0.2, 0.1, 0, 0, 0, -1.0]))
+        states.append(env.sim_state())
+    seen = render_states(env, np.stack(states))["agentview_rgb"]  # the scene the episode ran in
+    np.random.seed(12345)  # whatever state the global generator happens to be in
+    with LiberoEnv("libero_spatial", 0, env.protocol) as fresh:
+        replayed = render_states(fresh, np.stack(states))["agentview_rgb"]
+    np.testing.assert_array_equal(replayed, seen)
+
+
 def test_an_episode_does_not_depend_on_the_one_before(env):
     """A soft reset keeps robosuite's gripper ramp and MuJoCo's warm start unless cleared."""
     first = env.reset(2)["proprio"]

@@ -56,7 +56,7 @@ def decode(main, obs, settings: StepSettings):
         gamma=settings.gamma,
         temperature=settings.temperature,
         tokenizer=FakeRFSQ(),
-    )
+    ).with_layer_actions(FakeRFSQ())
 
 
 @pytest.fixture(scope="module")
