@@ -113,6 +113,32 @@ def test_rim_grasp_of_a_far_bowl_stays_within_reach_and_clear_of_neighbours():
 
 
 @pytest.mark.libero
+def test_a_plate_is_dragged_along_the_table_to_its_region_and_a_bowl_is_not():
+    """ "Push the plate to the front of the stove": a plate cannot be lifted by its rim reliably
+    (13 of 50 with the pick and place), so the expert drags it without lifting it."""
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+    from rsdlib.libero.experts.scene import Scene
+    from rsdlib.libero.experts.skills import should_drag
+    from rsdlib.libero.policy import EpisodeContext
+
+    with LiberoEnv("libero_goal", 5, render=RenderOptions(enabled=False)) as env:
+        obs = env.reset(0)
+        scene = Scene(env)
+        assert should_drag(scene, "plate_1", "main_table_stove_front_region")
+        assert not should_drag(scene, "akita_black_bowl_1", "main_table_stove_front_region")  # 5 cm tall
+        assert not should_drag(scene, "plate_1", "akita_black_bowl_1")  # onto an object: lift it
+        expert = ScriptedExpert(ExpertConfig.with_noise())
+        expert.reset(EpisodeContext("libero_goal", 5, 0, 3, env.task.language, env))
+        start_z, highest, done = scene.box("plate_1").bottom, -np.inf, False
+        while not done and env.steps < env.max_steps:
+            obs, done, _ = env.step(expert.act(obs))
+            highest = max(highest, scene.box("plate_1").bottom)
+        assert done and env.steps < 160, env.steps
+        assert highest < start_z + 0.02  # slid, never carried
+
+
+@pytest.mark.libero
 def test_drop_height_sees_through_the_robot():
     """The surface under the gripper is the table (or an object), never the arm above it."""
     from rsdlib.libero.env import LiberoEnv, RenderOptions

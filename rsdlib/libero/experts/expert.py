@@ -116,6 +116,9 @@ class ScriptedExpert(Policy):
             return True
         if kind in ("on", "in"):
             obj, target = args
+            if kind == "on" and skills.should_drag(self.scene, obj, target):
+                yield from skills.drag(self.motion, obj, target, attempt=attempt)
+                return True
             if self._is_closed_drawer(target):  # open it first, as a person would
                 yield from skills.slide_drawer(self.motion, target, open_it=True)
             lifted = yield from skills.pick(self.motion, obj, attempt=attempt)

@@ -186,6 +186,45 @@ def place(motion: Motion, name: str, target: str, *, inside: bool = False) -> It
     yield from motion.move(retreat, tolerance=0.02, max_steps=15)
 
 
+#: Objects lower than this (m) whose narrow side is wider than the open gripper cannot be
+#: lifted reliably (a plate's rim is a 1.9 cm slope the fingers squeeze out of): they are dragged.
+FLAT = 0.03
+
+
+def should_drag(scene: Scene, name: str, target: str) -> bool:
+    """Whether ``name`` goes to ``target`` along the table: it is flat and too wide to grasp
+    around, and the target is a region of the surface it stands on (no lift needed)."""
+    if not scene.is_site(target) or scene.is_object(target):
+        return False
+    box = scene.box(name)
+    _, _, _, minor_len = principal_axes(scene.points(name))
+    on_same_surface = abs(scene.pos(target)[2] - box.bottom) < 0.02
+    return box.size[2] < FLAT and minor_len > FINGER_SPAN and on_same_surface
+
+
+def drag(motion: Motion, name: str, target: str, *, attempt: int = 0) -> Iterator[np.ndarray]:
+    """Pinch the rim of the flat object ``name`` and slide it along the table onto ``target``.
+
+    A pinch too weak to lift a plate still drags it, and dragging needs no reach beyond the
+    object's near side (pushing from its far side often lies past the arm's reach). The
+    fingers stop 1.2 cm above the object's bottom, over its floor rather than into it.
+    """
+    scene = motion.scene
+    grasps = plan_grasp(scene, name)
+    grasp = grasps[attempt % len(grasps)]
+    point = motion.jitter(grasp.point, scale=0.3)
+    point[2] = max(point[2], scene.box(name).bottom + 0.012)
+    yield from motion.grip(OPEN, steps=0)
+    yield from motion.move(point + [0, 0, 0.06], yaw=grasp.yaw, tolerance=0.006)
+    yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=30)
+    yield from motion.grip(CLOSE, steps=12)
+    shift = motion.jitter(scene.pos(target), scale=0.15)[:2] - scene.pos(name)[:2]
+    end = scene.eef_pos + [*shift, 0.004]  # a little up: less of its weight on the table
+    yield from motion.move(end, speed=0.5, tolerance=0.008, max_steps=80)
+    yield from motion.grip(OPEN, steps=6)
+    yield from motion.move(scene.eef_pos + [0, 0, 0.08], tolerance=0.02, max_steps=15)
+
+
 def turn_knob(motion: Motion, name: str, *, on: bool = True) -> Iterator[np.ndarray]:
     """Grip the ridge of a stove knob (fixture ``name``) and twist it on (or off).
 
