@@ -163,3 +163,18 @@ def test_a_drawer_is_closed_only_after_what_goes_into_it():
     assert solving_order([["open", "d"], ["in", "x", "d"]]) == [["open", "d"], ["in", "x", "d"]]
     microwave = [["close", "microwave_1"], ["in", "mug_1", "microwave_1_heating_region"]]
     assert solving_order(microwave) == microwave[::-1]  # a region of the thing being closed
+
+
+@pytest.mark.libero
+def test_opening_a_drawer_leaves_steps_to_put_the_bowl_in():
+    """ "Open the top drawer and put the bowl inside" within libero_goal's 300 steps: the wrist
+    turns back down on the way to the bowl instead of in place (3 of 50 succeeded before)."""
+    from rsdlib.libero.evaluate import EpisodeRunner, EpisodeSpec, EvalOptions, episode_seed, make_libero_env
+    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+
+    runner = EpisodeRunner(ScriptedExpert(ExpertConfig.with_noise()), EvalOptions(), make_libero_env, None)
+    try:
+        record = runner.run(EpisodeSpec("libero_goal", 3, 3, seed=episode_seed(0, "libero_goal", 3, 3)))
+    finally:
+        runner.close()
+    assert record["success"] and record["error"] is None, record

@@ -129,7 +129,8 @@ def pick(
     start_bottom = scene.box(name).bottom
     above = point + [0, 0, 0.08]
     yield from motion.grip(OPEN, steps=0)
-    yield from motion.move(above, yaw=grasp.yaw, tolerance=0.006)  # aligned before going down
+    # aligned (and pointing down, after a drawer) before going down
+    yield from motion.move(above, yaw=grasp.yaw, tilt=np.eye(3), tolerance=0.006)
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=60)
     yield from motion.grip(CLOSE, steps=12)
     # Lift well clear of the support (and of drawer walls around it); place() climbs higher only
@@ -251,7 +252,7 @@ def turn_knob(motion: Motion, name: str, *, on: bool = True) -> Iterator[np.ndar
     turn = (1.0 if on else -1.0) * np.sign(axis[2]) * 0.9  # radians, about world z
     point = motion.jitter(np.array([center[0], center[1], top - 0.02]), scale=0.2)
     yield from motion.grip(OPEN, steps=0)
-    yield from motion.move(point + [0, 0, 0.06], yaw=grip_yaw, tolerance=0.006)
+    yield from motion.move(point + [0, 0, 0.06], yaw=grip_yaw, tilt=np.eye(3), tolerance=0.006)
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=40)
     yield from motion.grip(CLOSE, steps=10)
     yield from motion.move(point, yaw=grip_yaw + turn, tolerance=0.01, max_steps=30)
@@ -280,7 +281,9 @@ def slide_drawer(motion: Motion, region: str, *, open_it: bool = True) -> Iterat
     """Open (pull) or close (push) the drawer that holds ``region`` by its handle.
 
     The gripper is pitched to face the drawer front with the fingers closing vertically, grips
-    the handle bar, and moves along the slide joint's axis.
+    the handle bar, and moves along the slide joint's axis. It ends backed off and still
+    pitched: :func:`pick` and :func:`turn_knob` turn the wrist down on their way to the next
+    object.
     """
     scene = motion.scene
     m, d = scene.model, scene.data
@@ -319,7 +322,7 @@ def slide_drawer(motion: Motion, region: str, *, open_it: bool = True) -> Iterat
         yield from motion.grip(CLOSE, steps=10)
     yield from motion.move(end, speed=0.5, tolerance=0.01, max_steps=60)
     yield from motion.grip(OPEN, steps=6)
-    retreat = scene.eef_pos + 0.08 * out
+    retreat = scene.eef_pos + 0.08 * out + [0, 0, 0.03]
     yield from motion.move(retreat, tolerance=0.02, max_steps=20)
-    # Turn back to pointing down before anything else: the arm tracks positions poorly mid-turn.
-    yield from motion.move(retreat + [0, 0, 0.06], tilt=np.eye(3), tolerance=0.02, max_steps=60)
+    # The wrist stays pitched: the next skill turns it back to pointing down on its way (turning
+    # in place first cost ~55 steps, a fifth of libero_goal's budget).
