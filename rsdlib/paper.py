@@ -98,6 +98,8 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
             xytext=(4, -9 if crowded else 3),
             textcoords="offset points",
         )
+    for points, style, label in _frontiers(comparison["rows"], timing):
+        ax.plot(*zip(*points, strict=True), style, color="#C44E52", lw=0.8, alpha=0.7, label=label, zorder=0)
     floor = latency["rows"][0].get("floor_ms")
     if floor:
         ax.axvline(floor, ls="--", color="black", lw=0.7, label="floor (prefix + one block pass)")
@@ -106,6 +108,30 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
     ax.set(xlabel=f"chunk latency, ms (median, batch 1, {latency['device']})",
            ylabel=f"{comparison['suite']} success, % (n = {', '.join(map(str, n))})", ylim=(-3, 103))  # fmt: skip
     return fig
+
+
+def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> list[tuple[list, str, str]]:
+    """The lossless and the lossy RSD frontier: the settings no other setting of the same kind
+    beats in both latency and success (plain ``rfsq_ar`` counts as lossless RSD that never
+    accepts), as (latency, success %) points from fast to slow; a frontier needs two points."""
+    kinds: dict[str, list[tuple[float, float]]] = {"lossless": [], "lossy": []}
+    for r in rows:
+        t = timing.get(latency_key(r["method"]))
+        rule = r["method"].split("@")[0].split(":")[2] if r["method"].startswith("rsd") else None
+        if t is None or not (r["method"] == "rfsq_ar" or rule is not None):
+            continue
+        point = (t["latency_median_ms"], 100 * r["rate"])
+        if rule in (None, "exact", "speculative"):
+            kinds["lossless"].append(point)
+        kinds["lossy"].append(point)  # a lossless setting is also a (zero-loss) lossy one
+    out = []
+    for kind, style in (("lossless", "-"), ("lossy", "--")):
+        pareto = [
+            p for p in kinds[kind] if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in kinds[kind])
+        ]
+        if len(pareto) >= 2:
+            out.append((sorted(pareto), style, f"{kind} RSD frontier"))
+    return out
 
 
 def plot_acceptance_by_rule(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:

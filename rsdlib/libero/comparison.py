@@ -74,8 +74,8 @@ def policy_from_spec(spec: str, models: str | Path):
 
 def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Decode latency (median and p90, ms; the first chunk of a worker includes warm-up), mean
-    main passes and, for RSD, mean accepted layers per chunk, over every chunk of the given
-    episode records (their ``diagnostics``)."""
+    main passes and, for RSD, mean accepted layers per chunk and acceptance per RFSQ layer, over
+    every chunk of the given episode records (their ``diagnostics``)."""
     chunks = [c for r in records for c in r.get("diagnostics") or []]
     if not chunks:
         return {}
@@ -87,4 +87,16 @@ def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     }
     if "accepted_layers" in chunks[0]:
         out["accepted_layers"] = float(np.mean([c["accepted_layers"] for c in chunks]))
+        out["acceptance_per_layer"] = _pooled_acceptance(chunks)
     return out
+
+
+def _pooled_acceptance(chunks: Sequence[dict[str, Any]]) -> list[float | None]:
+    """Per RFSQ layer, drafted layers accepted over drafted layers judged, pooled over chunks
+    (None for a layer never judged)."""
+    judged: dict[int, list[bool]] = {}
+    for c in chunks:
+        for layer, accepted in c["judged"]:
+            judged.setdefault(int(layer), []).append(bool(accepted))
+    num_layers = max(len(c["layer_kinds"]) for c in chunks)
+    return [float(np.mean(judged[k])) if k in judged else None for k in range(num_layers)]

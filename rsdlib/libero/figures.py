@@ -102,3 +102,74 @@ def plot_method_success(rows: Sequence[Mapping[str, Any]], title: str = "") -> p
     if title:
         ax.set_title(title, fontsize=8)
     return fig
+
+
+#: Where the lossless ``exact`` rule sits on each lossy rule's threshold axis: every token must
+#: match (``match_rate`` 1), no decoded change allowed (``action_tolerance`` 0, ``level_distance`` 0).
+EXACT_AS = {"match_rate": 1.0, "action_tolerance": 0.0, "level_distance": 0.0}
+
+
+def threshold_sweeps(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[float, Mapping[str, Any]]]]:
+    """RSD comparison rows grouped into threshold sweeps: ``"rsd_head:g3:match_rate"`` -> rows
+    sorted by threshold, each family's ``exact`` row (same drafter and gamma) at its end of the
+    axis. Only families with at least one lossy setting are returned."""
+    lossy: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
+    exact: dict[str, Mapping[str, Any]] = {}
+    for r in rows:
+        parts = str(r["method"]).split(":")
+        if not parts[0].startswith("rsd") or len(parts) < 3 or "@" in r["method"]:
+            continue
+        if parts[2] == "exact" and len(parts) == 3:
+            exact[":".join(parts[:2])] = r
+        elif parts[2] in EXACT_AS and len(parts) == 4:
+            lossy.setdefault(":".join(parts[:3]), []).append((float(parts[3]), r))
+    out = {}
+    for family, points in lossy.items():
+        base = exact.get(family.rsplit(":", 1)[0])
+        if base is not None:
+            points = [*points, (EXACT_AS[family.rsplit(":", 1)[1]], base)]
+        out[family] = sorted(points, key=lambda p: p[0])
+    return out
+
+
+def plot_threshold_sweep(rows: Sequence[Mapping[str, Any]], rule: str) -> plt.Figure:
+    """A lossy rule's trade-off: LIBERO success (95% Wilson interval) and in-episode chunk
+    latency against its threshold, and acceptance per RFSQ layer at each threshold (comparison
+    rows with ``acceptance_per_layer``, as :func:`rsdlib.libero.comparison.chunk_stats` gives).
+
+    Raises:
+        ValueError: no RSD setting of ``rule`` with a threshold among the rows.
+    """
+    sweeps = {f: p for f, p in threshold_sweeps(rows).items() if f.rsplit(":", 1)[1] == rule}
+    if not sweeps:
+        raise ValueError(f"no RSD setting with {rule} (e.g. rsd_head:g3:{rule}:0.5) among the rows to sweep")
+    fig, (ok, lat, acc) = plt.subplots(1, 3, figsize=(9.0, 2.7), layout="constrained")
+    for family, points in sweeps.items():
+        x = np.array([t for t, _ in points])
+        rate = np.array([100 * r["rate"] for _, r in points])
+        err = 100 * np.array(
+            [[r["rate"] - r["ci_low"] for _, r in points], [r["ci_high"] - r["rate"] for _, r in points]]
+        )
+        ok.errorbar(x, rate, yerr=err, marker="o", ms=4, lw=0.9, capsize=2, label=family)
+        lat.plot(x, [r["latency_median_ms"] for _, r in points], marker="o", ms=4, lw=0.9, label=family)
+    first = next(iter(sweeps.values()))
+    cmap = plt.get_cmap("viridis")
+    for i, (threshold, r) in enumerate(first):
+        values = [np.nan if a is None else a for a in r.get("acceptance_per_layer") or []]
+        acc.plot(range(len(values)), values, marker="o", ms=3, lw=0.9, color=cmap(i / max(1, len(first) - 1)),
+                 label=f"{threshold:g}")  # fmt: skip
+    n = sorted({r["n"] for points in sweeps.values() for _, r in points})
+    ok.set(
+        xlabel="threshold (exact at its end)",
+        ylabel=f"success, % (n = {', '.join(map(str, n))})",
+        ylim=(-3, 103),
+    )
+    lat.set(xlabel=f"{rule} threshold", ylabel="chunk latency in episodes, ms (median)")
+    acc.set(xlabel="RFSQ layer (coarse to fine)", ylabel="accepted / drafted", ylim=(-0.02, 1.02))
+    acc.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    acc.legend(fontsize=6, title=f"{next(iter(sweeps)).removeprefix('rsd_')}", title_fontsize=6)
+    ok.legend(fontsize=6)
+    if rule == "match_rate":  # lower tau accepts more: read the axis from strict to loose
+        for ax in (ok, lat):
+            ax.invert_xaxis()
+    return fig

@@ -261,3 +261,33 @@ def test_videos_of_failures_only(tmp_path, render):
     # the fake picture's brightness follows the step count: frames are in order, whichever way made
     brightness = [int(f[:, :16].mean()) for f in frames]
     assert brightness == sorted(brightness) and brightness[-1] > brightness[0]
+
+
+def test_threshold_sweeps_put_exact_at_the_strict_end_and_draw_per_rule(tmp_path):
+    from rsdlib.libero.comparison import chunk_stats
+    from rsdlib.libero.figures import plot_threshold_sweep, threshold_sweeps
+
+    def chunk(judged):
+        return {"latency_ms": {"total": 10.0}, "main_passes": 2, "accepted_layers": sum(a for _, a in judged),
+                "judged": judged, "layer_kinds": ["plain"] * 4}  # fmt: skip
+
+    # acceptance per layer is pooled over every chunk of every episode; an unjudged layer is None
+    stats = chunk_stats(
+        [
+            {"diagnostics": [chunk([[0, True], [1, False]])]},
+            {"diagnostics": [chunk([[0, True], [1, True], [2, False]])]},
+        ]
+    )
+    assert stats["acceptance_per_layer"] == [1.0, 0.5, 0.0, None]
+
+    row = {"rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 10, "latency_median_ms": 20.0, **stats}
+    rows = [{**row, "method": m} for m in ("rfsq_ar", "rsd_head:g3:exact", "rsd_head:g3:match_rate:0.5",
+                                           "rsd_head:g3:match_rate:0.75", "rsd_head:g2:exact", "rsd_head:g3:action_tolerance:0.2")]  # fmt: skip
+    sweeps = threshold_sweeps(rows)
+    assert list(sweeps) == ["rsd_head:g3:match_rate", "rsd_head:g3:action_tolerance"]
+    assert [t for t, _ in sweeps["rsd_head:g3:match_rate"]] == [0.5, 0.75, 1.0]
+    assert sweeps["rsd_head:g3:match_rate"][-1][1]["method"] == "rsd_head:g3:exact"
+    assert [t for t, _ in sweeps["rsd_head:g3:action_tolerance"]] == [0.0, 0.2]
+    assert len(plot_threshold_sweep(rows, "match_rate").axes) == 3
+    with pytest.raises(ValueError, match="level_distance"):
+        plot_threshold_sweep(rows, "level_distance")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from rsdlib.paper import latency_key, plot_acceptance_by_rule, plot_iso_latency, plot_pipeline, write_manifest
+from rsdlib.paper import (
+    _frontiers,
+    latency_key,
+    plot_acceptance_by_rule,
+    plot_iso_latency,
+    plot_pipeline,
+    write_manifest,
+)
 from rsdlib.plotting import paper_style, save_figure
 
 COMPARISON = {
@@ -46,6 +53,24 @@ def test_paper_figures_are_byte_identical_when_redrawn(tmp_path):
             assert a.read_bytes() == b.read_bytes(), a.name
     fig3 = plot_iso_latency(COMPARISON, LATENCY)
     assert len(fig3.axes[0].texts) == 3  # every method with a latency gets a labelled marker
+
+
+def test_frontiers_keep_only_settings_nothing_beats_in_both_latency_and_success():
+    rows = [
+        {"method": "rfsq_ar", "rate": 0.6},
+        {"method": "rsd_head:g3:exact", "rate": 0.6},
+        {"method": "rsd_head:g3:match_rate:0.75", "rate": 0.7},
+        {"method": "rsd_head:g3:match_rate:0.5", "rate": 0.5},
+        {"method": "rsd_head:g2:match_rate:0.5", "rate": 0.4},  # slower and worse than g3 0.5: off
+        {"method": "l1_regression", "rate": 1.0},  # not RSD: on no frontier
+    ]
+    ms = {"rfsq_ar": 30, "rsd head_drafter g=3 exact": 25, "rsd head_drafter g=3 match_rate:0.75": 20,
+          "rsd head_drafter g=3 match_rate:0.5": 15, "rsd head_drafter g=2 match_rate:0.5": 18, "l1_regression": 5}  # fmt: skip
+    timing = {k: {"latency_median_ms": float(v)} for k, v in ms.items()}
+    frontiers = {label: points for points, _, label in _frontiers(rows, timing)}
+    # lossless: exact is as good as plain and faster, so plain drops off: one point, no line
+    assert set(frontiers) == {"lossy RSD frontier"}
+    assert frontiers["lossy RSD frontier"] == [(15.0, 50.0), (20.0, 70.0)]
 
 
 def test_manifest_names_notebook_runs_and_hashes(tmp_path):
