@@ -32,6 +32,12 @@ def main() -> None:
         "--no-images", action="store_true", help="stage 1 only: rollouts without camera images"
     )
     parser.add_argument("--fast-render", action="store_true")
+    parser.add_argument(
+        "--rerender-images",
+        action="store_true",
+        help="render the images of existing files again from their states (files made before fixtures "
+        "were placed as in episodes say so when loaded)",
+    )
     parser.add_argument("--resolution", type=int, default=128, help="camera images, pixels square")
     parser.add_argument("--noise-std", type=float, default=DemoConfig.noise_std, help="expert action noise")
     parser.add_argument(
@@ -48,7 +54,13 @@ def main() -> None:
         protocol=Protocol(camera_resolution=args.resolution),
     )
     reports = generate_suite(
-        args.suite, args.tasks, config, root=args.root, workers=args.workers, images=not args.no_images
+        args.suite,
+        args.tasks,
+        config,
+        root=args.root,
+        workers=args.workers,
+        images=not args.no_images,
+        rerender_images=args.rerender_images,
     )
     for report in reports:
         print(json.dumps(report))

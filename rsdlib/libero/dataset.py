@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from rsdlib.actions import GRIPPER, chunk_episode
-from rsdlib.libero.demos import DEMOS_DIR, DemoFileError, _is_opengl, _open, demo_names, language_of
+from rsdlib.libero.demos import (
+    DEMOS_DIR,
+    FIXTURES_ATTR,
+    DemoFileError,
+    _is_opengl,
+    _open,
+    demo_names,
+    language_of,
+)
 from rsdlib.tokenizers.normaliser import Normaliser
 
 STATS_FILE = "norm_stats.json"
@@ -156,6 +165,14 @@ def index_episodes(files: Sequence[str | Path], *, need_images: bool = False) ->
                     "`python scripts/generate_demos.py --suite <suite>`, or load with images=False"
                 )
             suite = str(data.attrs.get("suite", path.parent.name))
+            ours = data.attrs.get("generator") == "rsdlib scripted expert"
+            if need_images and ours and not data.attrs.get(FIXTURES_ATTR, False):
+                warnings.warn(
+                    f"{path}: its images were rendered with the cabinets and stoves up to 1.3 cm from where "
+                    "the episodes had them; render them again with `python scripts/generate_demos.py "
+                    f"--suite {suite} --rerender-images --resolution <px> [--fast-render]`",
+                    stacklevel=2,
+                )
             task_name = str(data.attrs.get("task_name", path.name.removesuffix("_demo.hdf5")))
             language = language_of(data.attrs)
             for name in names:

@@ -99,6 +99,12 @@ class DemoConfig:
     protocol: Protocol = field(default_factory=Protocol)
 
 
+#: Set on files whose images were rendered with the fixtures (cabinets, stoves) where the
+#: episodes had them. Before 21ffb66 the rendering env drew them unseeded, up to 1.3 cm away
+#: from where the rollout's physics (and every evaluation episode) had them.
+FIXTURES_ATTR = "fixtures_placed_as_in_episodes"
+
+
 def demo_path(suite: str, task_name: str, root: str | Path = DEMOS_DIR) -> Path:
     """Where a task's demonstrations live: ``<root>/<suite>/<task_name>_demo.hdf5``."""
     return Path(root) / suite / f"{task_name}_demo.hdf5"
@@ -293,6 +299,7 @@ def generate_task(
     root: str | Path = DEMOS_DIR,
     images: bool = True,
     overwrite: bool = False,
+    rerender_images: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Generate one task's demonstration file, in two resumable stages.
@@ -300,7 +307,9 @@ def generate_task(
     Stage 1 rolls the expert out without rendering and writes the file with actions, states
     and low-dimensional observations (``data.attrs["has_images"] = False``): enough for action
     tokenizers. Stage 2 (``images=True``) replays the states in a rendering env and rewrites the
-    file with both cameras. A stage already done is skipped.
+    file with both cameras. A stage already done is skipped; ``rerender_images`` renders the
+    images again from the stored states (files rendered before fixtures were placed as in
+    episodes: see :data:`FIXTURES_ATTR`).
 
     Returns:
         A report: path, attempted, kept, failed init indices, seconds for rollouts and renders,
@@ -370,7 +379,7 @@ def generate_task(
         report.update(
             attempted=len(inits), failed_init_indices=failed, rollout_s=round(time.perf_counter() - start, 1)
         )
-    if images and not bool(attrs.get("has_images", True)):
+    if images and (rerender_images or not bool(attrs.get("has_images", True))):
         start = time.perf_counter()
         demos = []
         render = RenderOptions(enabled=True, fast=config.fast_render)
@@ -381,6 +390,7 @@ def generate_task(
                 demos.append((rollout, render_states(env, rollout.states)))
         attrs["has_images"] = True
         attrs["fast_render"] = config.fast_render
+        attrs[FIXTURES_ATTR] = True
         write_demo_file(path, demos, attrs)
         report["render_s"] = round(time.perf_counter() - start, 1)
     elif images:
@@ -395,9 +405,17 @@ def generate_task(
 
 
 def _generate_task_star(args: tuple) -> dict[str, Any]:
-    suite, task_id, config, root, images, overwrite = args
+    suite, task_id, config, root, images, overwrite, rerender_images = args
     try:
-        return generate_task(suite, task_id, config, root=root, images=images, overwrite=overwrite)
+        return generate_task(
+            suite,
+            task_id,
+            config,
+            root=root,
+            images=images,
+            overwrite=overwrite,
+            rerender_images=rerender_images,
+        )
     except Exception as err:  # one task's failure is reported; the others go on
         return {"suite": suite, "task_id": task_id, "error": f"{type(err).__name__}: {err}"}
 
@@ -411,18 +429,20 @@ def generate_suite(
     workers: int = 1,
     images: bool = True,
     overwrite: bool = False,
+    rerender_images: bool = False,
 ) -> list[dict[str, Any]]:
     """Generate demonstration files for tasks of ``suite`` on a process pool (one task per job).
 
     Finished tasks are skipped, so an interrupted generation resumes where it stopped. Each
-    task's report is appended to ``<root>/<suite>/generation_log.jsonl``.
+    task's report is appended to ``<root>/<suite>/generation_log.jsonl``. ``rerender_images``
+    renders the images of existing files again (see :func:`generate_task`).
     """
     from tqdm.auto import tqdm
 
     from rsdlib.libero.tasks import num_tasks
 
     task_ids = list(range(num_tasks(suite))) if tasks is None else list(tasks)
-    jobs = [(suite, t, config, str(root), images, overwrite) for t in task_ids]
+    jobs = [(suite, t, config, str(root), images, overwrite, rerender_images) for t in task_ids]
     log = Path(root) / suite / "generation_log.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     reports = []

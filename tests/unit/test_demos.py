@@ -12,6 +12,7 @@ from fake_demos import SUITE, write_task
 from rsdlib.actions import read_hdf5_actions
 from rsdlib.libero.dataset import DemoDataset, NormStats, index_episodes, load_demos, split_episodes
 from rsdlib.libero.demos import (
+    FIXTURES_ATTR,
     LOW_DIM_KEYS,
     DemoFileError,
     demo_frames,
@@ -165,6 +166,19 @@ def test_generated_demo_replays_to_success(tmp_path):
         assert same < 8 and same < flipped / 4, (same, flipped)  # the same views, same orientation
     again = generate_task(SUITE, 0, config, root=tmp_path)
     assert again["skipped"] == ["rollouts", "images"]
+    # A file rendered before fixtures were placed as in episodes says so when loaded, and
+    # re-rendering its images from the stored states fixes it.
+    with h5py.File(report["path"], "a") as f:
+        f["data"].attrs[FIXTURES_ATTR] = False
+    with pytest.warns(UserWarning, match="--rerender-images"):
+        index_episodes([report["path"]], need_images=True)
+    fixed = generate_task(SUITE, 0, config, root=tmp_path, rerender_images=True)
+    assert fixed["skipped"] == ["rollouts"]
+    with h5py.File(fixed["path"], "r") as f:
+        assert bool(f["data"].attrs[FIXTURES_ATTR])
+    np.testing.assert_array_equal(
+        read_demo(fixed["path"], "demo_0")["obs"]["agentview_rgb"], demo["obs"]["agentview_rgb"]
+    )
     with pytest.raises(DemoFileError, match="from 1 init states, fewer than the 2"):
         generate_task(SUITE, 0, DemoConfig(episodes=2, protocol=config.protocol), root=tmp_path)
     with LiberoEnv(SUITE, 0, render=RenderOptions(enabled=False)) as env:
