@@ -125,7 +125,9 @@ class ScriptedExpert(Policy):
             if not lifted:
                 yield from self._let_go()
                 return False
-            yield from skills.place(self.motion, obj, target, inside=kind == "in")
+            others = [p for p in self.goal if p[0] == "on" and len(p) == 3 and p[2] == target and p[1] != obj]
+            leave_room = kind == "on" and any(not self.scene.holds(p) for p in others)
+            yield from skills.place(self.motion, obj, target, inside=kind == "in", leave_room=leave_room)
             return True
         if kind in ("turnon", "turnoff"):
             yield from skills.turn_knob(self.motion, args[0], on=kind == "turnon")

@@ -22,6 +22,9 @@ FINGER_SPAN = 0.08
 COMFORTABLE_REACH = 0.70
 #: Objects wider than this (in both horizontal directions) are grasped by the rim or an edge.
 WIDE = 0.07
+#: Objects lower than this (m) whose narrow side is wider than the open gripper cannot be
+#: lifted reliably (a plate's rim is a 1.9 cm slope the fingers squeeze out of): they are dragged.
+FLAT = 0.03
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,11 @@ def plan_grasp(scene: Scene, name: str) -> list[Grasp]:
             radial = np.array([np.cos(theta), np.sin(theta), 0.0])
             point = np.array([center[0], center[1], z]) + (radius - 0.008) * radial
             candidates.append((point, wrap_half_turn(theta - np.pi / 2), "rim"))
+        # A solid body (a moka pot) has no wall to take: where the inner finger would sink into
+        # it, take the part that sticks out instead, if one is narrow enough to grasp.
+        if box.size[2] > FLAT:
+            open_rim = [c for c in candidates if not _inside(scene, name, _inner_finger(c[0], center))]
+            candidates = open_rim or _handle_candidates(scene, name) or candidates
     scored = []
     for point, yaw, kind in candidates:
         room = scene.clearance(gripper_points(point, yaw), exclude=(name,))
@@ -116,6 +124,38 @@ def plan_grasp(scene: Scene, name: str) -> list[Grasp]:
         scored.append((score, Grasp(point, yaw, kind)))
     scored.sort(key=lambda c: -c[0])
     return [g for _, g in scored]
+
+
+def _inner_finger(point: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Points (3, 3) on the inner finger of a rim grasp at ``point`` (the finger nearer the
+    object's ``center``), from its tip up."""
+    radial = np.array([*(point[:2] - center[:2]), 0.0])
+    radial /= max(np.linalg.norm(radial), 1e-9)
+    tip = point - (FINGER_SPAN / 2 + 0.005) * radial
+    return tip + np.outer([-0.008, 0.0, 0.015], [0.0, 0.0, 1.0])
+
+
+def _inside(scene: Scene, name: str, points: np.ndarray) -> bool:
+    """Whether any of ``points`` (N, 3) lies within (or on) a collision geom of object ``name``."""
+    others = tuple(n for n in (*scene.problem.objects_dict, *scene.problem.fixtures_dict) if n != name)
+    return scene.clearance(points, exclude=others) <= 0.0
+
+
+def _handle_candidates(scene: Scene, name: str) -> list[tuple[np.ndarray, float, str]]:
+    """Grasps around the part of a wide solid object that sticks out furthest from its body's
+    axis (a handle): those collision geoms, fingers closing across their narrow side."""
+    center = scene.pos(name)  # the root body sits on the body's axis, not at the handle-skewed box centre
+    geoms = scene._geoms(scene.body_of(name))
+    pts = [scene._geom_points(g) for g in geoms]
+    reach = np.array([np.linalg.norm(p[:, :2].mean(0) - center[:2]) for p in pts])
+    part = np.concatenate([p for p, r in zip(pts, reach, strict=True) if r > 0.8 * reach.max()])
+    major, minor, _, minor_len = principal_axes(part)
+    if minor_len > FINGER_SPAN - 0.02:
+        return []
+    yaw = wrap_half_turn(np.arctan2(minor[1], minor[0]) - np.pi / 2)  # close across the narrow side
+    mid = part.mean(0)
+    point = np.array([mid[0], mid[1], part[:, 2].max() - 0.02])
+    return [(point + shift * np.array([*major, 0.0]), yaw, "center") for shift in (0.0, -0.006, 0.006)]
 
 
 def pick(
@@ -163,14 +203,40 @@ def corridor_height(scene: Scene, start: np.ndarray, end: np.ndarray, *, exclude
     return top
 
 
-def place(motion: Motion, name: str, target: str, *, inside: bool = False) -> Iterator[np.ndarray]:
-    """Carry the held object ``name`` over ``target`` and set it down (or drop it in)."""
+def free_spot(scene: Scene, held: str, target: str, *, leave_room: bool = False) -> np.ndarray:
+    """Where in ``target`` to set ``held`` down (xy): the target's centre; to one side of a region
+    when ``leave_room`` for another object (the first of two moka pots on one stove); or, when
+    another object already stands in the region, the point of its inner part farthest from it."""
+    center = scene.pos(target)[:2]
+    if not scene.is_site(target) or scene.is_object(target):
+        return center
+    half = scene.site_size(target)[:2]
+    rot = scene.mat(target)[:2, :2]
+    inside = []  # xy points of the other objects standing in the region
+    for other in (n for n in scene.problem.objects_dict if n != held):
+        xy = scene.points(other)[:, :2]
+        if (np.abs((xy - center) @ rot) <= half).all(axis=1).any():
+            inside.append(xy)
+    if not inside:
+        return center + rot @ np.array([0.0, 0.7 * half[1]]) if leave_room else center
+    occupied = np.concatenate(inside)
+    grid = np.linspace(-0.7, 0.7, 8)
+    spots = np.array([center + rot @ (np.array([u, v]) * half) for u in grid for v in grid])
+    room = np.min(np.linalg.norm(spots[:, None] - occupied[None], axis=-1), axis=1)
+    return spots[int(np.argmax(room - 0.1 * np.linalg.norm(spots - center, axis=1)))]
+
+
+def place(
+    motion: Motion, name: str, target: str, *, inside: bool = False, leave_room: bool = False
+) -> Iterator[np.ndarray]:
+    """Carry the held object ``name`` over ``target`` and set it down (or drop it in), to one side
+    of a region when ``leave_room`` for another object (:func:`free_spot`)."""
     scene = motion.scene
     held = scene.box(name)
     eef = scene.eef_pos
     hang = eef[2] - held.bottom  # how far the object reaches below the grip site
     offset = eef[:2] - scene.pos(name)[:2]  # keep the object's body centred on the target
-    goal_xy = motion.jitter(scene.pos(target)[:2], scale=0.15) + offset
+    goal_xy = motion.jitter(free_spot(scene, name, target, leave_room=leave_room), scale=0.15) + offset
     surface = surface_height(scene, goal_xy - offset, held=name)
     release_z = surface + hang + (0.02 if inside else 0.012)
     corridor = corridor_height(scene, eef, np.array([*goal_xy, 0]), exclude=(name,))
@@ -185,11 +251,6 @@ def place(motion: Motion, name: str, target: str, *, inside: bool = False) -> It
     yield from motion.grip(OPEN, steps=6)
     retreat = scene.eef_pos + [0, 0, 0.08]
     yield from motion.move(retreat, tolerance=0.02, max_steps=15)
-
-
-#: Objects lower than this (m) whose narrow side is wider than the open gripper cannot be
-#: lifted reliably (a plate's rim is a 1.9 cm slope the fingers squeeze out of): they are dragged.
-FLAT = 0.03
 
 
 def should_drag(scene: Scene, name: str, target: str) -> bool:
