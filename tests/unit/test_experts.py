@@ -178,3 +178,35 @@ def test_opening_a_drawer_leaves_steps_to_put_the_bowl_in():
     finally:
         runner.close()
     assert record["success"] and record["error"] is None, record
+
+
+@pytest.mark.libero
+def test_a_moka_pot_is_grasped_by_its_handle_and_the_second_pot_goes_beside_the_first():
+    """A moka pot is wide and solid: a rim grasp's inner finger would land on its lid (0 of 50
+    "both moka pots on the stove" before). Two pots share one stove region."""
+    import mujoco
+
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.experts.scene import Scene
+    from rsdlib.libero.experts.skills import free_spot, plan_grasp
+
+    with LiberoEnv("libero_10", 8, render=RenderOptions(enabled=False)) as env:
+        env.reset(0)
+        scene = Scene(env)
+        axis = scene.pos("moka_pot_1")[:2]
+        grasp = plan_grasp(scene, "moka_pot_1")[0]
+        assert grasp.kind == "center" and np.linalg.norm(grasp.point[:2] - axis) > 0.04  # out on the handle
+        region = "flat_stove_1_cook_region"
+        center, half = scene.pos(region)[:2], scene.site_size(region)[:2]
+        assert np.allclose(free_spot(scene, "moka_pot_1", region), center)
+        aside = free_spot(scene, "moka_pot_1", region, leave_room=True)
+        assert np.linalg.norm(aside - center) > 0.03 and np.all(np.abs(aside - center) <= half)
+        # pot 1 stands in the region: pot 2 goes where it does not touch it, still in the region
+        joint = scene.problem.objects_dict["moka_pot_1"].joints[-1]
+        qpos = scene.sim.data.get_joint_qpos(joint).copy()
+        qpos[:2] = aside
+        scene.sim.data.set_joint_qpos(joint, qpos)
+        mujoco.mj_forward(scene.model, scene.data)
+        spot = free_spot(scene, "moka_pot_2", region)
+        assert np.linalg.norm(spot - scene.pos("moka_pot_1")[:2]) > 0.08
+        assert np.all(np.abs(spot - center) <= half)
