@@ -210,3 +210,18 @@ def test_a_moka_pot_is_grasped_by_its_handle_and_the_second_pot_goes_beside_the_
         spot = free_spot(scene, "moka_pot_2", region)
         assert np.linalg.norm(spot - scene.pos("moka_pot_1")[:2]) > 0.08
         assert np.all(np.abs(spot - center) <= half)
+
+
+@pytest.mark.libero
+def test_a_door_the_expert_cannot_close_is_a_clear_error_not_a_key_error():
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+    from rsdlib.libero.experts.expert import UnsupportedGoal
+    from rsdlib.libero.policy import EpisodeContext
+
+    with LiberoEnv("libero_10", 9, render=RenderOptions(enabled=False)) as env:
+        env.reset(0)
+        expert = ScriptedExpert(ExpertConfig())
+        expert.reset(EpisodeContext("libero_10", 9, 0, 0, env.task.language, env))
+        with pytest.raises(UnsupportedGoal, match="microwave_1.*hinged door"):
+            next(expert._skill(["close", "microwave_1"], 0))

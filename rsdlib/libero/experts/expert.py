@@ -112,6 +112,11 @@ class ScriptedExpert(Policy):
     def _skill(self, predicate: list[str], attempt: int) -> Generator[np.ndarray, None, bool]:
         kind, *args = predicate
         if kind in ("open", "close"):
+            if not self._is_drawer(args[0]):
+                raise UnsupportedGoal(
+                    f"the scripted expert slides drawers only; {args[0]!r} in {predicate} is not a drawer "
+                    "region (a hinged door, such as a microwave's, has no primitive yet)"
+                )
             yield from skills.slide_drawer(self.motion, args[0], open_it=kind == "open")
             return True
         if kind in ("on", "in"):
@@ -134,11 +139,13 @@ class ScriptedExpert(Policy):
             return True
         raise UnsupportedGoal(f"the scripted expert has no skill for the goal predicate {predicate}")
 
-    def _is_closed_drawer(self, target: str) -> bool:
+    def _is_drawer(self, target: str) -> bool:
+        """Whether ``target`` is a region that slides with a joint (a drawer's)."""
         sites = self.scene.problem.object_sites_dict
-        if target not in sites or not getattr(sites[target], "joints", None):
-            return False
-        return not skills.is_open(self.scene, target)
+        return target in sites and bool(getattr(sites[target], "joints", None))
+
+    def _is_closed_drawer(self, target: str) -> bool:
+        return self._is_drawer(target) and not skills.is_open(self.scene, target)
 
     def _let_go(self) -> Iterator[np.ndarray]:
         yield from self.motion.grip(OPEN, steps=6)

@@ -236,7 +236,9 @@ def place(
     eef = scene.eef_pos
     hang = eef[2] - held.bottom  # how far the object reaches below the grip site
     offset = eef[:2] - scene.pos(name)[:2]  # keep the object's body centred on the target
-    goal_xy = motion.jitter(free_spot(scene, name, target, leave_room=leave_room), scale=0.15) + offset
+    # into a container: its centre (things may stack there); onto a region: a free spot in it
+    spot = scene.pos(target)[:2] if inside else free_spot(scene, name, target, leave_room=leave_room)
+    goal_xy = motion.jitter(spot, scale=0.15) + offset
     surface = surface_height(scene, goal_xy - offset, held=name)
     release_z = surface + hang + (0.02 if inside else 0.012)
     corridor = corridor_height(scene, eef, np.array([*goal_xy, 0]), exclude=(name,))
