@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,11 +188,16 @@ def execute_profile(
     kernel: str = "python3",
     progress: bool = True,
     stop_on_error: bool = True,
+    settings: Sequence[str] = (),
 ) -> list[NotebookRun]:
     """Run the notebooks in order for ``profile`` and return how each went (see :func:`run_pipeline`)."""
     if profile not in PROFILES:
         raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
-    problems = check_profiles()
+    profiles = load_profiles()
+    for text in settings:
+        stem, name, value = parse_setting(text)
+        profiles[profile].setdefault(stem, {})[name] = value
+    problems = check_profiles(profiles)
     if problems:
         raise PipelineError("profiles do not fit the notebooks:\n  " + "\n  ".join(problems))
     notebooks = list_notebooks()
@@ -200,7 +206,7 @@ def execute_profile(
         if not notebooks:
             raise PipelineError(f"no notebook matches {only}; see `python -m rsdlib.pipeline --list`")
     build_dir = Path(build_dir or BUILD_DIR / profile)
-    overrides = load_profiles()[profile]
+    overrides = profiles[profile]
     runs: list[NotebookRun] = []
     for i, nb in enumerate(notebooks, 1):
         params = {"profile": profile, "figures_dir": str(figures_dir), "results_dir": str(results_dir)}
@@ -215,6 +221,23 @@ def execute_profile(
     return runs
 
 
+def parse_setting(text: str) -> tuple[str, str, Any]:
+    """``"08.executor=ray"`` -> ``("08_libero_comparison", "executor", "ray")``: a notebook (its
+    stem or number), a parameter, and a value read as YAML (``[0, 1]``, ``2``, ``true``, text).
+
+    Raises:
+        PipelineError: not ``NOTEBOOK.PARAMETER=VALUE``, or no single notebook matches.
+    """
+    target, eq, raw = text.partition("=")
+    stem, dot, name = target.partition(".")
+    if not (eq and dot and stem and name):
+        raise PipelineError(f"--set {text!r}: write NOTEBOOK.PARAMETER=VALUE, e.g. 08.executor=ray")
+    matches = [nb.stem for nb in list_notebooks() if nb.stem == stem or nb.stem.startswith(stem + "_")]
+    if len(matches) != 1:
+        raise PipelineError(f"--set {text!r}: {stem!r} matches {matches or 'no notebook'}; see --list")
+    return matches[0], name, yaml.safe_load(raw) if raw.strip() else ""
+
+
 def run_pipeline(profile: str, **kwargs: Any) -> list[NotebookRun]:
     """Run the notebooks in order for ``profile``; raise if any fails.
 
@@ -226,6 +249,8 @@ def run_pipeline(profile: str, **kwargs: Any) -> list[NotebookRun]:
         kernel: Jupyter kernel name.
         progress: show papermill's per-cell progress bar.
         stop_on_error: stop at the first failing notebook (later ones build on earlier ones).
+        settings: ``NOTEBOOK.PARAMETER=VALUE`` overrides on top of the profile (:func:`parse_setting`),
+            checked against the notebooks' parameters like the profiles are.
 
     Raises:
         PipelineError: unknown profile, profiles that do not fit the notebooks, or a failing notebook
@@ -263,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--kernel", default="python3")
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters, then exit")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="NB.PARAM=VALUE",
+        help="override a parameter on top of the profile, e.g. --set 08.executor=ray 08.ray_address=auto",
+    )
     args = parser.parse_args(argv)
     if args.list:
         print(_describe())
@@ -271,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = run_pipeline(
             args.profile, only=args.only, build_dir=args.build_dir,
-            figures_dir=args.figures_dir, results_dir=args.results_dir, kernel=args.kernel,
+            figures_dir=args.figures_dir, results_dir=args.results_dir, kernel=args.kernel, settings=args.set,
         )  # fmt: skip
     except PipelineError as err:
         print(f"\npipeline failed:\n{err}", file=sys.stderr)

@@ -90,3 +90,17 @@ def test_a_failing_notebook_is_named_with_its_cell_and_its_copy_is_kept(tmp_path
     assert "ValueError: bad data in demo_3" in run.error
     assert "raise ValueError" in run.error  # the failing cell's source
     assert out.exists() and str(out) in run.error
+
+
+def test_a_setting_overrides_one_parameter_and_a_bad_one_is_named():
+    from rsdlib.pipeline import PipelineError, execute_profile, parse_setting
+
+    assert parse_setting("08.executor=ray") == ("08_libero_comparison", "executor", "ray")
+    assert parse_setting("08_libero_comparison.tasks=[0, 3]") == ("08_libero_comparison", "tasks", [0, 3])
+    assert parse_setting("09.repeats=4")[2] == 4
+    for bad, match in (("08executor=ray", "NOTEBOOK.PARAMETER=VALUE"), ("99.x=1", "no notebook")):
+        with pytest.raises(PipelineError, match=match):
+            parse_setting(bad)
+    # checked against the notebook's parameters before anything runs
+    with pytest.raises(PipelineError, match=r"does not declare: \['exectuor'\]"):
+        execute_profile("smoke", only=["08"], settings=["08.exectuor=ray"])
