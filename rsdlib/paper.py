@@ -75,16 +75,22 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
     method of the comparison whose latency was measured."""
     timing = {r["method"]: r for r in latency["rows"]}
     fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
-    placed: list[tuple[float, float]] = []
+    points = {
+        r["method"]: (t["latency_median_ms"], 100 * r["rate"]) for r in comparison["rows"]
+        if (t := timing.get(latency_key(r["method"]))) is not None
+    }  # fmt: skip
+    # Labels above their markers; markers at the same success alternate above and below, from
+    # fast to slow, so that neighbours' labels do not run into each other.
+    below: set[str] = set()
+    for method, (_, y) in points.items():
+        row = sorted((p[0], m) for m, p in points.items() if abs(p[1] - y) < 6)
+        if [m for _, m in row].index(method) % 2:
+            below.add(method)
     for r in comparison["rows"]:
         t = timing.get(latency_key(r["method"]))
         if t is None:
             continue
-        point = (t["latency_median_ms"], 100 * r["rate"])
-        # A label above its marker, or below when an earlier marker sits close by (same success,
-        # similar latency: plain rfsq_ar and lossless RSD do).
-        crowded = any(abs(point[0] - x) < 2.5 and abs(point[1] - y) < 6 for x, y in placed)
-        placed.append(point)
+        crowded = r["method"] in below
         rsd = r["method"].startswith("rsd")
         ax.errorbar(
             t["latency_median_ms"], 100 * r["rate"],
@@ -92,7 +98,7 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
             fmt="o" if not rsd else "D", color="#C44E52" if rsd else "#4C72B0", capsize=2, ms=5, lw=0.8,
         )  # fmt: skip
         ax.annotate(
-            r["method"],
+            r["method"].replace("rsd_head:", "RSD ").replace("rsd_tiny:", "RSD tiny "),
             (t["latency_median_ms"], 100 * r["rate"]),
             fontsize=6,
             xytext=(4, -9 if crowded else 3),
@@ -111,9 +117,10 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
 
 
 def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> list[tuple[list, str, str]]:
-    """The lossless and the lossy RSD frontier: the settings no other setting of the same kind
-    beats in both latency and success (plain ``rfsq_ar`` counts as lossless RSD that never
-    accepts), as (latency, success %) points from fast to slow; a frontier needs two points."""
+    """The lossless and the lossy RSD frontier as (latency, success %) points from fast to slow:
+    lossless, plain ``rfsq_ar`` and the lossless RSD settings (same outputs, other latencies);
+    lossy, the lossy RSD settings with the exact ones at their strict end (the trade-off the
+    thresholds trace). A frontier needs two points."""
     kinds: dict[str, list[tuple[float, float]]] = {"lossless": [], "lossy": []}
     for r in rows:
         t = timing.get(latency_key(r["method"]))
@@ -123,15 +130,15 @@ def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> 
         point = (t["latency_median_ms"], 100 * r["rate"])
         if rule in (None, "exact", "speculative"):
             kinds["lossless"].append(point)
-        kinds["lossy"].append(point)  # a lossless setting is also a (zero-loss) lossy one
-    out = []
-    for kind, style in (("lossless", "-"), ("lossy", "--")):
-        pareto = [
-            p for p in kinds[kind] if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in kinds[kind])
-        ]
-        if len(pareto) >= 2:
-            out.append((sorted(pareto), style, f"{kind} RSD frontier"))
-    return out
+        if rule is not None:
+            kinds["lossy"].append(point)
+    if len(kinds["lossy"]) == len([p for p in kinds["lossless"] if p in kinds["lossy"]]):
+        kinds["lossy"] = []  # no lossy setting: nothing to trace
+    return [
+        (sorted(kinds[kind]), style, f"{kind} RSD frontier")
+        for kind, style in (("lossless", "-"), ("lossy", "--"))
+        if len(kinds[kind]) >= 2
+    ]
 
 
 def plot_acceptance_by_rule(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:

@@ -55,22 +55,22 @@ def test_paper_figures_are_byte_identical_when_redrawn(tmp_path):
     assert len(fig3.axes[0].texts) == 3  # every method with a latency gets a labelled marker
 
 
-def test_frontiers_keep_only_settings_nothing_beats_in_both_latency_and_success():
+def test_frontiers_trace_plain_and_lossless_settings_and_the_lossy_thresholds():
     rows = [
         {"method": "rfsq_ar", "rate": 0.6},
         {"method": "rsd_head:g3:exact", "rate": 0.6},
         {"method": "rsd_head:g3:match_rate:0.75", "rate": 0.7},
         {"method": "rsd_head:g3:match_rate:0.5", "rate": 0.5},
-        {"method": "rsd_head:g2:match_rate:0.5", "rate": 0.4},  # slower and worse than g3 0.5: off
         {"method": "l1_regression", "rate": 1.0},  # not RSD: on no frontier
     ]
     ms = {"rfsq_ar": 30, "rsd head_drafter g=3 exact": 25, "rsd head_drafter g=3 match_rate:0.75": 20,
-          "rsd head_drafter g=3 match_rate:0.5": 15, "rsd head_drafter g=2 match_rate:0.5": 18, "l1_regression": 5}  # fmt: skip
+          "rsd head_drafter g=3 match_rate:0.5": 15, "l1_regression": 5}  # fmt: skip
     timing = {k: {"latency_median_ms": float(v)} for k, v in ms.items()}
     frontiers = {label: points for points, _, label in _frontiers(rows, timing)}
-    # lossless: exact is as good as plain and faster, so plain drops off: one point, no line
-    assert set(frontiers) == {"lossy RSD frontier"}
-    assert frontiers["lossy RSD frontier"] == [(15.0, 50.0), (20.0, 70.0)]
+    assert frontiers["lossless RSD frontier"] == [(25.0, 60.0), (30.0, 60.0)]
+    assert frontiers["lossy RSD frontier"] == [(15.0, 50.0), (20.0, 70.0), (25.0, 60.0)]
+    # lossless settings alone draw no lossy frontier
+    assert {label for _, _, label in _frontiers(rows[:2], timing)} == {"lossless RSD frontier"}
 
 
 def test_manifest_names_notebook_runs_and_hashes(tmp_path):
