@@ -124,6 +124,11 @@ class Scene:
             raise ValueError(f"{name!r} has no collision geoms")
         return np.concatenate([self._geom_points(g) for g in geoms])
 
+    def part_points(self, name: str) -> list[np.ndarray]:
+        """World points (N_i, 3) of each collision geom of an object, one array per geom (its parts:
+        a moka pot's body walls, lid and handle)."""
+        return [self._geom_points(g) for g in self._geoms(self.body_of(name))]
+
     def box(self, name: str) -> Box:
         """The world axis-aligned bounding box of an object's collision geoms."""
         p = self.points(name)

@@ -145,8 +145,7 @@ def _handle_candidates(scene: Scene, name: str) -> list[tuple[np.ndarray, float,
     """Grasps around the part of a wide solid object that sticks out furthest from its body's
     axis (a handle): those collision geoms, fingers closing across their narrow side."""
     center = scene.pos(name)  # the root body sits on the body's axis, not at the handle-skewed box centre
-    geoms = scene._geoms(scene.body_of(name))
-    pts = [scene._geom_points(g) for g in geoms]
+    pts = scene.part_points(name)
     reach = np.array([np.linalg.norm(p[:, :2].mean(0) - center[:2]) for p in pts])
     part = np.concatenate([p for p, r in zip(pts, reach, strict=True) if r > 0.8 * reach.max()])
     major, minor, _, minor_len = principal_axes(part)
@@ -279,7 +278,7 @@ def drag(motion: Motion, name: str, target: str, *, attempt: int = 0) -> Iterato
     point = motion.jitter(grasp.point, scale=0.3)
     point[2] = max(point[2], scene.box(name).bottom + 0.012)
     yield from motion.grip(OPEN, steps=0)
-    yield from motion.move(point + [0, 0, 0.06], yaw=grasp.yaw, tolerance=0.006)
+    yield from motion.move(point + [0, 0, 0.06], yaw=grasp.yaw, tilt=np.eye(3), tolerance=0.006)
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=30)
     yield from motion.grip(CLOSE, steps=12)
     shift = motion.jitter(scene.pos(target), scale=0.15)[:2] - scene.pos(name)[:2]
