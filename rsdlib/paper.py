@@ -141,6 +141,30 @@ def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> 
     ]
 
 
+def plot_success_per_task_by_method(
+    tasks: Mapping[str, Sequence[Mapping[str, Any]]], suite: str
+) -> plt.Figure:
+    """LIBERO success per task (95% Wilson interval), one bar per method in each task's group
+    (``tasks``: method -> per-task summaries, as ``evaluate(...).summary["tasks"]``)."""
+    methods = list(tasks)
+    ids = sorted({r["task_id"] for rows in tasks.values() for r in rows if r["suite"] == suite})
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(min(9.0, 2.0 + 0.5 * len(ids)), 2.8), layout="constrained")
+    for i, method in enumerate(methods):
+        by_id = {r["task_id"]: r for r in tasks[method] if r["suite"] == suite}
+        x = np.array([t for t in ids if t in by_id]) + (i - (len(methods) - 1) / 2) * width
+        rows = [by_id[t] for t in ids if t in by_id]
+        rate = np.array([r["rate"] for r in rows])
+        err = np.array([[r["rate"] - r["ci_low"] for r in rows], [r["ci_high"] - r["rate"] for r in rows]])
+        ax.bar(x, rate, width=width, label=method)
+        ax.errorbar(x, rate, yerr=err, fmt="none", ecolor="black", capsize=1, lw=0.5)
+    n = sorted({r["n"] for rows in tasks.values() for r in rows if r["suite"] == suite})
+    ax.set(xlabel=f"{suite} task", ylabel=f"success (n = {', '.join(map(str, n))} per task)", ylim=(0, 1.05))
+    ax.set_xticks(ids)
+    ax.legend(fontsize=5, ncol=min(3, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    return fig
+
+
 def plot_acceptance_by_rule(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
     """Figure 4: acceptance per RFSQ layer, one line per RSD setting (drafter, gamma, rule)."""
     rsd = [r for r in rows if r.get("acceptance_per_layer") is not None]

@@ -97,6 +97,7 @@ def check_91_paper_figures(out: dict) -> None:
         "91_fig2_ambiguity",
         "91_fig3_iso_latency",
         "91_fig4_acceptance",
+        "91_success_per_task",
     ]
     assert out["manifest_entries"] > 20  # every figure and table of the smoke run
 

@@ -10,6 +10,7 @@ from rsdlib.paper import (
     plot_acceptance_by_rule,
     plot_iso_latency,
     plot_pipeline,
+    plot_success_per_task_by_method,
     write_manifest,
 )
 from rsdlib.plotting import paper_style, save_figure
@@ -33,6 +34,13 @@ LATENCY = {
 }  # fmt: skip
 
 
+PER_TASK = {
+    method: [{"suite": "libero_spatial", "task_id": t, "rate": r, "ci_low": r / 2, "ci_high": 1.0, "n": 2}
+             for t, r in enumerate(rates)]
+    for method, rates in {"rfsq_ar": [1.0, 0.5], "l1_regression": [0.5, 0.0]}.items()
+}  # fmt: skip
+
+
 def test_latency_key_maps_comparison_specs_to_latency_rows():
     assert latency_key("rsd_head:g2:exact") == "rsd head_drafter g=2 exact"
     assert latency_key("rsd_tiny:g3:match_rate:0.5") == "rsd tiny_policy g=3 match_rate:0.5"
@@ -44,6 +52,7 @@ def test_paper_figures_are_byte_identical_when_redrawn(tmp_path):
         "fig1": plot_pipeline,
         "fig3": lambda: plot_iso_latency(COMPARISON, LATENCY),
         "fig4": lambda: plot_acceptance_by_rule(LATENCY["rows"]),
+        "per_task": lambda: plot_success_per_task_by_method(PER_TASK, "libero_spatial"),
     }
     for name, make in draw.items():
         with paper_style():
