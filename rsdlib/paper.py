@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from rsdlib.libero.comparison import rsd_setting
 from rsdlib.paths import REPO_ROOT
 
 
@@ -124,7 +125,8 @@ def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> 
     kinds: dict[str, list[tuple[float, float]]] = {"lossless": [], "lossy": []}
     for r in rows:
         t = timing.get(latency_key(r["method"]))
-        rule = r["method"].split("@")[0].split(":")[2] if r["method"].startswith("rsd") else None
+        setting = rsd_setting(r["method"])
+        rule = None if setting is None else setting[1]
         if t is None or not (r["method"] == "rfsq_ar" or rule is not None):
             continue
         point = (t["latency_median_ms"], 100 * r["rate"])

@@ -44,6 +44,20 @@ def method_policy(
     return from_checkpoint(models / method, temperature=temperature, name=name or method)
 
 
+def rsd_setting(spec: str) -> tuple[str, str, float | None] | None:
+    """An RSD spec's parts for grouping results: ``"rsd_head:g3:match_rate:0.5"`` ->
+    ``("rsd_head:g3", "match_rate", 0.5)``, ``"rsd_head:g2:exact@1"`` -> ``("rsd_head:g2", "exact",
+    None)`` (a temperature is dropped); None for a plain method. Validation is
+    :func:`policy_from_spec`'s."""
+    if not spec.startswith(tuple(DRAFTERS)):
+        return None
+    parts = spec.partition("@")[0].split(":")
+    if len(parts) < 3:
+        return None
+    threshold = float(parts[3]) if len(parts) == 4 else None
+    return ":".join(parts[:2]), parts[2], threshold
+
+
 def policy_from_spec(spec: str, models: str | Path):
     """A method from a spec string: a plain method name (``"fast_ar"``), or RSD as
     ``"rsd_head:g2:exact"`` / ``"rsd_tiny:g3:match_rate:0.5"`` (drafter, gamma, rule[:threshold]);

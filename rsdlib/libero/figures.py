@@ -115,14 +115,17 @@ def threshold_sweeps(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[
     axis. Only families with at least one lossy setting are returned."""
     lossy: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
     exact: dict[str, Mapping[str, Any]] = {}
+    from rsdlib.libero.comparison import rsd_setting
+
     for r in rows:
-        parts = str(r["method"]).split(":")
-        if not parts[0].startswith("rsd") or len(parts) < 3 or "@" in r["method"]:
+        setting = rsd_setting(str(r["method"]))
+        if setting is None or "@" in r["method"]:  # sampled settings are no point on a threshold axis
             continue
-        if parts[2] == "exact" and len(parts) == 3:
-            exact[":".join(parts[:2])] = r
-        elif parts[2] in EXACT_AS and len(parts) == 4:
-            lossy.setdefault(":".join(parts[:3]), []).append((float(parts[3]), r))
+        base, rule, threshold = setting
+        if rule == "exact":
+            exact[base] = r
+        elif rule in EXACT_AS and threshold is not None:
+            lossy.setdefault(f"{base}:{rule}", []).append((threshold, r))
     out = {}
     for family, points in lossy.items():
         base = exact.get(family.rsplit(":", 1)[0])
