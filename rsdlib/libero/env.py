@@ -110,6 +110,7 @@ class LiberoEnv:
         self._place_fixtures()
         self._fast_applied = False
         self.steps = 0  # steps taken since the wait ended
+        self.physics_resets = 0  # times MuJoCo reset the sim this episode (see step)
 
     def _make(self):
         from libero.libero.envs import OffScreenRenderEnv
@@ -146,9 +147,10 @@ class LiberoEnv:
         self._forget_previous_episode()
         self._apply_fast_render()
         raw = self._env.set_init_state(self.init_states[init_index])
+        self.physics_resets = 0
         if wait:
             for _ in range(self.protocol.num_wait_steps):
-                raw, _, _, _ = self._env.step(np.asarray(WAIT_ACTION))
+                raw = self._step_physics(np.asarray(WAIT_ACTION))[0]
         self.steps = 0
         return self._observation(raw)
 
@@ -162,9 +164,24 @@ class LiberoEnv:
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action has non-finite values: {action}")
         action = postprocess_gripper(action, binarize=self.protocol.binarize_gripper)
-        raw, reward, done, info = self._env.step(action)
+        raw, reward, done, info = self._step_physics(action)
         self.steps += 1
         return self._observation(raw), bool(done), {"reward": float(reward), **info}
+
+    def _step_physics(self, action: np.ndarray) -> tuple:
+        """One control step, counting physics blow-ups in :attr:`physics_resets`.
+
+        When accelerations blow up (a spurious deep contact: some official libero_10 init
+        states fling the book of task 5 this way with the robot standing still) MuJoCo only
+        warns and resets the whole sim to the model's default pose, objects included. Sim
+        time running backwards is the one trace that leaves; an episode after it is not the
+        task any more, so evaluation records it.
+        """
+        before = self._env.sim.data.time
+        out = self._env.step(action)
+        if self._env.sim.data.time < before:
+            self.physics_resets += 1
+        return out
 
     @property
     def success(self) -> bool:

@@ -233,6 +233,7 @@ def run_episode(
         "wall_time_s": round(time.perf_counter() - start, 3),
         "diagnostics": diagnostics,
         "error": error,
+        "physics_resets": int(getattr(env, "physics_resets", 0)),
     }
     if spec.repeat:
         record["repeat"] = spec.repeat
@@ -482,11 +483,13 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         wins = [r["steps"] for r in mine if r["success"]]
         row["mean_steps_success"] = float(np.mean(wins)) if wins else None
         row["errors"] = sum(r.get("error") is not None for r in mine)
+        row["physics_resets"] = sum(bool(r.get("physics_resets")) for r in mine)
     return {
         "overall": success_summary(sum(r["success"] for r in records), len(records)),
         "suites": summarize_by(records, ("suite",)),
         "tasks": by_task,
         "errors": sum(r.get("error") is not None for r in records),
+        "physics_resets": sum(bool(r.get("physics_resets")) for r in records),
     }
 
 
@@ -582,6 +585,7 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"{row['suite']:<15} {row['task_id']:>4}  {row['successes']:>4}/{row['n']:<4}  "
             f"{row['rate']:>6.1%}  [{row['ci_low']:.2f}, {row['ci_high']:.2f}]  {row.get('task_name') or ''}"
+            + _trouble(row)
         )
     for row in summary["suites"]:
         lines.append(
@@ -589,3 +593,9 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{row['rate']:>6.1%}  [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
         )
     return "\n".join(lines)
+
+
+def _trouble(row: dict[str, Any]) -> str:
+    """Episodes of a task that raised, or whose physics blew up (the sim was reset)."""
+    notes = [f"{row[key]} {what}" for key, what in (("errors", "errors"), ("physics_resets", "physics resets")) if row.get(key)]
+    return f"  ({', '.join(notes)})" if notes else ""

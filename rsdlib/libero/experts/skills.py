@@ -168,6 +168,14 @@ def pick(
     start_bottom = scene.box(name).bottom
     above = point + [0, 0, 0.08]
     yield from motion.grip(OPEN, steps=0)
+    # Cross above anything tall between here and the object (a milk carton beside the cream
+    # cheese): the straight path would land the open fingers on it.
+    eef = scene.eef_pos
+    cross_z = corridor_height(scene, eef, above, exclude=(name,)) + 0.06
+    if cross_z > above[2]:
+        if cross_z > eef[2]:
+            yield from motion.move(np.array([*eef[:2], cross_z]), tolerance=0.02)
+        yield from motion.move(np.array([*above[:2], cross_z]), yaw=grasp.yaw, tilt=np.eye(3), tolerance=0.015)
     # aligned (and pointing down, after a drawer) before going down
     yield from motion.move(above, yaw=grasp.yaw, tilt=np.eye(3), tolerance=0.006)
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=60)
