@@ -597,5 +597,9 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def _trouble(row: dict[str, Any]) -> str:
     """Episodes of a task that raised, or whose physics blew up (the sim was reset)."""
-    notes = [f"{row[key]} {what}" for key, what in (("errors", "errors"), ("physics_resets", "physics resets")) if row.get(key)]
+    notes = [
+        f"{row[key]} {what}"
+        for key, what in (("errors", "errors"), ("physics_resets", "physics resets"))
+        if row.get(key)
+    ]
     return f"  ({', '.join(notes)})" if notes else ""

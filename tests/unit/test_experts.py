@@ -59,6 +59,17 @@ class Recorder:
         return self.policy.config()
 
 
+def _run_expert(suite: str, task: int, init: int) -> dict:
+    from rsdlib.libero.evaluate import EpisodeRunner, EpisodeSpec, EvalOptions, episode_seed, make_libero_env
+    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+
+    runner = EpisodeRunner(ScriptedExpert(ExpertConfig.with_noise()), EvalOptions(), make_libero_env, None)
+    try:
+        return runner.run(EpisodeSpec(suite, task, init, seed=episode_seed(0, suite, task, init)))
+    finally:
+        runner.close()
+
+
 @pytest.mark.libero
 def test_expert_solves_a_spatial_task_with_bounded_smooth_actions(tmp_path):
     from rsdlib.libero.evaluate import EpisodeRunner, EpisodeSpec, EvalOptions, make_libero_env
@@ -169,14 +180,7 @@ def test_a_drawer_is_closed_only_after_what_goes_into_it():
 def test_opening_a_drawer_leaves_steps_to_put_the_bowl_in():
     """ "Open the top drawer and put the bowl inside" within libero_goal's 300 steps: the wrist
     turns back down on the way to the bowl instead of in place (3 of 50 succeeded before)."""
-    from rsdlib.libero.evaluate import EpisodeRunner, EpisodeSpec, EvalOptions, episode_seed, make_libero_env
-    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
-
-    runner = EpisodeRunner(ScriptedExpert(ExpertConfig.with_noise()), EvalOptions(), make_libero_env, None)
-    try:
-        record = runner.run(EpisodeSpec("libero_goal", 3, 3, seed=episode_seed(0, "libero_goal", 3, 3)))
-    finally:
-        runner.close()
+    record = _run_expert("libero_goal", 3, 3)
     assert record["success"] and record["error"] is None, record
 
 
@@ -213,7 +217,9 @@ def test_a_moka_pot_is_grasped_by_its_handle_and_the_second_pot_goes_beside_the_
 
 
 @pytest.mark.libero
-def test_a_door_the_expert_cannot_close_is_a_clear_error_not_a_key_error():
+def test_the_microwave_door_is_swung_shut_and_putting_into_it_is_a_clear_error():
+    """Closing a hinged door is a skill; putting a mug under the microwave's roof is not (a
+    top-down grasp cannot), and says so instead of setting the mug on the roof."""
     from rsdlib.libero.env import LiberoEnv, RenderOptions
     from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
     from rsdlib.libero.experts.expert import UnsupportedGoal
@@ -223,5 +229,45 @@ def test_a_door_the_expert_cannot_close_is_a_clear_error_not_a_key_error():
         env.reset(0)
         expert = ScriptedExpert(ExpertConfig())
         expert.reset(EpisodeContext("libero_10", 9, 0, 0, env.task.language, env))
-        with pytest.raises(UnsupportedGoal, match="microwave_1.*hinged door"):
-            next(expert._skill(["close", "microwave_1"], 0))
+        assert not expert.scene.holds(["close", "microwave_1"])
+        for action in expert._skill(["close", "microwave_1"], 0):
+            env.step(action)
+        assert expert.scene.holds(["close", "microwave_1"])
+        with pytest.raises(UnsupportedGoal, match="microwave_1_heating_region.*roof"):
+            next(expert._skill(["in", "white_yellow_mug_1", "microwave_1_heating_region"], 0))
+
+
+@pytest.mark.libero
+def test_a_bowl_goes_into_the_uncovered_part_of_a_bottom_drawer_which_is_then_pushed_shut():
+    """The open bottom drawer's region centre lies under the drawers above it (0 of 50 before)."""
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.experts.scene import Scene
+    from rsdlib.libero.experts.skills import drawer_spot
+
+    region = "white_cabinet_1_bottom_region"
+    with LiberoEnv("libero_10", 3, render=RenderOptions(enabled=False)) as env:
+        env.reset(0)
+        scene = Scene(env)
+        spot, center = drawer_spot(scene, region, "akita_black_bowl_1"), scene.pos(region)[:2]
+        assert spot[1] < center[1] - 0.01  # moved out, away from the cabinet (+y)
+    record = _run_expert("libero_10", 3, 0)
+    assert record["success"] and record["error"] is None, record
+
+
+@pytest.mark.libero
+def test_the_pick_crosses_above_a_taller_neighbour_instead_of_landing_on_it():
+    """Cream cheese beside a milk carton (0 of 50 for "cream cheese and butter in the basket")."""
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.experts.scene import Scene
+    from rsdlib.libero.experts.skills import crossing_height, plan_grasp
+
+    with LiberoEnv("libero_10", 1, render=RenderOptions(enabled=False)) as env:
+        env.reset(0)
+        scene = Scene(env)
+        above = plan_grasp(scene, "cream_cheese_1")[0].point + [0, 0, 0.08]
+        cross = crossing_height(scene, scene.eef_pos, above, exclude=("cream_cheese_1",))
+        assert cross is not None and cross > scene.box("milk_1").top
+        straight_up = crossing_height(scene, above, above + [0, 0, 0.2], exclude=("cream_cheese_1",))
+        assert straight_up is None
+    record = _run_expert("libero_10", 1, 0)
+    assert record["success"] and record["error"] is None, record

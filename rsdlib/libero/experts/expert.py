@@ -111,11 +111,14 @@ class ScriptedExpert(Policy):
 
     def _skill(self, predicate: list[str], attempt: int) -> Generator[np.ndarray, None, bool]:
         kind, *args = predicate
+        if kind == "close" and skills.has_hinged_door(self.scene, args[0]):
+            yield from skills.swing_door_closed(self.motion, args[0])
+            return True
         if kind in ("open", "close"):
             if not self._is_drawer(args[0]):
                 raise UnsupportedGoal(
-                    f"the scripted expert slides drawers only; {args[0]!r} in {predicate} is not a drawer "
-                    "region (a hinged door, such as a microwave's, has no primitive yet)"
+                    f"the scripted expert slides drawers and closes hinged doors only; {predicate} is "
+                    "neither (opening a hinged door, such as a microwave's, has no primitive yet)"
                 )
             yield from skills.slide_drawer(self.motion, args[0], open_it=kind == "open")
             return True
@@ -124,6 +127,12 @@ class ScriptedExpert(Policy):
             if kind == "on" and skills.should_drag(self.scene, obj, target):
                 yield from skills.drag(self.motion, obj, target, attempt=attempt)
                 return True
+            if kind == "in" and not self._is_drawer(target) and skills.under_roof(self.scene, target):
+                raise UnsupportedGoal(
+                    f"{predicate}: {target!r} lies under a roof (inside a microwave); a top-down grasp "
+                    "cannot put things there (the hand, 20 cm long across a rim grasp, meets the roof's "
+                    "front before the object is past the floor's edge) and the expert has no other"
+                )
             if self._is_closed_drawer(target):  # open it first, as a person would
                 yield from skills.slide_drawer(self.motion, target, open_it=True)
             lifted = yield from skills.pick(self.motion, obj, attempt=attempt)

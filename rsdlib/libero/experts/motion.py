@@ -142,11 +142,13 @@ class Motion:
         speed: float | None = None,
         yaw: float | None = None,
         tilt: np.ndarray | None = None,
+        until_stuck: bool = False,
     ) -> Iterator[np.ndarray]:
         """Go to ``target`` (3,) in a straight line, optionally turning to ``yaw``.
 
         Ends when the end effector is within ``tolerance`` of the target and the orientation
-        error is under 0.1 rad, or after ``max_steps``.
+        error is under 0.1 rad, or after ``max_steps``; with ``until_stuck`` also when it has
+        moved less than 3 mm in the last 8 steps (set down on something higher than planned).
         """
         tolerance = self.config.tolerance if tolerance is None else tolerance
         if yaw is not None:
@@ -155,10 +157,14 @@ class Motion:
         if tilt is not None:
             turning = self._tilt_path(tilt)
         target = np.asarray(target, dtype=float)
+        trail: list[np.ndarray] = []
         for _ in range(max_steps):
             self.tilt = next(turning, self.tilt)
             if np.linalg.norm(target - self.scene.eef_pos) < tolerance and self._orientation_error() < 0.15:
                 return
+            trail.append(self.scene.eef_pos)
+            if until_stuck and len(trail) > 8 and np.linalg.norm(trail[-1] - trail[-9]) < 0.003:
+                return  # (not there yet, or the first check would have ended it)
             yield self.action_towards(target, speed=speed)
 
     def _tilt_path(self, tilt: np.ndarray, step: float = 0.12) -> Iterator[np.ndarray]:

@@ -191,6 +191,26 @@ class Scene:
                 return float(z - dist)
             z -= dist + 1e-4  # go on from just below the robot part the ray hit
 
+    def ray_to(self, name: str, start: np.ndarray, direction: np.ndarray) -> float:
+        """Distance along the ray from ``start`` in ``direction`` to the first collision geom of
+        object ``name``, passing through everything else; inf if it misses the object."""
+        import mujoco
+
+        own = set(self._geoms_of_bodies(self.subtree(self.body_of(name))))
+        groups = np.array([1, 0, 0, 0, 0, 0], dtype=np.uint8)
+        direction = np.asarray(direction, dtype=np.float64) / np.linalg.norm(direction)
+        geom = np.array([-1], dtype=np.int32)
+        travelled = 0.0
+        while True:
+            point = np.asarray(start, dtype=np.float64) + travelled * direction
+            dist = mujoco.mj_ray(self.model, self.data, point, direction, groups, 1, -1, geom)
+            if dist < 0:
+                return np.inf
+            travelled += dist
+            if int(geom[0]) in own:
+                return travelled
+            travelled += 1e-4  # go on from just past the other geom's surface
+
     def _is_robot_geom(self, geom: int) -> bool:
         name = self.model.body(int(self.model.geom_bodyid[geom])).name
         return name.startswith(("robot0_", "gripper0_", "mount0_"))

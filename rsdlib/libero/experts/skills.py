@@ -25,6 +25,10 @@ WIDE = 0.07
 #: Objects lower than this (m) whose narrow side is wider than the open gripper cannot be
 #: lifted reliably (a plate's rim is a 1.9 cm slope the fingers squeeze out of): they are dragged.
 FLAT = 0.03
+#: A drawer handle closer than this to the surface below it leaves no room for the pitched hand.
+LOW_HANDLE = 0.1
+#: How far (rad) the hand leans from pointing down when it pushes a low drawer closed.
+PUSH_LEAN = float(np.deg2rad(35))
 
 
 @dataclass(frozen=True)
@@ -168,14 +172,16 @@ def pick(
     start_bottom = scene.box(name).bottom
     above = point + [0, 0, 0.08]
     yield from motion.grip(OPEN, steps=0)
-    # Cross above anything tall between here and the object (a milk carton beside the cream
-    # cheese): the straight path would land the open fingers on it.
+    # Cross above anything the straight way down would land the open fingers on (a milk carton
+    # beside the cream cheese).
     eef = scene.eef_pos
-    cross_z = corridor_height(scene, eef, above, exclude=(name,)) + 0.06
-    if cross_z > above[2]:
+    cross_z = crossing_height(scene, eef, above, exclude=(name,))
+    if cross_z is not None:
         if cross_z > eef[2]:
             yield from motion.move(np.array([*eef[:2], cross_z]), tolerance=0.02)
-        yield from motion.move(np.array([*above[:2], cross_z]), yaw=grasp.yaw, tilt=np.eye(3), tolerance=0.015)
+        yield from motion.move(
+            np.array([*above[:2], cross_z]), yaw=grasp.yaw, tilt=np.eye(3), tolerance=0.015
+        )
     # aligned (and pointing down, after a drawer) before going down
     yield from motion.move(above, yaw=grasp.yaw, tilt=np.eye(3), tolerance=0.006)
     yield from motion.move(point, speed=0.6, tolerance=0.006, max_steps=60)
@@ -210,6 +216,31 @@ def corridor_height(scene: Scene, start: np.ndarray, end: np.ndarray, *, exclude
     return top
 
 
+def crossing_height(
+    scene: Scene, start: np.ndarray, end: np.ndarray, *, exclude: tuple[str, ...], radius: float = 0.05
+) -> float | None:
+    """How high to cross from ``start`` to ``end`` (3,) when the straight line passes within
+    ``radius`` (horizontally) of an object less than 2 cm below it: 6 cm over the highest such
+    object; None when the straight line is clear of them.
+
+    Only objects count (a milk carton beside the cream cheese): fixtures are large boxes that
+    grasps are already planned around, and crossing above them costs steps that tasks such as
+    "open the drawer and put the bowl in it" do not have. The line's first fifth is where the
+    hand already is.
+    """
+    names = [n for n in scene.problem.objects_dict if n not in exclude]
+    if not names:
+        return None
+    points = np.concatenate([scene.points(n) for n in names])
+    blocking = -np.inf
+    for t in np.linspace(0.2, 1.0, 10):
+        at = start + t * (end - start)
+        near = points[np.linalg.norm(points[:, :2] - at[:2], axis=1) < radius]
+        if len(near) and near[:, 2].max() + 0.02 > at[2]:
+            blocking = max(blocking, float(near[:, 2].max()))
+    return None if np.isinf(blocking) else max(blocking + 0.06, end[2])
+
+
 def free_spot(scene: Scene, held: str, target: str, *, leave_room: bool = False) -> np.ndarray:
     """Where in ``target`` to set ``held`` down (xy): the target's centre; to one side of a region
     when ``leave_room`` for another object (the first of two moka pots on one stove); or, when
@@ -233,6 +264,44 @@ def free_spot(scene: Scene, held: str, target: str, *, leave_room: bool = False)
     return spots[int(np.argmax(room - 0.1 * np.linalg.norm(spots - center, axis=1)))]
 
 
+def under_roof(scene: Scene, region: str) -> bool:
+    """Whether the object holding region ``region`` covers it just above its top (a microwave's
+    roof over its inside), so that nothing can be lowered into it from above."""
+    center = scene.pos(region)
+    to_roof = scene.ray_to(scene.site_parent(region), center, np.array([0.0, 0.0, 1.0]))
+    return to_roof < scene.site_size(region)[2] + 0.05
+
+
+def drawer_spot(scene: Scene, region: str, held: str) -> np.ndarray:
+    """Where to lower object ``held`` into the open drawer holding ``region`` (xy): the middle
+    of the part of the drawer not covered by the cabinet above it, but not so far out that the
+    object lands on the drawer's front wall.
+
+    The region's centre moves with the drawer but, for a lower drawer open by less than its
+    depth, lies under the drawers above it: an object lowered there lands on their fronts.
+    """
+    joint, sign = _drawer_joint(scene, region)
+    body = int(scene.model.jnt_bodyid[joint])
+    out = _drawer_out(scene, joint, sign)
+    cabinet = scene.site_parent(region)
+    drawer = scene.points(cabinet, bodies=[body])
+    others = [b for b in scene.subtree(scene.body_of(cabinet)) if b != body]
+    above = scene.points(cabinet, bodies=others)
+    above = above[above[:, 2] > drawer[:, 2].max() - 0.005]
+    center = scene.pos(region)[:2]
+    if not len(above):
+        return center
+    cover_front = float((above[:, :2] @ out).max())  # where the cabinet above ends
+    along = float(center @ out)
+    rot = scene.mat(region)[:2, :2]
+    inner_front = along + float(
+        np.abs(rot.T @ out) @ scene.site_size(region)[:2]
+    )  # the region fills the drawer
+    half = float(np.ptp(scene.points(held)[:, :2] @ out)) / 2
+    middle = min((cover_front + inner_front) / 2, inner_front - half - 0.005)
+    return center + max(0.0, middle - along) * out
+
+
 def place(
     motion: Motion, name: str, target: str, *, inside: bool = False, leave_room: bool = False
 ) -> Iterator[np.ndarray]:
@@ -244,7 +313,16 @@ def place(
     hang = eef[2] - held.bottom  # how far the object reaches below the grip site
     offset = eef[:2] - scene.pos(name)[:2]  # keep the object's body centred on the target
     # into a container: its centre (things may stack there); onto a region: a free spot in it
-    spot = scene.pos(target)[:2] if inside else free_spot(scene, name, target, leave_room=leave_room)
+    if (
+        inside
+        and scene.is_site(target)
+        and getattr(scene.problem.object_sites_dict.get(target), "joints", None)
+    ):
+        spot = drawer_spot(scene, target, name)
+    elif inside:
+        spot = scene.pos(target)[:2]
+    else:
+        spot = free_spot(scene, name, target, leave_room=leave_room)
     goal_xy = motion.jitter(spot, scale=0.15) + offset
     surface = surface_height(scene, goal_xy - offset, held=name)
     release_z = surface + hang + (0.02 if inside else 0.012)
@@ -255,8 +333,8 @@ def place(
     # Cross (descending on the way if we are higher than needed), then set down: fast until
     # 3 cm above the release height, gently after.
     yield from motion.move(np.array([*goal_xy, travel_z]), tolerance=0.012)
-    yield from motion.move(np.array([*goal_xy, release_z + 0.03]), tolerance=0.01)
-    yield from motion.move(np.array([*goal_xy, release_z]), speed=0.6, tolerance=0.008)
+    yield from motion.move(np.array([*goal_xy, release_z + 0.03]), tolerance=0.01, until_stuck=True)
+    yield from motion.move(np.array([*goal_xy, release_z]), speed=0.6, tolerance=0.008, until_stuck=True)
     yield from motion.grip(OPEN, steps=6)
     retreat = scene.eef_pos + [0, 0, 0.08]
     yield from motion.move(retreat, tolerance=0.02, max_steps=15)
@@ -342,6 +420,14 @@ def _drawer_joint(scene: Scene, region: str) -> tuple[int, float]:
     return joint, (-1.0 if max(opens) <= 0 else 1.0)
 
 
+def _drawer_out(scene: Scene, joint: int, sign: float) -> np.ndarray:
+    """The horizontal unit direction (2,) in which the drawer on slide ``joint`` opens."""
+    m, d = scene.model, scene.data
+    axis = d.xmat[int(m.jnt_bodyid[joint])].reshape(3, 3) @ m.jnt_axis[joint]
+    out = sign * axis[:2]
+    return out / np.linalg.norm(out)
+
+
 def is_open(scene: Scene, region: str) -> bool:
     """Whether the drawer holding ``region`` is open (LIBERO's own check)."""
     return scene.holds(["open", region])
@@ -356,18 +442,19 @@ def slide_drawer(motion: Motion, region: str, *, open_it: bool = True) -> Iterat
     object.
     """
     scene = motion.scene
-    m, d = scene.model, scene.data
+    m = scene.model
     joint, sign = _drawer_joint(scene, region)
     body = int(m.jnt_bodyid[joint])
-    axis = d.xmat[body].reshape(3, 3) @ m.jnt_axis[joint]
-    out = sign * axis  # direction the drawer front moves when it opens, (3,)
-    out[2] = 0.0
-    out /= np.linalg.norm(out)
+    out = np.array([*_drawer_out(scene, joint, sign), 0.0])  # where the front goes when it opens
     lo, hi = m.jnt_range[joint]
     travel = (hi - lo) * 0.95
     points = scene.points(scene.site_parent(region), bodies=[body])
     reach = points @ out
     handle = points[reach > reach.max() - 0.012].mean(0)  # the bar that sticks out furthest
+    floor = scene.drop_height((handle + 0.1 * out)[:2])
+    if not open_it and handle[2] - floor < LOW_HANDLE:
+        yield from _push_closed_from_above(motion, handle, out[:2], travel=(hi - lo))
+        return
     # Gripper frame: approach along -out (into the drawer), fingers closing vertically. The
     # reference pose approaches along -z and closes along y; the tilt maps -z to the approach
     # and y to +z. (Of the two symmetric choices this one keeps the wrist within its joint
@@ -396,3 +483,87 @@ def slide_drawer(motion: Motion, region: str, *, open_it: bool = True) -> Iterat
     yield from motion.move(retreat, tolerance=0.02, max_steps=20)
     # The wrist stays pitched: the next skill turns it back to pointing down on its way (turning
     # in place first cost ~55 steps, a fifth of libero_goal's budget).
+
+
+def _push_closed_from_above(
+    motion: Motion, handle: np.ndarray, out: np.ndarray, *, travel: float
+) -> Iterator[np.ndarray]:
+    """Close a low drawer by pushing its handle with the closed fingers, the hand pointing down
+    and leaning into the push.
+
+    The pitched grip of :func:`slide_drawer` needs room for the hand (20 cm across its closing
+    direction, which is vertical there) below the handle; a bottom drawer's handle is 5 cm
+    above the table. Leaning keeps the forearm off the cabinet's top edge as the drawer goes in
+    (pointing straight down, it rests there with the drawer 5 cm short of closed).
+    """
+    out3 = np.array([*out, 0.0])
+    closing = np.array([-out[1], out[0], 0.0])  # fingers side by side along the handle
+    approach = np.cos(PUSH_LEAN) * np.array([0.0, 0.0, -1.0]) - np.sin(PUSH_LEAN) * out3
+    tilt = np.stack([np.cross(closing, -approach), closing, -approach], axis=1)
+    start = handle + 0.05 * out3
+    yield from motion.grip(CLOSE, steps=0)
+    yield from motion.move(start + [0, 0, 0.08], yaw=0.0, tilt=tilt, tolerance=0.01, max_steps=80)
+    yield from motion.move(start + [0, 0, 0.01], speed=0.6, tolerance=0.008, max_steps=40)
+    yield from motion.move(handle - travel * out3 + [0, 0, 0.01], speed=0.5, tolerance=0.01, max_steps=60)
+    yield from motion.move(motion.scene.eef_pos + 0.05 * out3 + [0, 0, 0.08], tolerance=0.02, max_steps=20)
+
+
+def _hinge(scene: Scene, name: str) -> int | None:
+    """The hinge joint of articulated object ``name`` (a microwave's door), or None."""
+    import mujoco
+
+    m = scene.model
+    bodies = set(scene.subtree(scene.body_of(name)))
+    hinges = [
+        j for j in range(m.njnt) if m.jnt_bodyid[j] in bodies and m.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE
+    ]
+    return hinges[0] if hinges else None
+
+
+def has_hinged_door(scene: Scene, name: str) -> bool:
+    """Whether object ``name`` has a door on a hinge (that :func:`swing_door_closed` can close)."""
+    return scene.is_object(name) and _hinge(scene, name) is not None
+
+
+def swing_door_closed(motion: Motion, name: str) -> Iterator[np.ndarray]:
+    """Close the hinged door of ``name`` (a microwave) by pushing its face near the free edge
+    along the arc it swings through, closed fingers pointing down, the way one shuts it by hand.
+    """
+    scene = motion.scene
+    m, d = scene.model, scene.data
+    joint = _hinge(scene, name)
+    props = scene.problem.get_object(name).object_properties["articulation"]
+    closes_upwards = np.mean(props["default_close_ranges"]) > np.mean(props["default_open_ranges"])
+    sign = 1.0 if closes_upwards else -1.0
+    q_now = float(d.qpos[m.jnt_qposadr[joint]])
+    q_shut = float(
+        max(props["default_close_ranges"]) if closes_upwards else min(props["default_close_ranges"])
+    )
+    anchor, axis = d.xanchor[joint].copy(), d.xaxis[joint].copy()
+    door = scene.points(name, bodies=scene.subtree(int(m.jnt_bodyid[joint])))
+    arm = door[:, :2] - anchor[:2]
+    reach = np.linalg.norm(arm, axis=1)
+    edge = arm[np.argmax(reach)] / reach.max()  # (2,) from the hinge to the free edge
+    swing = sign * np.cross(axis, [*edge, 0.0])[:2]  # (2,) where the free edge goes as it closes
+    behind = -float((arm @ swing).min())  # from the hinge plane to the face we push (handle too)
+    radius, z = 0.8 * reach.max(), anchor[2] - 0.02
+
+    def contact(q: float, gap: float) -> tuple[np.ndarray, float, np.ndarray]:
+        """Where the fingers touch the door at angle ``q`` (``gap`` off its face), their yaw, and
+        the way the door's free edge moves there."""
+        turn = sign * (q - q_now) * axis[2]  # about a vertical axis
+        rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        u, s = rot @ edge, rot @ swing
+        point = anchor[:2] + radius * u - (behind + gap) * s
+        return np.array([*point, z]), wrap_half_turn(float(np.arctan2(u[1], u[0])) - np.pi / 2), s
+
+    start, yaw, _ = contact(q_now, 0.06)
+    yield from motion.grip(CLOSE, steps=0)
+    yield from motion.move(start + [0, 0, 0.1], yaw=yaw, tilt=np.eye(3), tolerance=0.015, max_steps=80)
+    yield from motion.move(start, speed=0.6, tolerance=0.01, max_steps=40)
+    # On to 0.25 rad past shut (the stop holds the door): within the moves' tolerance of 1.5 cm
+    # the door would stay a few degrees open.
+    for q in np.linspace(q_now, q_shut + sign * 0.25, 8)[1:]:
+        point, yaw, s = contact(q, 0.01)
+        yield from motion.move(point, yaw=yaw, speed=0.6, tolerance=0.015, max_steps=25)
+    yield from motion.move(scene.eef_pos + [*(-0.05 * s), 0.06], tolerance=0.02, max_steps=20)
