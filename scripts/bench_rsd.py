@@ -54,6 +54,16 @@ def print_rows(rows: list[dict]) -> None:
         "times; x plain: measured median speedup over plain rfsq_ar; /floor: median over one prefix + one block "
         "pass; MAE: mean absolute action error (env units) against the demonstration and against plain rfsq_ar."
     )
+    steps = sorted({k for r in rows for k in r.get("step_ms", {})})
+    if steps:
+        print("\nwhere the time goes (median ms per decode, batch 1):")
+        print(f"{'method':<52} " + " ".join(f"{k:>10}" for k in steps))
+        for r in rows:
+            cells = [r.get("step_ms", {}).get(k) for k in steps]
+            print(
+                f"{r['method']:<52} "
+                + " ".join(f"{'' if c is None else format(c, '.2f'):>10}" for c in cells)
+            )
 
 
 @torch.no_grad()

@@ -194,8 +194,10 @@ def latency_rows(
     Returns:
         One row per method: ``latency_median_ms``, ``latency_p90_ms``, ``actions_per_s`` (H over
         the median), ``speedup_vs_plain`` (median over median), ``ratio_to_floor`` (median over the
-        median of one prefix pass plus one block pass of the main policy), and for RSD the
-        ``predicted_speedup_time`` from its measured prefix, draft and pass times.
+        median of one prefix pass plus one block pass of the main policy), ``step_ms`` (where the
+        time goes: the median per decode of each timed step, such as prefix, draft, verify, plain
+        and detokenize), and for RSD the ``predicted_speedup_time`` from its measured prefix, draft
+        and pass times.
     """
     decoders = models.decoders(settings)
     cuda = str(models.device).startswith("cuda")
@@ -239,6 +241,7 @@ def latency_rows(
             "speedup_vs_plain": base / median,
             "ratio_to_floor": median / floor,
             "floor_ms": 1e3 * floor,
+            "step_ms": _step_medians_ms(traces[name]),
         }
         if name.startswith("rsd"):
             row["predicted_speedup_time"] = summarize(traces[name], baseline=traces["rfsq_ar"])[
@@ -246,6 +249,12 @@ def latency_rows(
             ]
         rows.append(row)
     return rows
+
+
+def _step_medians_ms(traces: Sequence[Any]) -> dict[str, float]:
+    """The median over decodes of each step's wall time (ms), for the steps a method used."""
+    steps = {k for t in traces for k, v in t.timings.items() if v > 0 and k != "total"}
+    return {k: 1e3 * float(np.median([t.timings.get(k, 0.0) for t in traces])) for k in sorted(steps)}
 
 
 def merge_rows(quality: Sequence[dict[str, Any]], latency: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -206,6 +206,12 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     latency = {r["method"]: r for r in latency_rows(models, singles, settings, warmup=1)}
     assert latency["rfsq_ar"]["speedup_vs_plain"] == 1.0
     assert all(r["latency_median_ms"] > 0 and r["ratio_to_floor"] > 0 for r in latency.values())
+    # where the time goes: plain decoding has no draft or verify step, RSD has both
+    assert {"prefix", "plain"} <= set(latency["rfsq_ar"]["step_ms"]) and "verify" not in latency["rfsq_ar"][
+        "step_ms"
+    ]
+    rsd_steps = latency[settings[0].name]["step_ms"]
+    assert {"prefix", "draft", "verify"} <= set(rsd_steps) and all(v > 0 for v in rsd_steps.values())
 
 
 def test_training_resumes_where_it_stopped(prepared, tmp_path):
