@@ -233,7 +233,7 @@ def run_episode(
         "wall_time_s": round(time.perf_counter() - start, 3),
         "diagnostics": diagnostics,
         "error": error,
-        "physics_resets": int(getattr(env, "physics_resets", 0)),
+        "physics_blowup_step": getattr(env, "physics_blowup_step", None),
     }
     if spec.repeat:
         record["repeat"] = spec.repeat
@@ -483,13 +483,13 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         wins = [r["steps"] for r in mine if r["success"]]
         row["mean_steps_success"] = float(np.mean(wins)) if wins else None
         row["errors"] = sum(r.get("error") is not None for r in mine)
-        row["physics_resets"] = sum(bool(r.get("physics_resets")) for r in mine)
+        row["physics_blowups"] = sum(r.get("physics_blowup_step") is not None for r in mine)
     return {
         "overall": success_summary(sum(r["success"] for r in records), len(records)),
         "suites": summarize_by(records, ("suite",)),
         "tasks": by_task,
         "errors": sum(r.get("error") is not None for r in records),
-        "physics_resets": sum(bool(r.get("physics_resets")) for r in records),
+        "physics_blowups": sum(r.get("physics_blowup_step") is not None for r in records),
     }
 
 
@@ -596,10 +596,10 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def _trouble(row: dict[str, Any]) -> str:
-    """Episodes of a task that raised, or whose physics blew up (the sim was reset)."""
+    """Episodes of a task that raised, or whose physics blew up."""
     notes = [
         f"{row[key]} {what}"
-        for key, what in (("errors", "errors"), ("physics_resets", "physics resets"))
+        for key, what in (("errors", "errors"), ("physics_blowups", "physics blow-ups"))
         if row.get(key)
     ]
     return f"  ({', '.join(notes)})" if notes else ""

@@ -265,11 +265,18 @@ def free_spot(scene: Scene, held: str, target: str, *, leave_room: bool = False)
 
 
 def under_roof(scene: Scene, region: str) -> bool:
-    """Whether the object holding region ``region`` covers it just above its top (a microwave's
-    roof over its inside), so that nothing can be lowered into it from above."""
-    center = scene.pos(region)
-    to_roof = scene.ray_to(scene.site_parent(region), center, np.array([0.0, 0.0, 1.0]))
-    return to_roof < scene.site_size(region)[2] + 0.05
+    """Whether the object holding region ``region`` covers all of it just above its top (a
+    microwave's roof over its inside), so that nothing can be lowered into it from above. A
+    basket's handle arching over its middle does not count: it covers the middle only."""
+    center, half = scene.pos(region), scene.site_size(region)
+    rot = scene.mat(region)
+    up = np.array([0.0, 0.0, 1.0])
+    owner = scene.site_parent(region)
+    starts = [
+        center + rot @ np.array([u * half[0], v * half[1], 0.0])
+        for u, v in ((0, 0), (-0.5, -0.5), (-0.5, 0.5), (0.5, -0.5), (0.5, 0.5))
+    ]
+    return all(scene.ray_to(owner, start, up) < half[2] + 0.05 for start in starts)
 
 
 def drawer_spot(scene: Scene, region: str, held: str) -> np.ndarray:
