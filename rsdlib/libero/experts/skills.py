@@ -267,11 +267,14 @@ def free_spot(scene: Scene, held: str, target: str, *, leave_room: bool = False)
 def under_roof(scene: Scene, region: str) -> bool:
     """Whether the object holding region ``region`` covers all of it just above its top (a
     microwave's roof over its inside), so that nothing can be lowered into it from above. A
-    basket's handle arching over its middle does not count: it covers the middle only."""
+    basket's handle arching over its middle does not count: it covers the middle only; nor does
+    a container lying on its side (a basket knocked over covers its region with its own wall)."""
     center, half = scene.pos(region), scene.site_size(region)
     rot = scene.mat(region)
     up = np.array([0.0, 0.0, 1.0])
     owner = scene.site_parent(region)
+    if scene.mat(owner)[2, 2] < 0.9:  # not upright
+        return False
     starts = [
         center + rot @ np.array([u * half[0], v * half[1], 0.0])
         for u, v in ((0, 0), (-0.5, -0.5), (-0.5, 0.5), (0.5, -0.5), (0.5, 0.5))
