@@ -269,6 +269,8 @@ def under_roof(scene: Scene, region: str) -> bool:
     microwave's roof over its inside), so that nothing can be lowered into it from above. A
     basket's handle arching over its middle does not count: it covers the middle only; nor does
     a container lying on its side (a basket knocked over covers its region with its own wall)."""
+    if not scene.is_site(region) or scene.is_object(region):  # "in the bowl": an object, no roof
+        return False
     center, half = scene.pos(region), scene.site_size(region)
     rot = scene.mat(region)
     up = np.array([0.0, 0.0, 1.0])
