@@ -149,9 +149,7 @@ class ScriptedExpert(Policy):
         raise UnsupportedGoal(f"the scripted expert has no skill for the goal predicate {predicate}")
 
     def _is_drawer(self, target: str) -> bool:
-        """Whether ``target`` is a region that slides with a joint (a drawer's)."""
-        sites = self.scene.problem.object_sites_dict
-        return target in sites and bool(getattr(sites[target], "joints", None))
+        return skills.is_drawer_region(self.scene, target)
 
     def _is_closed_drawer(self, target: str) -> bool:
         return self._is_drawer(target) and not skills.is_open(self.scene, target)

@@ -325,11 +325,7 @@ def place(
     hang = eef[2] - held.bottom  # how far the object reaches below the grip site
     offset = eef[:2] - scene.pos(name)[:2]  # keep the object's body centred on the target
     # into a container: its centre (things may stack there); onto a region: a free spot in it
-    if (
-        inside
-        and scene.is_site(target)
-        and getattr(scene.problem.object_sites_dict.get(target), "joints", None)
-    ):
+    if inside and is_drawer_region(scene, target):
         spot = drawer_spot(scene, target, name)
     elif inside:
         spot = scene.pos(target)[:2]
@@ -432,6 +428,18 @@ def _drawer_joint(scene: Scene, region: str) -> tuple[int, float]:
     return joint, (-1.0 if max(opens) <= 0 else 1.0)
 
 
+def is_drawer_region(scene: Scene, region: str) -> bool:
+    """Whether ``region`` is a region that slides with a joint (a drawer's)."""
+    sites = scene.problem.object_sites_dict
+    return region in sites and bool(getattr(sites[region], "joints", None))
+
+
+def _pitched(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
+    """The tilt that turns the reference gripper (approaching along -z, closing along y) to
+    approach along ``approach`` with the fingers closing along ``closing`` (3,) each."""
+    return np.stack([np.cross(closing, -approach), closing, -approach], axis=1)
+
+
 def _drawer_out(scene: Scene, joint: int, sign: float) -> np.ndarray:
     """The horizontal unit direction (2,) in which the drawer on slide ``joint`` opens."""
     m, d = scene.model, scene.data
@@ -472,7 +480,7 @@ def slide_drawer(motion: Motion, region: str, *, open_it: bool = True) -> Iterat
     # and y to +z. (Of the two symmetric choices this one keeps the wrist within its joint
     # range for cabinets on the robot's right; the other stalls a few cm short of the handle.)
     approach, closing = -out, np.array([0.0, 0.0, 1.0])
-    tilt = np.stack([np.cross(closing, -approach), closing, -approach], axis=1)
+    tilt = _pitched(approach, closing)
     grip_point = handle - 0.004 * out
     if open_it:
         start = grip_point
@@ -511,7 +519,7 @@ def _push_closed_from_above(
     out3 = np.array([*out, 0.0])
     closing = np.array([-out[1], out[0], 0.0])  # fingers side by side along the handle
     approach = np.cos(PUSH_LEAN) * np.array([0.0, 0.0, -1.0]) - np.sin(PUSH_LEAN) * out3
-    tilt = np.stack([np.cross(closing, -approach), closing, -approach], axis=1)
+    tilt = _pitched(approach, closing)
     start = handle + 0.05 * out3
     yield from motion.grip(CLOSE, steps=0)
     yield from motion.move(start + [0, 0, 0.08], yaw=0.0, tilt=tilt, tolerance=0.01, max_steps=80)
