@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-ACTION_DIM = 7
+#: The 7 numbers of an action: OSC_POSE position and axis-angle deltas, then the gripper command.
+ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+ACTION_DIM = len(ACTION_NAMES)
 #: Index of the gripper command in an action (-1 open, +1 close).
 GRIPPER = 6
 

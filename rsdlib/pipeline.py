@@ -12,12 +12,21 @@ workstation or a cluster). Each maps a notebook's stem to parameter overrides. T
 also hands every notebook the parameters in :data:`COMMON_PARAMETERS`, so every notebook
 declares them. Executed copies go to ``build/<profile>/``; a failing notebook is named with
 its failing cell, and its executed copy is kept for inspection.
+
+``--set NB.PARAM=VALUE`` overrides are checked against the type each notebook declares before
+anything runs, and make a run of their own: the notebooks get ``profile=<profile>-set-<hash>``
+(``hash``: 8 hex digits of the overrides), which names every run folder they write and read, and
+executed copies and figures go to ``build/<profile>-set-<hash>/``. A plain run of the profile
+never sees an override run's folders; to point a reading notebook (90, 91) at the plain run's
+results, set its run parameters, e.g. ``--set 91.comparison_run=default``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -92,10 +101,10 @@ def check_profiles(
     notebooks = list_notebooks() if notebooks is None else notebooks
     by_stem = {nb.stem: nb for nb in notebooks}
     problems: list[str] = []
-    declared: dict[str, set[str]] = {}
+    declared: dict[str, dict[str, dict[str, Any]]] = {}
     for stem, nb in by_stem.items():
         try:
-            declared[stem] = set(declared_parameters(nb))
+            declared[stem] = declared_parameters(nb)
         except PipelineError as err:
             problems.append(str(err))
             continue
@@ -107,10 +116,50 @@ def check_profiles(
             if stem not in by_stem:
                 problems.append(f"profile {profile!r} names notebook {stem!r}, which does not exist")
                 continue
-            unknown = sorted(set(params) - declared.get(stem, set(params)))
+            unknown = sorted(set(params) - set(declared.get(stem, params)))
             if unknown:
                 problems.append(f"profile {profile!r} hands {stem} parameters it does not declare: {unknown}")
+            for name, value in params.items():
+                info = declared.get(stem, {}).get(name)
+                wrong = info and type_problem(info["inferred_type_name"], value)
+                if wrong:
+                    problems.append(f"profile {profile!r} hands {stem} {name}={value!r}: {wrong}")
     return problems
+
+
+#: What a value must be for a parameter declared with each type name (a bool is no number here).
+_TYPE_CHECKS: dict[str, Any] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "tuple": lambda v: isinstance(v, list),  # YAML has no tuples; papermill writes a list
+    "dict": lambda v: isinstance(v, dict),
+    "none": lambda v: v is None,
+}
+
+
+def _type_names(type_name: str) -> list[str] | None:
+    """``"Optional[list[int]]"`` -> ``["list", "none"]``; None for a type this module cannot check."""
+    text = type_name.strip()
+    optional = re.fullmatch(r"(?:typing\.)?Optional\[(.*)\]", text)
+    parts = [optional.group(1), "None"] if optional else text.split("|")
+    names = [p.strip().split("[", 1)[0].removeprefix("typing.").lower() for p in parts]
+    return names if all(n in _TYPE_CHECKS for n in names) else None
+
+
+def type_problem(type_name: str, value: Any) -> str | None:
+    """Why ``value`` does not fit a parameter declared as ``type_name`` (None: it fits).
+
+    ``type_name`` is what papermill read off the parameters cell (``int``, ``list[str]``,
+    ``Optional[float]``...); an unannotated parameter (papermill's ``"None"``) or a type this
+    module does not know is not checked.
+    """
+    names = None if type_name == "None" else _type_names(type_name)
+    if names is None or any(_TYPE_CHECKS[n](value) for n in names):
+        return None
+    return f"expected {type_name}, got {type(value).__name__}"
 
 
 @dataclass
@@ -183,7 +232,7 @@ def execute_profile(
     *,
     only: list[str] | None = None,
     build_dir: Path | None = None,
-    figures_dir: Path = FIGURES_DIR,
+    figures_dir: Path | None = None,
     results_dir: Path = RESULTS_DIR,
     kernel: str = "python3",
     progress: bool = True,
@@ -194,9 +243,9 @@ def execute_profile(
     if profile not in PROFILES:
         raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     profiles = load_profiles()
-    for text in settings:
-        stem, name, value = parse_setting(text)
-        profiles[profile].setdefault(stem, {})[name] = value
+    overridden = parse_settings(settings)
+    for stem, values in overridden.items():
+        profiles[profile].setdefault(stem, {}).update(values)
     problems = check_profiles(profiles)
     if problems:
         raise PipelineError("profiles do not fit the notebooks:\n  " + "\n  ".join(problems))
@@ -205,13 +254,23 @@ def execute_profile(
         notebooks = [nb for nb in notebooks if any(nb.stem == o or nb.stem.startswith(o + "_") for o in only)]
         if not notebooks:
             raise PipelineError(f"no notebook matches {only}; see `python -m rsdlib.pipeline --list`")
-    build_dir = Path(build_dir or BUILD_DIR / profile)
+    # Overrides make a run of their own, so a failed or odd one never lands in the plain run's folders.
+    run_name = override_run_name(profile, overridden)
+    build_dir = Path(build_dir or BUILD_DIR / run_name)
+    if figures_dir is None:
+        figures_dir = FIGURES_DIR if run_name == profile else build_dir / "figures"
+    if run_name != profile:
+        print(
+            f"--set overrides: this run is {run_name!r} (its run folders are named after it); executed "
+            f"copies in {build_dir}, figures in {figures_dir}. The plain {profile!r} run is untouched.",
+            flush=True,
+        )
     overrides = profiles[profile]
     runs: list[NotebookRun] = []
     for i, nb in enumerate(notebooks, 1):
-        params = {"profile": profile, "figures_dir": str(figures_dir), "results_dir": str(results_dir)}
+        params = {"profile": run_name, "figures_dir": str(figures_dir), "results_dir": str(results_dir)}
         params |= overrides.get(nb.stem, {})
-        print(f"[{i}/{len(notebooks)}] {nb.name} ({profile})", flush=True)
+        print(f"[{i}/{len(notebooks)}] {nb.name} ({run_name})", flush=True)
         run = run_notebook(nb, build_dir / nb.name, params, kernel=kernel, progress=progress)
         runs.append(run)
         print(f"    {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s", flush=True)
@@ -238,23 +297,95 @@ def parse_setting(text: str) -> tuple[str, str, Any]:
     return matches[0], name, yaml.safe_load(raw) if raw.strip() else ""
 
 
+def parse_settings(settings: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Parse ``--set`` overrides and check each value against its notebook's declared type.
+
+    A ``str`` parameter takes the text as written (``03.run=2024`` is ``"2024"``, not a number),
+    and a ``float`` parameter also takes YAML's unquoted exponents (``1e-3``). Parameters a
+    notebook does not declare are left to :func:`check_profiles`, which names them.
+
+    Returns:
+        ``{notebook stem: {parameter: value}}``.
+
+    Raises:
+        PipelineError: a malformed setting, a parameter the runner sets itself, or a value of the
+            wrong type; every problem is listed, each naming notebook, parameter, type and value.
+    """
+    notebooks = {nb.stem: nb for nb in list_notebooks()}
+    declared: dict[str, dict[str, dict[str, Any]]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    problems = []
+    for text in settings:
+        stem, name, value = parse_setting(text)
+        if stem not in declared:
+            declared[stem] = declared_parameters(notebooks[stem])
+        info = declared[stem].get(name)
+        if name in COMMON_PARAMETERS:
+            problems.append(
+                f"--set {text!r}: the runner sets {name!r} for every notebook; use --profile, "
+                "--figures-dir or --results-dir"
+            )
+            continue
+        if info is not None:
+            value = _coerce(info["inferred_type_name"], value, text.partition("=")[2].strip())
+            wrong = type_problem(info["inferred_type_name"], value)
+            if wrong:
+                problems.append(
+                    f"--set {text!r}: {stem} declares {name}: {info['inferred_type_name']} "
+                    f"(default {info['default']}), got {value!r} ({type(value).__name__})"
+                )
+                continue
+        out.setdefault(stem, {})[name] = value
+    if problems:
+        raise PipelineError("bad --set values, nothing was run:\n  " + "\n  ".join(problems))
+    return out
+
+
+def _coerce(type_name: str, value: Any, raw: str) -> Any:
+    """A YAML value as the declared type would have it, where YAML read the text otherwise."""
+    if type_name == "str" and value is not None and not isinstance(value, str | list | dict):
+        return raw  # numbers, booleans and dates YAML made of a name or folder
+    if type_name == "float" and isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads 1e-3 (no dot) as text
+        except ValueError:
+            return value
+    return value
+
+
+def override_run_name(profile: str, overrides: dict[str, dict[str, Any]]) -> str:
+    """The ``profile`` handed to notebooks: the profile itself, or ``<profile>-set-<hash>`` with overrides.
+
+    The hash (8 hex digits) depends only on the overrides, not on their order, so repeating an
+    override run resumes its own folders.
+    """
+    if not any(overrides.values()):
+        return profile
+    canonical = json.dumps(overrides, sort_keys=True, default=str)
+    return f"{profile}-set-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+
 def run_pipeline(profile: str, **kwargs: Any) -> list[NotebookRun]:
     """Run the notebooks in order for ``profile``; raise if any fails.
 
     Args:
         profile: ``smoke``, ``default`` or ``full``.
         only: notebook stems or number prefixes to run (e.g. ``["00", "02_action_tokenizers"]``).
-        build_dir: where executed copies go (default ``build/<profile>``).
-        figures_dir, results_dir: handed to every notebook.
+        build_dir: where executed copies go (default ``build/<profile>``, or
+            ``build/<profile>-set-<hash>`` with ``settings``, see :func:`override_run_name`).
+        figures_dir: handed to every notebook (default ``figures/``, or ``<build_dir>/figures``
+            with ``settings``, so an override run leaves the paper's figures alone).
+        results_dir: handed to every notebook.
         kernel: Jupyter kernel name.
         progress: show papermill's per-cell progress bar.
         stop_on_error: stop at the first failing notebook (later ones build on earlier ones).
         settings: ``NOTEBOOK.PARAMETER=VALUE`` overrides on top of the profile (:func:`parse_setting`),
-            checked against the notebooks' parameters like the profiles are.
+            checked against the notebooks' parameters and their types before anything runs; they
+            make a run of their own, named ``<profile>-set-<hash>`` (see the module docstring).
 
     Raises:
-        PipelineError: unknown profile, profiles that do not fit the notebooks, or a failing notebook
-            (the message names it, its failing cell, and where its executed copy is).
+        PipelineError: unknown profile, profiles or settings that do not fit the notebooks, or a
+            failing notebook (the message names it, its failing cell, and where its executed copy is).
     """
     runs = execute_profile(profile, **kwargs)
     failed = [r for r in runs if not r.ok]
@@ -284,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--build-dir", type=Path, help="where executed notebooks go (default build/<profile>)"
     )
-    parser.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
+    parser.add_argument(
+        "--figures-dir", type=Path, help="where figures go (default figures/; with --set: in the build dir)"
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--kernel", default="python3")
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters, then exit")

@@ -180,3 +180,13 @@ def new_run(
     write_json(folder / "config.json", config_json)
     write_json(folder / "provenance.json", provenance())
     return folder
+
+
+def describe_device(device: str | Any) -> str:
+    """A human name of where something ran (GPU model, or the CPU and its thread count)."""
+    import torch  # as in provenance(): reading results needs no torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

@@ -19,6 +19,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def episode_seed(base_seed: int, suite: str, task_id: int, init_index: int, repeat: int = 0) -> int:
+    """A seed per LIBERO episode that depends only on the run's seed and the episode, not on
+    scheduling (the harness seeds each episode's policy with it; demonstrations seed their noise)."""
+    words = [base_seed, *suite.encode(), task_id, init_index] + ([repeat] if repeat else [])
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run a block with all global generators seeded, then put their old state back.

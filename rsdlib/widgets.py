@@ -2,8 +2,8 @@
 
 Everything here only displays what a :class:`~rsdlib.decoding.DecodeTrace` holds, through the
 plain :class:`~rsdlib.decoding.TraceStepper` (which tests drive without widgets). Re-decoding with
-other settings is the caller's ``decode(settings) -> DecodeTrace`` callable; no model code lives
-here.
+other settings is the caller's ``decode(spec) -> DecodeTrace`` callable (a
+:class:`~rsdlib.decoding.spec.MethodSpec` in, a trace out); no model code lives here.
 
 - :class:`StepThrough`: prev/next buttons and a slider over the committed layers; per layer the
   drafted tokens with q(x) and p(x), the main model's top choices, accepted (green) or rejected
@@ -20,69 +20,22 @@ from __future__ import annotations
 
 import html
 import io
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from rsdlib.decoding.acceptance import RULE_NAMES
+from rsdlib.actions import ACTION_NAMES
+from rsdlib.decoding.acceptance import RULE_NAMES, RULES
+from rsdlib.decoding.spec import MethodSpec
 from rsdlib.decoding.stepper import LayerStep, TraceStepper
 from rsdlib.decoding.trace import DecodeTrace, acceptance_per_layer
 
-#: Action dimensions (OSC_POSE deltas and the gripper command).
-DIM_NAMES = ("dx", "dy", "dz", "dax", "day", "daz", "gripper")
 #: Background of a drafted token by verdict.
 VERDICT_COLOURS = {"accepted": "#c8e6c9", "rejected": "#ffcdd2"}
 #: Where a committed token came from (text colour in the tables).
 SOURCE_COLOURS = {"accepted": "#2e7d32", "corrected": "#c62828", "bonus": "#1565c0", "plain": "#616161"}
-#: The parameter a rule's threshold sets.
-THRESHOLD_PARAM = {"match_rate": "tau", "level_distance": "delta", "action_tolerance": "eps"}
-
-
-# -- what a view shows, as plain data ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    """What the step-through controls set; the notebook's ``decode`` callable reads it.
-
-    Attributes:
-        drafter: a drafter name the ``decode`` callable understands.
-        rule: an acceptance rule name (``rsdlib.decoding.RULE_NAMES``).
-        threshold: the rule's ``tau`` / ``delta`` / ``eps`` (ignored by ``exact`` and ``speculative``).
-        gamma: layers drafted per round.
-        temperature: 0 for greedy.
-    """
-
-    drafter: str = "head"
-    rule: str = "exact"
-    threshold: float = 0.0
-    gamma: int = 2
-    temperature: float = 0.0
-
-    def rule_params(self) -> dict[str, float | int]:
-        """The keyword arguments of ``make_rule(rule, ...)``: ``{"tau": threshold}`` and so on."""
-        param = THRESHOLD_PARAM.get(self.rule)
-        if param is None:
-            return {}
-        return {param: int(self.threshold) if param == "delta" else float(self.threshold)}
-
-    @classmethod
-    def of(cls, trace: DecodeTrace) -> StepSettings:
-        """The settings an RSD trace records (the threshold read from its rule's label, ``name(p=v)``)."""
-        base = cls()
-        label = trace.rule or base.rule
-        value = re.search(r"\(\w+=([^,)]+)\)", label)
-        return cls(
-            drafter=trace.drafter or base.drafter,
-            rule=label.split("(")[0],
-            threshold=float(value.group(1)) if value else base.threshold,
-            gamma=trace.gamma or base.gamma,
-            temperature=trace.temperature,
-        )
 
 
 def step_rows(trace: DecodeTrace, step: LayerStep) -> list[dict[str, Any]]:
@@ -197,7 +150,7 @@ def _draw_refinement(
         path = ee_path(chunk)
         ax3d.plot(path[:, 0], path[:, 1], path[:, 2], **style)
     for d, ax in enumerate(dim_axes):
-        ax.set_title(DIM_NAMES[d] if d < len(DIM_NAMES) else f"dim {d}")
+        ax.set_title(ACTION_NAMES[d] if d < len(ACTION_NAMES) else f"dim {d}")
         ax.set_xlabel("step")
     dim_axes[0].legend(loc="best", fontsize=6)
     ax3d.scatter([0], [0], [0], color="k", s=12)
@@ -247,7 +200,7 @@ def _step_title(stepper: TraceStepper) -> str:
         f"main passes so far {stepper.main_passes_so_far()} of {trace.main_passes}"
     )
     if trace.method == "rsd":
-        text += f"\n{trace.rule}, gamma={trace.gamma}, drafter={trace.drafter}, T={trace.temperature:g}"
+        text += f"\n{trace.rule_label}, gamma={trace.gamma}, drafter={trace.drafter}, T={trace.temperature:g}"
     return text
 
 
@@ -416,10 +369,11 @@ class StepThrough:
     """Step through one computed trace layer by layer; re-decode with other settings.
 
     Args:
-        trace: the trace to show (None: call ``decode(settings)`` for it).
-        decode: ``decode(StepSettings) -> DecodeTrace``, called by the decode button (None: no controls).
-        settings: the controls' initial values (default: what ``trace`` records).
+        trace: the trace to show (None: call ``decode(spec)`` for it).
+        decode: ``decode(MethodSpec) -> DecodeTrace``, called by the decode button (None: no controls).
+        spec: the controls' initial values (default: what ``trace`` records).
         drafters: drafter names offered (``decode`` must understand them).
+        threshold: the threshold box's value while the rule takes none (default: the spec's).
         plot: draw the refinement figure on every step (off: tables only, faster).
 
     Attributes:
@@ -435,16 +389,22 @@ class StepThrough:
         self,
         trace: DecodeTrace | None = None,
         *,
-        decode: Callable[[StepSettings], DecodeTrace] | None = None,
-        settings: StepSettings | None = None,
-        drafters: Sequence[str] = ("head", "tiny_policy"),
+        decode: Callable[[MethodSpec], DecodeTrace] | None = None,
+        spec: MethodSpec | str | None = None,
+        drafters: Sequence[str] = ("head", "tiny"),
+        threshold: float = 0.5,
         plot: bool = True,
     ) -> None:
         import ipywidgets as w
 
         if trace is None and decode is None:
-            raise ValueError("StepThrough needs a trace, or a decode(settings) callable to make one")
-        settings = settings or (StepSettings.of(trace) if trace is not None else StepSettings())
+            raise ValueError("StepThrough needs a trace, or a decode(spec) callable to make one")
+        if spec is None:  # what the trace records; a plain trace starts the controls at exact RSD
+            rsd_trace = trace is not None and trace.method == "rsd"
+            spec = trace.spec if rsd_trace else MethodSpec("rsd", drafters[0], 2, "exact")
+        spec = MethodSpec.parse(spec)
+        if not spec.is_rsd:
+            raise ValueError(f"the controls set RSD settings; {spec} is plain decoding")
         self.decode, self.plot = decode, plot
         self.error: str | None = None
         self.prev_button = w.Button(description="prev", icon="arrow-left", layout=w.Layout(width="80px"))
@@ -457,14 +417,19 @@ class StepThrough:
         self.next_button.on_click(lambda _: self.goto(self.slider.value + 1))
         self.slider.observe(lambda change: self._show(change["new"]), names="value")
 
-        drafter_options = list(dict.fromkeys([*drafters, settings.drafter]))
-        self.drafter = w.Dropdown(options=drafter_options, value=settings.drafter, description="drafter")
-        self.rule = w.Dropdown(options=list(RULE_NAMES), value=settings.rule, description="rule")
-        self.threshold = w.FloatText(value=settings.threshold, description="threshold", step=0.05)
-        self.gamma = w.IntSlider(value=settings.gamma, min=1, max=max(8, settings.gamma), description="gamma")
-        self.temperature = w.FloatSlider(
-            value=settings.temperature, min=0.0, max=2.0, step=0.1, description="temperature"
+        drafter_options = list(dict.fromkeys([*drafters, spec.drafter]))
+        wide = {"style": {"description_width": "initial"}}  # labels in full, not "temperat..."
+        self.drafter = w.Dropdown(options=drafter_options, value=spec.drafter, description="drafter", **wide)
+        self.rule = w.Dropdown(options=list(RULE_NAMES), value=spec.rule, description="rule", **wide)
+        self.threshold = w.FloatText(
+            value=threshold if spec.param is None else spec.param, description="threshold", step=0.05, **wide
         )
+        self.gamma = w.IntSlider(value=spec.gamma, min=1, max=max(8, spec.gamma), description="gamma", **wide)
+        self.temperature = w.FloatSlider(
+            value=spec.temperature, min=0.0, max=2.0, step=0.1, description="temperature", **wide
+        )
+        self.rule.observe(lambda _: self._sync_threshold(), names="value")
+        self._sync_threshold()
         self.decode_button = w.Button(description="decode", button_style="primary")
         self.decode_button.on_click(lambda _: self.redecode())
         controls = w.VBox(
@@ -477,23 +442,32 @@ class StepThrough:
         navigation = w.HBox([self.prev_button, self.slider, self.next_button])
         parts = ([controls] if decode is not None else []) + [navigation, self.table, self.image]
         self.widget = w.VBox(parts)
-        self.set_trace(trace if trace is not None else decode(settings))
+        self.set_trace(trace if trace is not None else decode(spec))
 
     @property
-    def settings(self) -> StepSettings:
-        """The controls' current values."""
-        return StepSettings(
-            drafter=self.drafter.value,
-            rule=self.rule.value,
-            threshold=float(self.threshold.value),
-            gamma=int(self.gamma.value),
-            temperature=float(self.temperature.value),
+    def spec(self) -> MethodSpec:
+        """The controls' current values as a method spec (ValueError for a combination that is not one).
+
+        The threshold is read only for rules that take one (its box is disabled otherwise)."""
+        rule = self.rule.value
+        return MethodSpec(
+            "rsd",
+            self.drafter.value,
+            int(self.gamma.value),
+            rule,
+            None if RULES[rule].param is None else self.threshold.value,
+            float(self.temperature.value),
         )
+
+    def _sync_threshold(self) -> None:
+        param = RULES[self.rule.value].param
+        self.threshold.disabled = param is None
+        self.threshold.description = "threshold" if param is None else f"threshold ({param})"
 
     def set_trace(self, trace: DecodeTrace) -> None:
         """Show another trace from its first layer."""
         if not isinstance(trace, DecodeTrace):
-            raise TypeError(f"decode(settings) must return a DecodeTrace, got {type(trace).__name__}")
+            raise TypeError(f"decode(spec) must return a DecodeTrace, got {type(trace).__name__}")
         self.stepper = TraceStepper(trace)
         if len(self.stepper) == 0:
             raise ValueError(f"the {trace.method} trace has no committed layers to step through")
@@ -518,7 +492,7 @@ class StepThrough:
         if self.decode is None:
             return
         try:
-            trace = self.decode(self.settings)
+            trace = self.decode(self.spec)
             self.set_trace(trace)
         except Exception as err:  # shown in the view: widget callbacks' exceptions go to a hidden log
             self.error = f"{type(err).__name__}: {err}"
@@ -587,11 +561,9 @@ class AcceptanceHeatmap:
 
 
 __all__ = [
-    "DIM_NAMES",
     "SOURCE_COLOURS",
     "VERDICT_COLOURS",
     "AcceptanceHeatmap",
-    "StepSettings",
     "StepThrough",
     "acceptance_matrix",
     "ee_path",

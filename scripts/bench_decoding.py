@@ -77,10 +77,10 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def _shipped() -> dict[str, Any]:
-    """The sizes of the shipped models (rsdlib.policies.recipe.Sizes) with the default tokenizers."""
+    """The sizes of the shipped models (rsdlib.experiments.train_models.Sizes) with the default tokenizers."""
     from dataclasses import asdict
 
-    from rsdlib.policies.recipe import Sizes
+    from rsdlib.experiments.train_models import Sizes
 
     keep = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "image_size", "image_channels")
     sizes = Sizes()

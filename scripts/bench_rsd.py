@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from rsdlib.decoding.benchmark import ModelSet, RSDSetting, latency_rows, merge_rows, quality_rows
+from rsdlib.experiments.benchmark import ModelSet, latency_rows, merge_rows, quality_rows
 from rsdlib.policies.packed import PackedChunks
-from rsdlib.policies.recipe import describe_device
+from rsdlib.results import describe_device
 
 DEFAULT_RULES = (
     "exact",
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--latency-chunks", type=int, default=50, help="chunks decoded one at a time, timed")
     parser.add_argument("--gammas", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--rules", nargs="+", default=list(DEFAULT_RULES))
-    parser.add_argument("--drafters", nargs="+", default=["head_drafter", "tiny_policy"])
+    parser.add_argument("--drafters", nargs="+", default=["head", "tiny"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
@@ -88,14 +88,14 @@ def main() -> None:
     models = ModelSet(args.models, args.device)
     val = PackedChunks.load(args.val or args.models / "val_sample.npz")
     val = val.subset(range(min(args.chunks, len(val)))).to(args.device)
-    settings = [RSDSetting(d, g, r) for d in args.drafters for g in args.gammas for r in args.rules]
+    specs = [f"rsd_{d}:g{g}:{r}" for d in args.drafters for g in args.gammas for r in args.rules]
     batch = val.batch(torch.arange(len(val), device=args.device), trunk_config=models.trunk)
-    quality = quality_rows(models, batch, settings)
+    quality = quality_rows(models, batch, specs)
     singles = [
         val.batch(torch.tensor([i], device=args.device), trunk_config=models.trunk)["obs"]
         for i in range(min(args.latency_chunks, len(val)))
     ]
-    latency = latency_rows(models, singles, settings)
+    latency = latency_rows(models, singles, specs)
     rows = merge_rows(quality, latency)
     print(
         f"device: {describe_device(args.device)}; {len(val)} validation chunks; {len(singles)} timed one at a time"

@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from rsdlib.libero.comparison import METHODS, chunk_stats, method_policy
+from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
+from rsdlib.experiments.comparison import chunk_stats, policy_from_spec
+from rsdlib.experiments.prepare import read_prepared
 from rsdlib.libero.evaluate import EvalOptions, evaluate, format_table
 from rsdlib.libero.protocol import Protocol
 from rsdlib.paths import repo_path
-from rsdlib.policies.recipe import read_prepared
 from rsdlib.results import new_run
 
 
@@ -30,11 +31,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default="checkpoints/libero_spatial")
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        type=MethodSpec.parse,
+        default=[*PLAIN_METHODS, "rsd_head:g2:exact", "rsd_tiny:g2:exact"],
+        help="method specs, as notebook 08 writes them: rfsq_ar, rsd_head:g3:match_rate:0.5, rfsq_ar@1, ...",
+    )
     parser.add_argument("--episodes", type=int, default=5, help="init states per task (the first ones)")
     parser.add_argument("--tasks", nargs="*", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--gamma", type=int, default=2)
     parser.add_argument("--video", default="failures", choices=("none", "failures", "all"))
     parser.add_argument("--results", default="results")
     args = parser.parse_args()
@@ -47,10 +53,10 @@ def main() -> None:
         video=args.video,
     )
     for method in args.methods:
-        policy = method_policy(method, models, gamma=args.gamma)
+        policy = policy_from_spec(method, models)
         config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
         run_dir = new_run(
-            "libero_eval", config, run=f"{info['suite']}-{method}", root=repo_path(args.results)
+            "libero_eval", config, run=f"{info['suite']}-{str(method).replace(':', '_')}", root=repo_path(args.results)
         )
         result = evaluate(
             policy,

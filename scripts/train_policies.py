@@ -19,8 +19,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from rsdlib.policies.distill import distill_head_drafter
-from rsdlib.policies.recipe import MODELS, Schedule, Sizes, prepare, train_models, write_cards
+from rsdlib.experiments.cards import write_cards
+from rsdlib.experiments.distill import distill_head_drafter
+from rsdlib.experiments.prepare import prepare
+from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, train_models
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ Each rule is a pure function of one drafted layer per item: the drafted tokens x
 the draft distributions q ``(B, N, V)`` they came from and the main distributions p
 ``(B, N, V)`` (conditioned on the drafted layers before it). It returns a :class:`Verdict`:
 per-token acceptance, whether the layer is accepted, and the correction to commit when it is
-not. :func:`make_rule` wraps them into named, selectable :class:`AcceptanceRule` objects.
+not. :data:`RULES` holds one row per rule (its function, parameter, whether it is lossless or
+samples); :func:`make_rule` builds the named, selectable :class:`AcceptanceRule` the loop calls.
 
 Lossless rules (``exact``, ``speculative``) leave the main model's output unchanged (greedy
 tokens, or the sampling distribution); the lossy ones trade fidelity for acceptance and say so
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 
 @dataclass
@@ -151,28 +155,110 @@ def action_tolerance(
     return Verdict(x == choice, layer_accepted, choice)
 
 
+def _judge_exact(x, q, p, tokens, layer, generator, params, tokenizer) -> Verdict:
+    return exact(x, p)
+
+
+def _judge_speculative(x, q, p, tokens, layer, generator, params, tokenizer) -> Verdict:
+    if generator is None:
+        raise ValueError("the speculative rule needs an explicit torch.Generator")
+    return speculative(x, q, p, generator=generator)
+
+
+def _judge_match_rate(x, q, p, tokens, layer, generator, params, tokenizer) -> Verdict:
+    return match_rate(x, p, tau=params["tau"])
+
+
+def _judge_level_distance(x, q, p, tokens, layer, generator, params, tokenizer) -> Verdict:
+    return level_distance(x, p, delta=params["delta"], digits=tokenizer.index_to_digits)
+
+
+def _judge_action_tolerance(x, q, p, tokens, layer, generator, params, tokenizer) -> Verdict:
+    # Normalised units when the tokenizer offers them (rsdlib's RFSQTokenizer does).
+    decode = getattr(tokenizer, "decode_normalised", None) or tokenizer.decode
+    return action_tolerance(x, p, tokens=tokens, layer=layer, eps=params["eps"], decode=decode)
+
+
+@dataclass(frozen=True)
+class RuleKind:
+    """Everything the workbench knows about one acceptance rule, in one row of :data:`RULES`.
+
+    Attributes:
+        name: the rule's name in method specs, traces and tables.
+        judge: calls the pure rule function with what it reads of the loop's state.
+        param: the name of its one parameter (None: it takes none).
+        param_type: ``int`` or ``float``.
+        lossless: whether results equal the main model's (greedy tokens or distribution).
+        needs_sampling: whether it samples (temperature > 0 and a generator).
+        needs_tokenizer: the tokenizer attribute it reads (None: it reads no tokenizer).
+    """
+
+    name: str
+    judge: Callable[..., Verdict] = field(repr=False)
+    param: str | None = None
+    param_type: type = float
+    lossless: bool = False
+    needs_sampling: bool = False
+    needs_tokenizer: str | None = None
+
+
+#: Every acceptance rule, by name: the one table the decoding loop, method specs, widgets and
+#: figures read.
+RULES: dict[str, RuleKind] = {
+    r.name: r
+    for r in (
+        RuleKind("exact", _judge_exact, lossless=True),
+        RuleKind("speculative", _judge_speculative, lossless=True, needs_sampling=True),
+        RuleKind("match_rate", _judge_match_rate, param="tau"),
+        RuleKind(
+            "level_distance",
+            _judge_level_distance,
+            param="delta",
+            param_type=int,
+            needs_tokenizer="index_to_digits",
+        ),
+        RuleKind("action_tolerance", _judge_action_tolerance, param="eps", needs_tokenizer="decode"),
+    )
+}
+RULE_NAMES = tuple(RULES)
+
+
+def rule_label(name: str, params: dict[str, Any]) -> str:
+    """``name(param=value)`` plus ``[lossy]`` where it applies: what figures and tables print."""
+    args = ", ".join(f"{k}={v}" for k, v in params.items())
+    return f"{name}({args})" + ("" if RULES[name].lossless else " [lossy]")
+
+
 @dataclass(frozen=True)
 class AcceptanceRule:
     """A named, parameterised rule as the decoding loop calls it.
 
     Attributes:
-        name: ``exact``, ``speculative``, ``match_rate``, ``level_distance`` or ``action_tolerance``.
-        lossless: whether results equal the main model's (greedy tokens or distribution).
-        params: the rule's parameters (``tau``, ``delta``, ``eps``).
-        needs_sampling: True for ``speculative`` (temperature > 0 and a generator).
+        name: one of :data:`RULE_NAMES`.
+        params: the rule's parameters (``{"tau": 0.5}``; empty for ``exact`` and ``speculative``).
+        tokenizer: the RFSQ tokenizer, for the rules that read one.
     """
 
     name: str
-    lossless: bool
     params: dict[str, Any] = field(default_factory=dict)
-    needs_sampling: bool = False
-    tokenizer: Any = field(default=None, repr=False, compare=False)
+    tokenizer: ActionTokenizer | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def kind(self) -> RuleKind:
+        return RULES[self.name]
+
+    @property
+    def lossless(self) -> bool:
+        return self.kind.lossless
+
+    @property
+    def needs_sampling(self) -> bool:
+        return self.kind.needs_sampling
 
     @property
     def label(self) -> str:
         """``name(param=value)`` plus ``[lossy]`` where it applies: what figures should print."""
-        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.name}({args})" + ("" if self.lossless else " [lossy]")
+        return rule_label(self.name, self.params)
 
     def __call__(
         self,
@@ -185,27 +271,10 @@ class AcceptanceRule:
         generator: torch.Generator | None,
     ) -> Verdict:
         """Judge one drafted layer per item (see the module docstring for shapes)."""
-        if self.name == "exact":
-            return exact(x, p)
-        if self.name == "speculative":
-            if generator is None:
-                raise ValueError("the speculative rule needs an explicit torch.Generator")
-            return speculative(x, q, p, generator=generator)
-        if self.name == "match_rate":
-            return match_rate(x, p, tau=self.params["tau"])
-        if self.name == "level_distance":
-            return level_distance(x, p, delta=self.params["delta"], digits=self.tokenizer.index_to_digits)
-        if self.name == "action_tolerance":
-            # Normalised units when the tokenizer offers them (rsdlib's RFSQTokenizer does).
-            decode = getattr(self.tokenizer, "decode_normalised", None) or self.tokenizer.decode
-            return action_tolerance(x, p, tokens=tokens, layer=layer, eps=self.params["eps"], decode=decode)
-        raise ValueError(f"unknown rule {self.name!r}")
+        return self.kind.judge(x, q, p, tokens, layer, generator, self.params, self.tokenizer)
 
 
-RULE_NAMES = ("exact", "speculative", "match_rate", "level_distance", "action_tolerance")
-
-
-def make_rule(name: str, *, tokenizer: Any = None, **params: Any) -> AcceptanceRule:
+def make_rule(name: str, *, tokenizer: ActionTokenizer | None = None, **params: Any) -> AcceptanceRule:
     """Build a rule by name.
 
     Args:
@@ -218,19 +287,16 @@ def make_rule(name: str, *, tokenizer: Any = None, **params: Any) -> AcceptanceR
     Raises:
         ValueError: an unknown name, a missing or out-of-range parameter, or a missing tokenizer.
     """
-    wanted = {"exact": (), "speculative": (), "match_rate": ("tau",), "level_distance": ("delta",)}
-    wanted["action_tolerance"] = ("eps",)
-    if name not in wanted:
+    if name not in RULES:
         raise ValueError(f"unknown acceptance rule {name!r}; choose one of {RULE_NAMES}")
-    if set(params) != set(wanted[name]):
-        raise ValueError(f"rule {name!r} takes parameters {list(wanted[name])}, got {sorted(params)}")
-    if name == "match_rate" and not 0 < params["tau"] <= 1:
-        raise ValueError(f"match_rate tau ({params['tau']}) must be in (0, 1]")
+    kind = RULES[name]
+    wanted = [] if kind.param is None else [kind.param]
+    if sorted(params) != wanted:
+        raise ValueError(f"rule {name!r} takes parameters {wanted}, got {sorted(params)}")
+    check_rule_param(name, params.get(kind.param))
+    if kind.needs_tokenizer and not hasattr(tokenizer, kind.needs_tokenizer):
+        raise ValueError(f"{name} needs tokenizer= with {kind.needs_tokenizer} (the RFSQ tokenizer)")
     if name == "level_distance":
-        if int(params["delta"]) != params["delta"] or params["delta"] < 0:
-            raise ValueError(f"level_distance delta ({params['delta']}) must be a non-negative integer")
-        if not hasattr(tokenizer, "index_to_digits"):
-            raise ValueError("level_distance needs tokenizer= with index_to_digits (the RFSQ tokenizer)")
         levels = getattr(tokenizer, "levels", None)
         if levels and params["delta"] >= max(levels) - 1:
             raise ValueError(
@@ -238,15 +304,21 @@ def make_rule(name: str, *, tokenizer: Any = None, **params: Any) -> AcceptanceR
                 f"channels have at most {max(levels)} levels, so no two codes differ by more than "
                 f"{max(levels) - 1} per channel. Use a smaller delta (0 is exact) or another rule."
             )
-    if name == "action_tolerance":
-        if params["eps"] < 0:
-            raise ValueError(f"action_tolerance eps ({params['eps']}) must be >= 0")
-        if not hasattr(tokenizer, "decode"):
-            raise ValueError("action_tolerance needs tokenizer= with decode (the RFSQ tokenizer)")
-    return AcceptanceRule(
-        name=name,
-        lossless=name in ("exact", "speculative"),
-        params=dict(params),
-        needs_sampling=name == "speculative",
-        tokenizer=tokenizer,
-    )
+    return AcceptanceRule(name=name, params=dict(params), tokenizer=tokenizer)
+
+
+def check_rule_param(name: str, value: Any) -> None:
+    """Raise ValueError when ``value`` is not a valid parameter of rule ``name`` (None: it takes none)."""
+    kind = RULES[name]
+    if kind.param is None:
+        if value is not None:
+            raise ValueError(f"rule {name!r} takes no parameter, got {value!r}")
+        return
+    if value is None:
+        raise ValueError(f"rule {name!r} needs its parameter {kind.param!r}")
+    if kind.param_type is int and (isinstance(value, bool) or int(value) != value):
+        raise ValueError(f"{name} {kind.param} ({value}) must be an integer")
+    if name == "match_rate" and not 0 < value <= 1:
+        raise ValueError(f"match_rate tau ({value}) must be in (0, 1]")
+    if name in ("level_distance", "action_tolerance") and value < 0:
+        raise ValueError(f"{name} {kind.param} ({value}) must be >= 0")

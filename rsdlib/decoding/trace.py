@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from rsdlib.decoding.acceptance import rule_label
+from rsdlib.decoding.spec import MethodSpec
+
 #: Where a committed token came from.
 SOURCES = ("accepted", "corrected", "bonus", "plain")
 
@@ -75,7 +78,8 @@ class DecodeTrace:
         timings: seconds: ``prefix``, ``draft``, ``verify``, ``plain``, ``detokenize``, ``record``
             (building the trace), ``total``
             (for a whole batch; see ``batch_size``).
-        rule: the acceptance rule's label (with ``[lossy]`` where it applies), RSD only.
+        rule: the acceptance rule's name (``rsdlib.decoding.acceptance.RULES``), RSD only.
+        rule_params: its parameters (``{"tau": 0.5}``), RSD only.
         lossless: whether the output equals the main model's (greedy tokens or distribution).
         gamma: layers drafted per round, RSD only.
         drafter: the drafter's name, RSD only.
@@ -94,12 +98,26 @@ class DecodeTrace:
     layer_actions: list[list[list[float]]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     rule: str | None = None
+    rule_params: dict[str, Any] = field(default_factory=dict)
     lossless: bool = True
     gamma: int | None = None
     drafter: str | None = None
     temperature: float = 0.0
     batch_size: int = 1
     draft_steps: int = 0
+
+    @property
+    def rule_label(self) -> str | None:
+        """``match_rate(tau=0.5) [lossy]``: the rule as figures print it (None for plain decoding)."""
+        return None if self.rule is None else rule_label(self.rule, self.rule_params)
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method spec this chunk was decoded with (the drafter as the drafter names itself)."""
+        if self.method != "rsd":
+            return MethodSpec(method=self.method, temperature=self.temperature)
+        param = next(iter(self.rule_params.values()), None)
+        return MethodSpec("rsd", self.drafter, self.gamma, self.rule, param, self.temperature)
 
     # -- accounting -------------------------------------------------------------------------------
 
@@ -149,6 +167,7 @@ class DecodeTrace:
         if self.method == "rsd":
             out |= {
                 "rule": self.rule,
+                "rule_params": dict(self.rule_params),
                 "lossless": self.lossless,
                 "gamma": self.gamma,
                 "drafter": self.drafter,
@@ -203,7 +222,7 @@ class DecodeTrace:
             for n in range(self.num_latents):
                 row: dict[str, Any] = {
                     "method": self.method,
-                    "rule": self.rule,
+                    "rule": self.rule_label,
                     "lossless": self.lossless,
                     "layer": li,
                     "latent": n,
@@ -304,7 +323,7 @@ def summarize(traces: list[DecodeTrace], *, baseline: list[DecodeTrace] | None =
     total = np.array([t.timings.get("total", np.nan) for t in traces])
     out: dict[str, Any] = {
         "method": t0.method,
-        "rule": t0.rule,
+        "rule": t0.rule_label,
         "lossless": t0.lossless,
         "gamma": t0.gamma,
         "drafter": t0.drafter,

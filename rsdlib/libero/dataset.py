@@ -40,6 +40,7 @@ from rsdlib.libero.demos import (
     demo_names,
     language_of,
 )
+from rsdlib.observations import CAMERA_KEYS
 from rsdlib.tokenizers.normaliser import Normaliser
 
 STATS_FILE = "norm_stats.json"
@@ -290,10 +291,15 @@ class DemoDataset:
         """Both cameras' upright images of ``episode`` at ``steps`` (one read per camera)."""
         ref = self.refs[episode]
         f = self._file(ref.path)
+        if "obs" not in f["data"][ref.demo]:
+            raise DemoFileError(
+                f"{ref.path}: {ref.demo} has no obs group; the file is incomplete: regenerate it with "
+                "notebooks/01_demonstrations.ipynb or scripts/generate_demos.py"
+            )
         obs = f["data"][ref.demo]["obs"]
         flip = _is_opengl(f["data"].attrs)
         out = {}
-        for key in ("agentview_rgb", "eye_in_hand_rgb"):
+        for key in CAMERA_KEYS:
             if key not in obs:
                 raise DemoFileError(f"{ref.path}: {ref.demo} has no obs/{key}; render the images first")
             image = obs[key][steps]
@@ -318,12 +324,25 @@ class DemoDataset:
 
 
 def read_episode(ref: EpisodeRef) -> tuple[np.ndarray, np.ndarray]:
-    """The (T, 7) float64 actions and (T, 8) float32 proprio (eef pos, axis-angle, gripper) of one episode."""
+    """The (T, 7) float64 actions and (T, 8) float32 proprio (eef pos, axis-angle, gripper) of one episode.
+
+    Raises:
+        DemoFileError: the file is unreadable, or the demo lacks its actions or proprio keys.
+    """
     with _open(Path(ref.path)) as f:
-        g = f["data"][ref.demo]
-        obs = g["obs"]
-        proprio = np.concatenate([obs["ee_pos"][()], obs["ee_ori"][()], obs["gripper_states"][()]], axis=1)
-        return g["actions"][()].astype(np.float64), proprio.astype(np.float32)
+        try:
+            g = f["data"][ref.demo]
+            obs = g["obs"]
+            proprio = np.concatenate(
+                [obs["ee_pos"][()], obs["ee_ori"][()], obs["gripper_states"][()]], axis=1
+            )
+            return g["actions"][()].astype(np.float64), proprio.astype(np.float32)
+        except KeyError as err:  # h5py names the missing key, not the file
+            raise DemoFileError(
+                f"{ref.path}: {ref.demo} lacks a key LIBERO's layout has ({err}; needs actions, "
+                "obs/ee_pos, obs/ee_ori, obs/gripper_states); the file is incomplete: regenerate it "
+                "with notebooks/01_demonstrations.ipynb or scripts/generate_demos.py"
+            ) from err
 
 
 @dataclass

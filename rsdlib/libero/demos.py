@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from rsdlib.libero.protocol import Protocol
+from rsdlib.observations import CAMERAS
 from rsdlib.paths import REPO_ROOT
 
 DEMOS_DIR = REPO_ROOT / "data" / "demos"
-CAMERAS = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
 LOW_DIM_KEYS = ("ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states")
 
 
@@ -267,21 +267,27 @@ def _rollouts_from_file(path: Path) -> tuple[list[Rollout], dict[str, Any]]:
         }
         for name in demo_names(path):
             g = data[name]
-            low = {k: g["obs"][k][()] for k in LOW_DIM_KEYS}
-            low["robot_states"] = g["robot_states"][()]
-            rollouts.append(
-                Rollout(
-                    init_index=int(g.attrs["init_index"]),
-                    seed=int(g.attrs["seed"]),
-                    success=True,
-                    actions=g["actions"][()],
-                    states=g["states"][()],
-                    rewards=g["rewards"][()],
-                    dones=g["dones"][()],
-                    low_dim=low,
-                    repeat=int(g.attrs.get("repeat", 0)),
+            try:
+                low = {k: g["obs"][k][()] for k in LOW_DIM_KEYS}
+                low["robot_states"] = g["robot_states"][()]
+                rollouts.append(
+                    Rollout(
+                        init_index=int(g.attrs["init_index"]),
+                        seed=int(g.attrs["seed"]),
+                        success=True,
+                        actions=g["actions"][()],
+                        states=g["states"][()],
+                        rewards=g["rewards"][()],
+                        dones=g["dones"][()],
+                        low_dim=low,
+                        repeat=int(g.attrs.get("repeat", 0)),
+                    )
                 )
-            )
+            except KeyError as err:  # h5py names the missing key, not the file
+                raise DemoFileError(
+                    f"{path}: {name} lacks {err}; the file is incomplete: delete it and generate it "
+                    "again with notebooks/01_demonstrations.ipynb or scripts/generate_demos.py"
+                ) from err
     return rollouts, attrs
 
 

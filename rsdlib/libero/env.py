@@ -29,9 +29,9 @@ from rsdlib.libero.goals import has_alternatives, install_goal_check
 from rsdlib.libero.protocol import WAIT_ACTION, Protocol, postprocess_gripper
 from rsdlib.libero.render import configure_rendering
 from rsdlib.libero.tasks import TaskSpec, get_task, init_states
+from rsdlib.observations import CAMERAS
 
 #: Observation keys of the two cameras, as LIBERO's HDF5 files name them, by robosuite camera.
-CAMERA_KEYS = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
 #: An object moving faster than this (m/s, along any axis) was thrown by the physics, not the
 #: arm: objects in the expert's episodes peak at about 1 m/s, one falling off the table reaches
 #: 4.2, and the books of libero_10 task 5 flung at init states 18, 28, 40 and 43 reach 8 to 30.
@@ -246,7 +246,7 @@ class LiberoEnv:
         if self.render.enabled:
             for camera in self.protocol.camera_names:
                 image = raw[f"{camera}_image"]
-                key = CAMERA_KEYS.get(camera, f"{camera}_rgb")
+                key = CAMERAS.get(camera, f"{camera}_rgb")
                 obs[key] = np.ascontiguousarray(image[::-1, ::-1]) if self.protocol.flip_images else image
         return obs
 

@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from rsdlib.libero.policy import EpisodeContext, Policy, as_output
+from rsdlib.libero.policy import EnvPolicy, EpisodeContext, as_output
 from rsdlib.libero.protocol import Protocol, check_suite
 from rsdlib.metrics import success_summary, summarize_by
 from rsdlib.results import to_jsonable, write_json
+from rsdlib.seeding import episode_seed
 
 EPISODES_FILE = "episodes.jsonl"
 VIDEO_CHOICES = ("none", "failures", "all")
@@ -109,14 +110,8 @@ class EvalResult:
 # -- episodes -----------------------------------------------------------------------------------
 
 
-def episode_seed(base_seed: int, suite: str, task_id: int, init_index: int, repeat: int = 0) -> int:
-    """A seed per episode that depends only on the run's seed and the episode, not on scheduling."""
-    words = [base_seed, *suite.encode(), task_id, init_index] + ([repeat] if repeat else [])
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
-
-
 def episode_specs(
-    suites: Sequence[str],
+    suites: str | Sequence[str],
     tasks: Sequence[int] | dict[str, Sequence[int]] | None = None,
     episodes: int | Sequence[int] = 50,
     *,
@@ -126,7 +121,7 @@ def episode_specs(
     """The episodes of an evaluation, in a stable order (suite, task, init state, repeat).
 
     Args:
-        suites: suite names.
+        suites: suite names; a single name (a ``str``) is that one suite.
         tasks: task indices for every suite, a dict per suite, or None for all tasks.
         episodes: the first ``episodes`` init states of each task, or explicit init indices.
         seed: the run's base seed (see :func:`episode_seed`).
@@ -136,8 +131,7 @@ def episode_specs(
     if repeats < 1:
         raise ValueError(f"repeats ({repeats}) must be at least 1")
     specs = []
-    for suite in suites:
-        check_suite(suite)
+    for suite in suite_names(suites):
         chosen = tasks.get(suite) if isinstance(tasks, dict) else tasks
         if chosen is None:
             from rsdlib.libero.tasks import num_tasks  # imports LIBERO
@@ -151,6 +145,160 @@ def episode_specs(
                     s = episode_seed(seed, suite, task_id, init_index, r)
                     specs.append(EpisodeSpec(suite, int(task_id), int(init_index), s, r))
     return specs
+
+
+# -- checks before anything runs ------------------------------------------------------------------
+# A configuration mistake must raise at once, not be scored as failed episodes of the policy.
+
+
+def suite_names(suites: str | Sequence[str]) -> list[str]:
+    """``suites`` as a list of known suite names; a single name (a ``str``) is that one suite.
+
+    Raises:
+        TypeError: ``suites`` is neither a name nor a sequence of names.
+        ValueError: an unknown suite, or no suite at all.
+    """
+    if isinstance(suites, str):
+        suites = [suites]  # "libero_spatial" is that suite, not its letters
+    if not isinstance(suites, Iterable) or isinstance(suites, dict):
+        raise TypeError(f"suites must be suite names, e.g. ['libero_spatial'], got {suites!r}")
+    names = list(suites)
+    bad = [s for s in names if not isinstance(s, str)]
+    if bad:
+        raise TypeError(
+            f"suites must be suite names (str), e.g. ['libero_spatial'], got {bad!r} in {names!r}"
+        )
+    if not names:
+        raise ValueError("suites is empty: name at least one suite, e.g. ['libero_spatial']")
+    return [check_suite(s) for s in names]
+
+
+def _indices(values: Any, what: str) -> list[int]:
+    """Task or init indices as ints; raises on anything else, or a negative one."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise TypeError(f"{what} must be a list of integer indices, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise TypeError(f"{what} must be integer indices, got {v!r} in {values!r}")
+        if v < 0:
+            raise ValueError(f"{what}: index {v} is negative; indices count from 0")
+        out.append(int(v))
+    return out
+
+
+def check_episodes(
+    suites: Sequence[str],
+    tasks: Sequence[int] | dict[str, Sequence[int]] | None,
+    episodes: int | Sequence[int],
+    *,
+    libero: bool = True,
+) -> None:
+    """Raise on episodes that cannot run, before any of them does.
+
+    Args:
+        suites: known suite names (see :func:`suite_names`).
+        tasks, episodes: as :func:`evaluate` takes them.
+        libero: also check that every task and init state exists in LIBERO (imports it); an
+            env factory of one's own (a test's fake) knows its own tasks, so only types and
+            signs are checked for it.
+
+    Raises:
+        TypeError: an index that is not an integer.
+        ValueError: ``tasks`` names a suite that is not evaluated, ``episodes`` is below 1, or
+            an index is out of range (the message names the suite, the index and the valid range).
+    """
+    if isinstance(tasks, dict):
+        extra = sorted(set(tasks) - set(suites))
+        if extra:
+            raise ValueError(
+                f"tasks names suites {extra} that are not evaluated (suites: {list(suites)}); "
+                "add them to suites or drop them from tasks"
+            )
+    first_n = isinstance(episodes, int | np.integer) and not isinstance(episodes, bool)
+    if first_n and episodes < 1:
+        raise ValueError(
+            f"episodes ({episodes}) must be at least 1 (the first N init states of each task), "
+            "or a list of init indices"
+        )
+    inits = list(range(int(episodes))) if first_n else _indices(episodes, "episodes (init indices)")
+    for suite in suites:
+        chosen = tasks.get(suite) if isinstance(tasks, dict) else tasks
+        task_ids = None if chosen is None else _indices(chosen, f"tasks of {suite}")
+        if not libero:
+            continue
+        from rsdlib.libero.tasks import init_states, num_tasks  # imports LIBERO
+
+        n = num_tasks(suite)
+        for task_id in task_ids or []:
+            if task_id >= n:
+                raise ValueError(f"task {task_id} is out of range for {suite}, which has tasks 0..{n - 1}")
+        for task_id in range(n) if task_ids is None else task_ids:
+            m = len(init_states(suite, task_id))
+            over = [i for i in inits if i >= m]
+            if over:
+                asked = f" (episodes={episodes} asks for the first {episodes})" if first_n else ""
+                raise ValueError(
+                    f"init index {over[0]} is out of range for {suite} task {task_id}, which has init "
+                    f"states 0..{m - 1}{asked}"
+                )
+
+
+#: What a policy's ``requirements()`` may declare (see :func:`check_requirements`).
+REQUIREMENT_KEYS = ("cameras", "image_size")
+
+
+def check_requirements(policy: EnvPolicy, options: EvalOptions) -> None:
+    """Raise before any episode runs when ``options`` cannot give ``policy`` what it needs.
+
+    A policy declares what it needs with an optional method ``requirements() -> dict``:
+
+    - ``cameras``: observation keys of the camera images it reads, e.g.
+      ``("agentview_rgb", "eye_in_hand_rgb")``: rendering must be on and the protocol must
+      render those cameras;
+    - ``image_size``: the side in pixels of the square images it reads: the protocol's
+      ``camera_resolution``.
+
+    A policy without the method (a scripted expert) is not checked.
+
+    Raises:
+        ValueError: every unmet requirement, each with the option that meets it; or a key this
+            function does not know (a typo in the policy's ``requirements``).
+    """
+    declare = getattr(policy, "requirements", None)
+    if declare is None:
+        return
+    needs = dict(declare() or {})
+    name = getattr(policy, "name", type(policy).__name__)
+    unknown = sorted(set(needs) - set(REQUIREMENT_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{name}.requirements() names unknown keys {unknown}; known: {list(REQUIREMENT_KEYS)}"
+        )
+    from rsdlib.observations import CAMERAS
+
+    protocol = options.protocol
+    problems = []
+    cameras = list(needs.get("cameras") or ())
+    if cameras and not options.render:
+        problems.append(
+            f"it reads camera images {cameras} and rendering is off: pass EvalOptions(render=True)"
+        )
+    rendered = [CAMERAS.get(c, f"{c}_rgb") for c in protocol.camera_names]  # as LiberoEnv names them
+    missing = [c for c in cameras if c not in rendered]
+    if missing:
+        problems.append(
+            f"it reads {missing}, which the protocol does not render (it renders {rendered}): "
+            "add their cameras to Protocol(camera_names=...)"
+        )
+    size = needs.get("image_size")
+    if size is not None and int(size) != protocol.camera_resolution:
+        problems.append(
+            f"it reads {size}x{size} images and the protocol renders {protocol.camera_resolution}x"
+            f"{protocol.camera_resolution}: pass EvalOptions(protocol=Protocol(camera_resolution={size}), ...)"
+        )
+    if problems:
+        raise ValueError(f"policy {name!r} cannot run under these options: " + "; ".join(problems))
 
 
 def make_libero_env(suite: str, task_id: int, options: EvalOptions):
@@ -181,7 +329,7 @@ class Footage:
 
 
 def run_episode(
-    env, policy: Policy, spec: EpisodeSpec, options: EvalOptions
+    env, policy: EnvPolicy, spec: EpisodeSpec, options: EvalOptions
 ) -> tuple[dict[str, Any], Footage]:
     """Run one episode; returns its record and its footage (empty when no video is asked for).
 
@@ -267,8 +415,8 @@ def _rounded(xyz: Any) -> list[float]:
 
 
 def _goal_object_positions(env) -> dict[str, list[float]]:
-    from rsdlib.libero.experts.scene import Scene
     from rsdlib.libero.goals import goal_objects
+    from rsdlib.libero.scene import Scene
 
     scene = Scene(env)
     return {name: _rounded(scene.pos(name)) for name in goal_objects(scene.goal) if scene.is_object(name)}
@@ -289,9 +437,14 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 20) -> Path
     if len(frames) == 0:
         raise ValueError(f"no frames to write to {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(np.asarray(frame, dtype=np.uint8))
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # an error leaves no broken MP4 behind
+    try:
+        with imageio.get_writer(partial, fps=fps, codec="libx264", quality=7, macro_block_size=1) as writer:
+            for frame in frames:
+                writer.append_data(np.asarray(frame, dtype=np.uint8))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -309,7 +462,7 @@ class EpisodeRunner:
     """
 
     def __init__(
-        self, policy: Policy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None
+        self, policy: EnvPolicy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None
     ) -> None:
         self.policy = policy
         self.options = options
@@ -335,7 +488,11 @@ class EpisodeRunner:
                 "error": f"could not make the env: {type(err).__name__}: {err}",
             }
         record, footage = run_episode(env, self.policy, spec, self.options)
-        record["video"] = self._maybe_video(record, footage)
+        try:
+            record["video"] = self._maybe_video(record, footage)
+        except Exception as err:  # the episode is scored; only its video is lost
+            record["video"] = None
+            record["video_error"] = f"{type(err).__name__}: {err}"
         record["worker"] = os.getpid()
         return record
 
@@ -352,7 +509,8 @@ class EpisodeRunner:
 
     def _maybe_video(self, record: dict[str, Any], footage: Footage) -> str | None:
         wanted = self.options.video == "all" or (self.options.video == "failures" and not record["success"])
-        if not (wanted and self.video_dir and (footage.frames or footage.states)):
+        # An episode that raised before its first step has at most its first picture: no video.
+        if not (wanted and self.video_dir and len(footage.frames or footage.states) > 1):
             return None
         frames = footage.frames or self._replay(record["suite"], record["task_id"], footage.states)
         outcome = "success" if record["success"] else "failure"
@@ -379,15 +537,39 @@ _WORKER: EpisodeRunner | None = None
 
 
 def _pool_init(
-    policy: Policy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None, threads: int
+    policy: EnvPolicy,
+    options: EvalOptions,
+    env_factory: EnvFactory,
+    video_dir: str | None,
+    threads: int,
+    parent_pid: int | None = None,
 ) -> None:
     global _WORKER
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     # torch (imported when a learned policy was unpickled) starts one thread per core in every
     # worker: with a worker per core that oversubscribes the cores and slowed decoding tenfold.
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
     _WORKER = EpisodeRunner(policy, options, env_factory, video_dir)
+
+
+def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """End this worker process when process ``parent_pid`` ends.
+
+    After a ``kill -9`` of the evaluation its pool never shuts down, and the workers went on
+    computing episodes that nobody records. A daemon thread polls the parent pid: an orphan is
+    re-parented, so ``os.getppid()`` changes (also when the parent died before this call).
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(1)  # not sys.exit: only this thread would end
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _pool_run(spec: EpisodeSpec) -> dict[str, Any]:
@@ -410,7 +592,10 @@ def _run_pool(args: tuple, specs: list[EpisodeSpec], workers: int) -> Iterator[d
     # spawn: a fresh interpreter per worker, no inherited GL context or threads.
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_pool_init, initargs=(*args, threads)
+        workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_pool_init,
+        initargs=(*args, threads, os.getpid()),
     ) as pool:
         # chunksize keeps consecutive episodes of a task on one worker (one env per task per worker).
         yield from pool.map(_pool_run, specs, chunksize=max(1, min(10, len(specs) // (4 * workers) or 1)))
@@ -442,32 +627,41 @@ def _run_ray(
 def read_episodes(run_dir: str | Path) -> list[dict[str, Any]]:
     """The episode records already in ``run_dir/episodes.jsonl`` ([] when there is none).
 
-    A last line cut off by an interrupted write is dropped (and removed from the file, so the
-    episode is simply run again); a malformed line elsewhere raises, naming the file and line.
+    A last line cut off by an interrupted write is dropped (and cut from the file, so the
+    episode is simply run again); a complete last record whose newline was never written is
+    kept (:func:`_append` writes the newline before the next record). A malformed line
+    elsewhere raises, naming the file and line.
     """
     path = Path(run_dir) / EPISODES_FILE
     if not path.exists():
         return []
-    lines = path.read_text().split("\n")
+    lines = path.read_bytes().split(b"\n")
     records = []
+    kept = 0  # bytes up to the start of the current line
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):  # no newline after it: the write was interrupted
-                path.write_text("".join(f"{json.dumps(r)}\n" for r in records))
-                break
-            raise ValueError(
-                f"{path} line {number} is not valid JSON ({err}); repair or delete the line"
-            ) from err
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError as err:  # bad JSON, or UTF-8 cut mid-character
+                if number == len(lines):  # no newline after it: the write was interrupted
+                    with path.open("r+b") as f:
+                        f.truncate(kept)  # the good lines stay byte for byte
+                    break
+                raise ValueError(
+                    f"{path} line {number} is not valid JSON ({err}); repair or delete the line"
+                ) from err
+        kept += len(line) + 1
     return records
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(to_jsonable(record)) + "\n")
+    line = json.dumps(to_jsonable(record)) + "\n"
+    with path.open("a+b") as f:
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":  # a kill between a record and its newline: end that line first
+                line = "\n" + line
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
 
@@ -494,8 +688,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(
-    policy: Policy,
-    suites: Sequence[str],
+    policy: EnvPolicy,
+    suites: str | Sequence[str],
     tasks: Sequence[int] | dict[str, Sequence[int]] | None = None,
     episodes: int | Sequence[int] = 50,
     *,
@@ -511,9 +705,14 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate ``policy`` on the chosen episodes, appending to ``run_dir/episodes.jsonl``.
 
+    Everything is checked before an episode runs: suites, task and init indices (against
+    LIBERO's, with the default ``env_factory``), and what the policy declares it needs from the
+    env (:func:`check_requirements`). Episodes that raise anyway are scored as failures, and
+    their distinct error messages are printed (to stderr) at the end.
+
     Args:
         policy: the policy; copied (pickled) to each worker for ``pool`` and ``ray``.
-        suites: suite names.
+        suites: suite names; a single name (a ``str``) is that one suite.
         tasks: task indices (for every suite, or a dict per suite); None for all.
         episodes: how many init states per task (the first ones), or explicit init indices.
         run_dir: the run folder (see :func:`rsdlib.results.new_run`); reused to resume.
@@ -529,12 +728,20 @@ def evaluate(
     Returns:
         An :class:`EvalResult` with every record of the chosen episodes (old and new) and the
         summary, which is also written to ``run_dir/metrics.json``.
+
+    Raises:
+        TypeError: ``suites``, ``tasks`` or ``episodes`` of the wrong kind.
+        ValueError: a bad executor or worker count, an unknown suite, a task or init index out of
+            range, or options that cannot give the policy what it needs; all before any episode.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if workers < 1:
         raise ValueError(f"workers ({workers}) must be at least 1")
     options = options or EvalOptions()
+    suites = suite_names(suites)
+    check_episodes(suites, tasks, episodes, libero=env_factory is make_libero_env)
+    check_requirements(policy, options)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     specs = episode_specs(suites, tasks, episodes, seed=seed, repeats=repeats)
@@ -575,7 +782,34 @@ def evaluate(
     records = [done[s.key] for s in specs if s.key in done]
     summary = summarize(records)
     write_json(run_dir / "metrics.json", summary)
+    report_errors(records, path)
     return EvalResult(run_dir, records, summary)
+
+
+def error_messages(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The episodes that raised, by distinct error message (the exception text, no traceback)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("error"):
+            message = r["error"].split("\nTraceback (most recent call last)", 1)[0].strip()
+            out.setdefault(message, []).append(r)
+    return out
+
+
+def report_errors(records: Sequence[dict[str, Any]], path: Path, *, limit: int = 5, file=None) -> None:
+    """Print each distinct error message of ``records`` once (a count alone hid what went wrong)."""
+    by_message = error_messages(records)
+    if not by_message:
+        return
+    file = file or sys.stderr
+    count = sum(len(rs) for rs in by_message.values())
+    print(f"{count} of {len(records)} episodes raised (scored as failures); tracebacks in {path}:", file=file)
+    for message, rs in list(by_message.items())[:limit]:
+        first = rs[0]
+        where = f"{first['suite']} task {first['task_id']} init {first['init_index']}"
+        print(f"  {len(rs)} x (first: {where}) {message}", file=file)
+    if len(by_message) > limit:
+        print(f"  ... and {len(by_message) - limit} other messages", file=file)
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-ACTION_NAMES = ("dx", "dy", "dz", "dax", "day", "daz", "gripper")
+from rsdlib.actions import ACTION_NAMES
+from rsdlib.decoding.spec import MethodSpec
 
 
 def plot_success_per_task(rows: Sequence[Mapping[str, Any]], title: str = "") -> plt.Figure:
@@ -115,13 +116,11 @@ def threshold_sweeps(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[
     axis. Only families with at least one lossy setting are returned."""
     lossy: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
     exact: dict[str, Mapping[str, Any]] = {}
-    from rsdlib.libero.comparison import rsd_setting
-
     for r in rows:
-        setting = rsd_setting(str(r["method"]))
-        if setting is None or "@" in r["method"]:  # sampled settings are no point on a threshold axis
+        spec = MethodSpec.parse(str(r["method"]))
+        if not spec.is_rsd or spec.temperature > 0:  # sampled settings are no point on a threshold axis
             continue
-        base, rule, threshold = setting
+        base, rule, threshold = spec.setting, spec.rule, spec.param
         if rule == "exact":
             exact[base] = r
         elif rule in EXACT_AS and threshold is not None:

@@ -1,4 +1,4 @@
-"""The policy interface that scripted experts and learned policies share.
+"""The interface the evaluation harness runs: scripted experts and learned policies share it.
 
 A policy is reset once per episode with an :class:`EpisodeContext`, then asked to act on
 observations. ``act`` returns either one action (7,) or a chunk (H, 7) of actions in
@@ -8,7 +8,7 @@ trace, latency, accepted layers) returns a :class:`PolicyOutput` with ``diagnost
 
 Example::
 
-    class HoldStill(Policy):
+    class HoldStill(EnvPolicy):
         name = "hold_still"
 
         def act(self, obs):
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from rsdlib.actions import ACTION_DIM
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class PolicyOutput:
     """Actions plus anything the policy wants recorded for this chunk.
 
     Attributes:
-        actions: (7,) one action, or (H, 7) a chunk, in environment units.
+        actions: (A,) one action, or (H, A) a chunk, in environment units.
         diagnostics: JSON-able values (numbers, strings, lists) recorded per chunk.
     """
 
@@ -60,8 +62,8 @@ class PolicyOutput:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
-class Policy:
-    """Base class: override :meth:`act`, and :meth:`reset` if the policy keeps episode state."""
+class EnvPolicy:
+    """What the LIBERO harness runs (not the network heads of ``rsdlib.policies``). Override :meth:`act`, and :meth:`reset` if the policy keeps episode state."""
 
     #: Short name recorded in results.
     name: str = "policy"
@@ -88,42 +90,8 @@ def as_output(result: np.ndarray | PolicyOutput) -> PolicyOutput:
     actions = np.asarray(out.actions, dtype=np.float64)
     if actions.ndim == 1:
         actions = actions[None]
-    if actions.ndim != 2 or actions.shape[1] != 7 or len(actions) == 0:
+    if actions.ndim != 2 or actions.shape[1] != ACTION_DIM or len(actions) == 0:
         raise ValueError(f"a policy must return a (7,) action or an (H, 7) chunk, got shape {actions.shape}")
     if not np.all(np.isfinite(actions)):
         raise ValueError("the policy returned non-finite actions")
     return PolicyOutput(actions, out.diagnostics)
-
-
-# -- policies by name ---------------------------------------------------------------------------
-
-_REGISTRY: dict[str, Any] = {}
-
-
-def register_policy(name: str, factory) -> None:
-    """Make ``make_policy(name, **kwargs)`` call ``factory(**kwargs)`` (notebooks pick policies by name)."""
-    _REGISTRY[name] = factory
-
-
-def _scripted_expert(noise: bool = True, **kwargs) -> Policy:
-    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
-
-    return ScriptedExpert(ExpertConfig.with_noise(**kwargs) if noise else ExpertConfig(**kwargs))
-
-
-register_policy("scripted_expert", _scripted_expert)
-register_policy(
-    "learned",
-    lambda path, **kw: __import__("rsdlib.libero.learned_policy", fromlist=["_"]).from_checkpoint(path, **kw),
-)
-
-
-def make_policy(name: str, **kwargs) -> Policy:
-    """A policy by registered name, e.g. ``make_policy("scripted_expert", noise=False)``.
-
-    Raises:
-        KeyError: no policy of that name is registered (the message lists the known ones).
-    """
-    if name not in _REGISTRY:
-        raise KeyError(f"no policy named {name!r}; registered: {sorted(_REGISTRY)} (see register_policy)")
-    return _REGISTRY[name](**kwargs)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rsdlib.actions import ACTION_DIM
 from rsdlib.libero.env import LiberoEnv, RenderOptions
 from rsdlib.libero.protocol import Protocol
 
@@ -18,7 +19,7 @@ def wiggle_actions(steps: int) -> np.ndarray:
         (steps, 7) actions in [-1, 1].
     """
     t = np.arange(steps)[:, None]
-    actions = np.zeros((steps, 7))
+    actions = np.zeros((steps, ACTION_DIM))
     actions[:, 0:1] = 0.3 * np.sin(t / 6.0)
     actions[:, 1:2] = 0.3 * np.cos(t / 6.0)
     actions[:, 2:3] = -0.2 * np.sin(t / 12.0)

@@ -9,6 +9,7 @@ that does not build, and any missing, unexpected or wrongly shaped tensor raise
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,12 @@ def save(model: Policy | HeadDrafter, path: str | Path, *, metadata: dict[str, A
     doc = {"format": FORMAT, "kind": kind, "config": model.config.to_dict(), "metadata": metadata or {}}
     (path / CONFIG).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def with_metadata(model: Policy | HeadDrafter, meta: dict[str, Any]) -> Policy | HeadDrafter:
+    """``model`` with ``meta`` as its config's metadata (the config is frozen; the weights stay)."""
+    model.config = replace(model.config, metadata=meta)
+    return model
 
 
 def _saved_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from rsdlib.actions import ACTION_DIM
+
 #: Heads that run on a trunk (``rsdlib.policies.heads``).
 HEAD_KINDS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar")
 
@@ -137,7 +139,7 @@ class ActionSpace:
     num_latents: int = 4
     codebook_size: int = 1024  # rsdlib.tokenizers.RFSQTokenizer's default levels [2] * 10
     horizon: int = 8
-    action_dim: int = 7
+    action_dim: int = ACTION_DIM
     fast_vocab: int = 0
     fast_max_tokens: int = 0
 

@@ -9,15 +9,14 @@ statistics), moved to the ``(B, L, N)`` layout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rsdlib.policies.heads import FastAutoregressive, L1Regression, Policy, RFSQAutoregressive, RFSQParallel
-from rsdlib.policies.packed import PackedChunks
+from rsdlib.policies.heads import Policy
 
 Item = Mapping[str, Any]
 
@@ -109,103 +108,3 @@ class ChunkBatches:
         if self.augment:
             batch["obs"].images = augment_images(batch["obs"].images, generator)
         return batch
-
-
-@torch.no_grad()
-def evaluate_policy(
-    policy: Policy,
-    data: Sequence[Item] | PackedChunks,
-    *,
-    tokenizer: Any = None,
-    fast_tokenizer: Any = None,
-    denormalize: Callable[[np.ndarray], np.ndarray] | None = None,
-    batch_size: int = 64,
-) -> dict[str, float]:
-    """Validation metrics: the loss's own metrics (per-layer token accuracy for the token heads)
-    and the action error after greedy decoding.
-
-    ``action_mae`` is the mean absolute error of the decoded chunk against ``actions_raw`` over
-    valid steps, in environment units: the RFSQ heads decode with ``tokenizer``, ``fast_ar`` with
-    ``fast_tokenizer`` (a sequence that does not decode counts in ``fast_malformed``, the share of
-    such chunks, and not in the error), the L1 head's normalised output goes through ``denormalize``
-    (e.g. ``Normaliser.denormalise``). Without the needed tokenizer the error is left out.
-
-    Args:
-        data: demonstration items (targets encoded here with ``tokenizer``) or packed chunks
-            (targets already encoded).
-
-    Returns:
-        ``{"loss", "acc_layer0", ..., "action_mae"}`` as applicable.
-    """
-    from rsdlib.decoding.plain import (
-        decode_fast_ar,
-        decode_l1_regression,
-        decode_rfsq_ar,
-        decode_rfsq_parallel,
-    )
-    from rsdlib.tokenizers.fast import MalformedTokens
-
-    needs_tokens = isinstance(policy, (RFSQAutoregressive, RFSQParallel))
-    if isinstance(data, PackedChunks):
-        batches = data.batches(batch_size, trunk_config=policy.config.trunk, dtype=policy.dtype)
-    else:
-        if needs_tokens and tokenizer is None:
-            raise ValueError(f"evaluating {policy.config.head} on items needs the RFSQ tokenizer")
-        batches = (
-            collate(
-                [data[i] for i in range(start, min(start + batch_size, len(data)))],
-                policy=policy,
-                tokenizer=tokenizer if needs_tokens else None,
-            )
-            for start in range(0, len(data), batch_size)
-        )
-    sums: dict[str, float] = {}
-    count = malformed = 0
-    abs_err, steps = 0.0, 0.0
-    for batch in batches:
-        n = batch["obs"].batch_size
-        _, metrics = policy.loss(batch)
-        for k, v in metrics.items():
-            sums[k] = sums.get(k, 0.0) + v * n
-        count += n
-        raw = batch["actions_raw"].double().cpu()
-        keep = torch.ones(n, dtype=torch.bool)
-        if isinstance(policy, RFSQAutoregressive) and tokenizer is not None:
-            pred = decode_rfsq_ar(policy, batch["obs"], tokenizer=tokenizer).actions
-        elif isinstance(policy, RFSQParallel) and tokenizer is not None:
-            pred = decode_rfsq_parallel(policy, batch["obs"], tokenizer=tokenizer).actions
-        elif isinstance(policy, L1Regression) and denormalize is not None:
-            out = decode_l1_regression(policy, batch["obs"]).actions.double().cpu().numpy()
-            pred = torch.as_tensor(denormalize(out))
-        elif isinstance(policy, FastAutoregressive) and fast_tokenizer is not None:
-            pred, keep = _decode_fast(
-                decode_fast_ar(policy, batch["obs"]).tokens, fast_tokenizer, raw, MalformedTokens
-            )
-            malformed += int((~keep).sum())
-        else:
-            continue
-        valid = batch["valid"].cpu() & keep[:, None]
-        err = (pred.double().cpu() - raw).abs().mean(-1)  # (B, H)
-        abs_err += float(err[valid].sum())
-        steps += float(valid.sum())
-    out = {k: v / count for k, v in sums.items()}
-    if steps:
-        out["action_mae"] = abs_err / steps
-    if isinstance(policy, FastAutoregressive) and fast_tokenizer is not None:
-        out["fast_malformed"] = malformed / count
-    return out
-
-
-def _decode_fast(
-    tokens: torch.Tensor, fast_tokenizer: Any, like: torch.Tensor, malformed: type
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode FAST rows one by one; a row that does not decode is marked and left as zeros."""
-    pred = torch.zeros_like(like)
-    keep = torch.zeros(like.shape[0], dtype=torch.bool)
-    for i, row in enumerate(tokens.cpu().tolist()):
-        try:
-            pred[i] = fast_tokenizer.decode([[v for v in row if v >= 0]])[0].double()
-            keep[i] = True
-        except malformed:
-            pass
-    return pred, keep

@@ -172,7 +172,7 @@ class HeadDrafter(nn.Module, Drafter):
 
 
 class PolicyDrafter(Drafter):
-    """``tiny_policy``: an independent RFSQ autoregressive policy drafting with its own cache.
+    """``tiny``: an independent RFSQ autoregressive policy drafting with its own cache.
 
     It keeps the blocks it has run whose inputs match the committed tokens, runs any block it is
     behind by in the same pass as the first draft step (at most one, after a fully accepted
@@ -182,10 +182,12 @@ class PolicyDrafter(Drafter):
         policy: the drafting policy (its trunk may differ from the main one; its L, N, V may not).
     """
 
-    name = "tiny_policy"
+    name = "tiny"
 
-    def __init__(self, *, policy: RFSQAutoregressive) -> None:
+    def __init__(self, *, policy: RFSQAutoregressive, name: str | None = None) -> None:
         self.policy = policy
+        if name is not None:
+            self.name = name  # e.g. "self": the main policy drafting for itself
         self._obs: ObservationBatch | None = None
         self._state: TrunkState | None = None
         self._fed: torch.Tensor | None = None  # (B, L, N) tokens its cached blocks read

@@ -8,6 +8,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rsdlib.actions import ACTION_NAMES
+
 
 def plot_learning_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> plt.Figure:
     """Training and validation loss per model (left), validation token accuracy per RFSQ layer of
@@ -49,8 +51,6 @@ def plot_decoded_chunks(chunks: Mapping[str, np.ndarray], target: np.ndarray | N
         chunks: ``{method: (H, 7) chunk}`` in environment units.
         target: the demonstration's ``(H, 7)`` chunk, drawn dashed in black.
     """
-    from rsdlib.libero.figures import ACTION_NAMES
-
     fig, axes = plt.subplots(1, 7, figsize=(10.0, 2.0), sharex=True, layout="constrained")
     for d, ax in enumerate(axes):
         for name, chunk in chunks.items():

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rsdlib.policies.processor import CAMERA_KEYS, InstructionTokenizer, ObservationBatch
+from rsdlib.observations import CAMERA_KEYS
+from rsdlib.policies.data import augment_images
+from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch
 
 IGNORE = -100  # cross-entropy's ignore index: FAST targets are padded with it after the end token
 
@@ -297,8 +299,6 @@ class PackedBatches:
         self.batch_size, self.augment = batch_size, augment
 
     def __call__(self, step: int, generator: torch.Generator) -> dict[str, Any]:
-        from rsdlib.policies.data import augment_images
-
         index = torch.randint(0, len(self.packed), (self.batch_size,), generator=generator)
         batch = self.packed.batch(index.to(self.packed.device), trunk_config=self.trunk_config)
         if self.augment:

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
+from rsdlib.observations import CAMERA_KEYS
 from rsdlib.policies.configuration import TrunkConfig
 
 PAD, UNK = "[PAD]", "[UNK]"
-CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
 
 
 def _normalizer_and_splitter() -> tuple[Any, Any]:

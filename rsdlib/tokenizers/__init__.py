@@ -5,7 +5,7 @@ decodes ids back to environment units, and saves to / loads from a folder (JSON 
 ``normaliser.json``, and safetensors weights or a BPE vocabulary).
 """
 
-from rsdlib.tokenizers.base import ActionTokenizer, TokenIds, load_tokenizer
+from rsdlib.tokenizers.base import ActionTokenizer, TokenIds, TokenizerFileError, load_tokenizer
 from rsdlib.tokenizers.binning import BinningTokenizer
 from rsdlib.tokenizers.fast import FASTTokenizer, MalformedTokens
 from rsdlib.tokenizers.normaliser import Normaliser
@@ -13,5 +13,5 @@ from rsdlib.tokenizers.rfsq import RFSQTokenizer, digits_to_index, index_to_digi
 
 __all__ = [
     "ActionTokenizer", "BinningTokenizer", "FASTTokenizer", "MalformedTokens", "Normaliser", "RFSQTokenizer",
-    "TokenIds", "digits_to_index", "index_to_digits", "load_tokenizer",
+    "TokenIds", "TokenizerFileError", "digits_to_index", "index_to_digits", "load_tokenizer",
 ]  # fmt: skip

@@ -25,6 +25,18 @@ from rsdlib.tokenizers.normaliser import Normaliser
 TokenIds = Tensor | list[Tensor]
 CONFIG_FILE = "config.json"
 NORMALISER_FILE = "normaliser.json"
+#: What to do about a damaged tokenizer file (every :class:`TokenizerFileError` says it).
+REGENERATE = (
+    "restore the file (from the checkpoint folder it came with) or regenerate the tokenizer: "
+    "re-run notebooks/02_action_tokenizers.ipynb"
+)
+
+
+class TokenizerFileError(ValueError):
+    """A saved tokenizer's file is truncated, corrupt or not what :meth:`ActionTokenizer.save` wrote.
+
+    The message names the file and says how to get a good one back.
+    """
 
 
 class ActionTokenizer(ABC):
@@ -100,7 +112,13 @@ class ActionTokenizer(ABC):
 
     @classmethod
     def load(cls, directory: str | Path) -> ActionTokenizer:
-        """Load a tokenizer saved by :meth:`save` (on a subclass: check it is that kind)."""
+        """Load a tokenizer saved by :meth:`save` (on a subclass: check it is that kind).
+
+        Raises:
+            FileNotFoundError: no tokenizer in ``directory``, or one of its files is missing.
+            TokenizerFileError: a file is truncated or corrupt (the message names it).
+            ValueError: an unknown kind, or another kind than the class loading it.
+        """
         config = _read_config(directory)
         kind = config.pop("kind")
         if kind not in ActionTokenizer.registry:
@@ -110,7 +128,14 @@ class ActionTokenizer(ABC):
         target = ActionTokenizer.registry[kind]
         if cls is not ActionTokenizer and target is not cls:
             raise ValueError(f"{directory} holds a {kind!r} tokenizer, not a {cls.kind!r} one")
-        tokenizer = target(**config, normaliser=Normaliser.load(Path(directory) / NORMALISER_FILE))
+        normaliser = Normaliser.load(Path(directory) / NORMALISER_FILE)
+        try:
+            tokenizer = target(**config, normaliser=normaliser)
+        except TypeError as err:  # keys this version's constructor does not take: another file's config
+            raise TokenizerFileError(
+                f"{Path(directory) / CONFIG_FILE} does not hold {target.__name__} arguments ({err}); "
+                f"{REGENERATE}"
+            ) from err
         tokenizer._load_state(Path(directory))
         return tokenizer
 
@@ -157,9 +182,15 @@ def _read_config(directory: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"no tokenizer at {directory} ({CONFIG_FILE} missing); notebook 02_action_tokenizers saves them"
         )
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TokenizerFileError(f"{path} is not valid JSON (truncated?): {err}; {REGENERATE}") from err
+    if not isinstance(config, dict) or "kind" not in config:
+        raise TokenizerFileError(f"{path} is not a tokenizer config (it names no 'kind'); {REGENERATE}")
+    return config
 
 
 def load_tokenizer(directory: str | Path) -> ActionTokenizer:
-    """Load any saved tokenizer, whatever its kind."""
+    """Load any saved tokenizer, whatever its kind (errors as :meth:`ActionTokenizer.load`)."""
     return ActionTokenizer.load(directory)

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer, models, trainers
 from torch import Tensor
 
 from rsdlib.actions import ACTION_DIM
-from rsdlib.tokenizers.base import ActionTokenizer
+from rsdlib.tokenizers.base import REGENERATE, ActionTokenizer, TokenizerFileError
 from rsdlib.tokenizers.normaliser import Normaliser
 
 BPE_FILE = "bpe.json"
@@ -209,7 +209,13 @@ class FASTTokenizer(ActionTokenizer):
             raise FileNotFoundError(
                 f"FAST vocabulary {path} is missing; re-run notebook 02_action_tokenizers"
             )
-        self._set_bpe(Tokenizer.from_str(path.read_text()))
+        try:
+            bpe = Tokenizer.from_str(path.read_text())
+        except Exception as err:  # the tokenizers library raises a bare Exception on a bad file
+            raise TokenizerFileError(
+                f"FAST vocabulary {path} is unreadable (truncated?): {err}; {REGENERATE}"
+            ) from err
+        self._set_bpe(bpe)
 
     @classmethod
     def load(cls, directory: str | Path) -> FASTTokenizer:

@@ -157,12 +157,26 @@ class Normaliser:
 
     @classmethod
     def load(cls, path: str | Path) -> Normaliser:
+        """Read a normaliser saved by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: there is no file at ``path``.
+            TokenizerFileError: the file is truncated or holds no normaliser (the message names it).
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(
                 f"normaliser file {path} does not exist; fit a tokenizer and save it first"
             )
-        return cls.from_config(json.loads(path.read_text()))
+        from rsdlib.tokenizers.base import REGENERATE, TokenizerFileError  # base imports this module
+
+        try:
+            return cls.from_config(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as err:  # ValueError: also bad JSON, wrong sizes
+            raise TokenizerFileError(
+                f"normaliser file {path} is truncated or not a normaliser ({type(err).__name__}: {err}); "
+                f"{REGENERATE}"
+            ) from err
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Normaliser):

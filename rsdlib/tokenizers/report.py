@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from rsdlib.actions import ACTION_NAMES
+
 _STYLE = {
     "rfsq": ("C0", "o", "RFSQ (k layers)"),
     "fast": ("C1", "s", "FAST (scales)"),
@@ -23,7 +25,6 @@ _AXIS = {
     "bits_per_chunk": "bits per chunk",
     "sequential_steps": "sequential decoding steps per chunk",
 }
-ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 
 
 def plot_error_vs_budget(

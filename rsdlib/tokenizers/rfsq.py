@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -30,7 +31,7 @@ from vector_quantize_pytorch import ResidualFSQ
 
 from rsdlib.actions import ACTION_DIM
 from rsdlib.seeding import seeded
-from rsdlib.tokenizers.base import ActionTokenizer
+from rsdlib.tokenizers.base import REGENERATE, ActionTokenizer, TokenizerFileError
 from rsdlib.tokenizers.normaliser import Normaliser
 
 WEIGHTS_FILE = "model.safetensors"
@@ -390,7 +391,18 @@ class RFSQTokenizer(ActionTokenizer):
         path = directory / WEIGHTS_FILE
         if not path.exists():
             raise FileNotFoundError(f"RFSQ weights {path} are missing; re-run notebook 02_action_tokenizers")
-        self.model.load_state_dict(load_file(str(path)))
+        try:
+            weights = load_file(str(path))
+        except SafetensorError as err:
+            raise TokenizerFileError(
+                f"RFSQ weights {path} are unreadable (truncated?): {err}; {REGENERATE}"
+            ) from err
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as err:  # missing keys or other shapes: weights of another config
+            raise TokenizerFileError(
+                f"RFSQ weights {path} do not fit the config beside them ({err}); {REGENERATE}"
+            ) from err
         self.model.eval()
         self._fitted = True
 

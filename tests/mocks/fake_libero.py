@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsdlib.libero.policy import Policy, PolicyOutput
+from rsdlib.libero.policy import EnvPolicy, PolicyOutput
 
 CRASH_TASK, CRASH_INIT = 1, 4
 MAX_STEPS = 8
@@ -85,7 +85,7 @@ def make_fake_env(suite: str, task_id: int, options=None) -> FakeEnv:
     return FakeEnv(suite, task_id, options)
 
 
-class PushPolicy(Policy):
+class PushPolicy(EnvPolicy):
     """Deterministic: returns a chunk of 4 actions pushing +1, and a diagnostic per chunk."""
 
     name = "push"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsdlib.libero.ambiguity import TARGETS, commitment_rows, committed_to
+from rsdlib.experiments.ambiguity import TARGETS, commitment_rows, committed_to
 from rsdlib.libero.goals import choose_alternative, goal_holds, goal_objects, has_alternatives
 
 EITHER = [["or", ["on", "bowl_1", "plate_1"], ["on", "bowl_2", "plate_1"]]]

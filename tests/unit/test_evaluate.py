@@ -264,7 +264,7 @@ def test_videos_of_failures_only(tmp_path, render):
 
 
 def test_threshold_sweeps_put_exact_at_the_strict_end_and_draw_per_rule(tmp_path):
-    from rsdlib.libero.comparison import chunk_stats
+    from rsdlib.experiments.comparison import chunk_stats
     from rsdlib.libero.figures import plot_threshold_sweep, threshold_sweeps
 
     def chunk(judged):

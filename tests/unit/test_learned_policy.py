@@ -12,8 +12,10 @@ from fake_rfsq import FakeRFSQ, observations, tiny_policy
 from mocks.fake_libero import FakeEnv
 
 from rsdlib.libero.evaluate import EPISODES_FILE, EvalOptions, evaluate
-from rsdlib.libero.learned_policy import DecodingSettings, LearnedPolicy, chunk_diagnostics, from_checkpoint
-from rsdlib.libero.policy import EpisodeContext, as_output, make_policy
+from rsdlib.decoding.spec import MethodSpec
+from rsdlib.libero.learned_policy import LearnedPolicy, chunk_diagnostics, from_checkpoint
+from rsdlib.libero.policy import EpisodeContext, as_output
+from rsdlib.libero.registry import make_policy
 from rsdlib.policies import CheckpointError, PolicyDrafter, RandomDrafter, save
 from rsdlib.tokenizers import Normaliser
 
@@ -31,14 +33,13 @@ def context(seed: int = 0) -> EpisodeContext:
     return EpisodeContext("libero_spatial", 0, 0, seed, "pick up the black bowl")
 
 
-def rsd(main, drafter, **settings) -> LearnedPolicy:
-    return LearnedPolicy(
-        main, DecodingSettings(method="rsd", **settings), tokenizer=FakeRFSQ(), drafter=drafter
-    )
+def rsd(main, drafter, rule="exact", gamma=2, param=None, temperature=0.0) -> LearnedPolicy:
+    spec = MethodSpec("rsd", drafter.name, gamma, rule, param, temperature)
+    return LearnedPolicy(main, spec, tokenizer=FakeRFSQ(), drafter=drafter)
 
 
-def plain(model, method="rfsq_ar", **settings) -> LearnedPolicy:
-    return LearnedPolicy(model, DecodingSettings(method=method, **settings), tokenizer=FakeRFSQ())
+def plain(model, method="rfsq_ar", temperature=0.0) -> LearnedPolicy:
+    return LearnedPolicy(model, MethodSpec(method, temperature=temperature), tokenizer=FakeRFSQ())
 
 
 def random_drafter(seed: int = 3) -> RandomDrafter:
@@ -86,7 +87,7 @@ def test_rsd_diagnostics_are_json_and_account_for_every_layer(main):
                 assert d["acceptance_per_layer"][layer] is None  # not drafted, so not judged
         assert set(d["latency_ms"]) >= {"prefix", "draft", "verify", "plain", "total"}
         assert d["latency_ms"]["total"] > 0 and d["preprocess_ms"] >= 0
-        assert (d["rule"], d["gamma"], d["drafter"], d["lossless"]) == ("exact()", 2, "random", True)
+        assert (d["rule"], d["gamma"], d["drafter"], d["lossless"]) == ("exact", 2, "random", True)
         kinds_seen |= set(d["layer_kinds"])
     assert "corrected" in kinds_seen  # the random drafter is wrong somewhere
 
@@ -102,7 +103,7 @@ def test_plain_methods_record_diagnostics_too(main):
 
     l1 = tiny_policy("l1_regression")
     norm = Normaliser().fit(np.random.default_rng(0).normal(size=(100, 7)))
-    policy = LearnedPolicy(l1, DecodingSettings(method="l1_regression"), normaliser=norm)
+    policy = LearnedPolicy(l1, "l1_regression", normaliser=norm)
     out = as_output(policy.act(obs))
     assert out.actions.shape == (8, 7) and set(np.unique(out.actions[:, 6])) <= {-1.0, 1.0}
     assert out.diagnostics["method"] == "l1_regression"
@@ -119,13 +120,13 @@ class FakeFAST:
 
 def test_fast_ar_decodes_with_its_tokenizer():
     fast = tiny_policy("fast_ar", fast_vocab=7, fast_max_tokens=5)
-    policy = LearnedPolicy(fast, DecodingSettings(method="fast_ar"), tokenizer=FakeFAST())
+    policy = LearnedPolicy(fast, "fast_ar", tokenizer=FakeFAST())
     out = policy.act(observations(1)[0])
     assert out.actions.shape == (8, 7)
     assert out.diagnostics["method"] == "fast_ar" and 1 <= out.diagnostics["main_passes"] <= 5
     with pytest.raises(ValueError, match="FAST tokenizer has 6 ids"):
         LearnedPolicy(
-            tiny_policy("fast_ar", fast_vocab=9, fast_max_tokens=5), policy.settings, tokenizer=FakeFAST()
+            tiny_policy("fast_ar", fast_vocab=9, fast_max_tokens=5), policy.spec, tokenizer=FakeFAST()
         )
 
 
@@ -187,25 +188,25 @@ def test_bad_observations_raise_clear_errors(main):
 
 def test_bad_settings_and_parts_raise_clear_errors(main, small):
     with pytest.raises(ValueError, match="method"):
-        DecodingSettings(method="beam")
+        MethodSpec(method="beam")
     with pytest.raises(ValueError, match="temperature"):
-        DecodingSettings(rule="exact", temperature=1.0)
+        MethodSpec("rsd", "head", 2, "exact", temperature=1.0)
     with pytest.raises(ValueError, match="temperature"):
-        DecodingSettings(rule="speculative")
+        MethodSpec("rsd", "head", 2, "speculative")
     with pytest.raises(ValueError, match="gamma"):
-        DecodingSettings(gamma=0)
+        MethodSpec("rsd", "head", 0, "exact")
     with pytest.raises(ValueError, match="needs a drafter"):
-        LearnedPolicy(main, DecodingSettings(), tokenizer=FakeRFSQ())
+        LearnedPolicy(main, "rsd_head:g2:exact", tokenizer=FakeRFSQ())
     with pytest.raises(ValueError, match="RFSQAutoregressive"):
         plain(tiny_policy("rfsq_parallel"), "rfsq_ar")
     with pytest.raises(ValueError, match="tokenizer has"):
-        LearnedPolicy(main, DecodingSettings(method="rfsq_ar"), tokenizer=FakeRFSQ(num_layers=2))
+        LearnedPolicy(main, "rfsq_ar", tokenizer=FakeRFSQ(num_layers=2))
     with pytest.raises(ValueError, match="tau"):
-        rsd(main, PolicyDrafter(policy=small), rule="match_rate", rule_params={"tau": 2.0})
+        rsd(main, PolicyDrafter(policy=small), rule="match_rate", param=2.0)
     with pytest.raises(ValueError, match=r"\(L, N, V\)"):
         rsd(main, PolicyDrafter(policy=tiny_policy(seed=1, hidden=8, num_layers=4)))
     with pytest.raises(ValueError, match="Normaliser"):
-        LearnedPolicy(tiny_policy("l1_regression"), DecodingSettings(method="l1_regression"))
+        LearnedPolicy(tiny_policy("l1_regression"), "l1_regression")
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
@@ -213,35 +214,33 @@ def test_bad_settings_and_parts_raise_clear_errors(main, small):
 
 def test_from_checkpoint_loads_what_was_saved_and_names_bad_files(tmp_path, main, small):
     main_dir, draft_dir = save(main, tmp_path / "main"), save(small, tmp_path / "draft")
-    loaded = from_checkpoint(main_dir, drafter_path=draft_dir, tokenizer=FakeRFSQ(), rule="exact", gamma=2)
-    assert loaded.settings.method == "rsd" and loaded.name == "rsd"
+    loaded = from_checkpoint(main_dir, "rsd_tiny:g2:exact", drafter_path=draft_dir, tokenizer=FakeRFSQ())
+    assert loaded.spec.method == "rsd" and loaded.name == "rsd_tiny:g2:exact"
     assert loaded.config()["checkpoint_path"] == str(main_dir)
     in_memory = rsd(main, PolicyDrafter(policy=small), rule="exact", gamma=2)
     for o in observations(3):
         np.testing.assert_array_equal(loaded.act(o).actions, in_memory.act(o).actions)
-    by_name = make_policy("learned", path=main_dir, method="rfsq_ar", tokenizer=FakeRFSQ())
-    assert by_name.settings.method == "rfsq_ar"
-    lossy = from_checkpoint(
-        main_dir, drafter_path=draft_dir, tokenizer=FakeRFSQ(), rule="match_rate", tau=0.5
-    )
+    by_name = make_policy("learned", path=main_dir, spec="rfsq_ar", tokenizer=FakeRFSQ())
+    assert by_name.spec.method == "rfsq_ar"
+    lossy = from_checkpoint(main_dir, "rsd_tiny:g2:match_rate:0.5", drafter_path=draft_dir, tokenizer=FakeRFSQ())
     assert lossy.config()["rule_label"] == "match_rate(tau=0.5) [lossy]"
 
     with pytest.raises(CheckpointError, match=str(tmp_path / "nowhere" / "config.json")):
-        from_checkpoint(tmp_path / "nowhere", method="rfsq_ar", tokenizer=FakeRFSQ())
+        from_checkpoint(tmp_path / "nowhere", "rfsq_ar", tokenizer=FakeRFSQ())
     with pytest.raises(CheckpointError, match=r"main/config.json holds a 'rfsq_ar' policy.*'rfsq_parallel'"):
-        from_checkpoint(main_dir, method="rfsq_parallel", tokenizer=FakeRFSQ())
+        from_checkpoint(main_dir, "rfsq_parallel", tokenizer=FakeRFSQ())
     with pytest.raises(ValueError, match="drafter_path"):
-        from_checkpoint(main_dir, method="rsd", tokenizer=FakeRFSQ())
+        from_checkpoint(main_dir, "rsd_head:g2:exact", tokenizer=FakeRFSQ())
     with pytest.raises(FileNotFoundError, match=r"metadata\['tokenizer'\]"):
-        from_checkpoint(main_dir, method="rfsq_ar")
+        from_checkpoint(main_dir, "rfsq_ar")
     with pytest.raises(FileNotFoundError, match="not at"):
-        from_checkpoint(main_dir, method="rfsq_ar", tokenizer=tmp_path / "no_tokenizer")
+        from_checkpoint(main_dir, "rfsq_ar", tokenizer=tmp_path / "no_tokenizer")
     l1_dir = save(tiny_policy("l1_regression"), tmp_path / "l1")
     with pytest.raises(CheckpointError, match="l1/config.json.*cannot draft"):
-        from_checkpoint(main_dir, drafter_path=l1_dir, tokenizer=FakeRFSQ())
+        from_checkpoint(main_dir, "rsd_tiny:g2:exact", drafter_path=l1_dir, tokenizer=FakeRFSQ())
     deep_dir = save(tiny_policy(seed=1, hidden=8, num_layers=4), tmp_path / "deep")
     with pytest.raises(CheckpointError, match=r"deep/config.json.*\(L, N, V\)"):
-        from_checkpoint(main_dir, drafter_path=deep_dir, tokenizer=FakeRFSQ())
+        from_checkpoint(main_dir, "rsd_tiny:g2:exact", drafter_path=deep_dir, tokenizer=FakeRFSQ())
 
 
 # -- the real harness path, without LIBERO ------------------------------------------------------------

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from rsdlib.paper import (
+from rsdlib.experiments.paper import (
     _frontiers,
-    latency_key,
     plot_acceptance_by_rule,
     plot_iso_latency,
     plot_pipeline,
@@ -27,7 +26,7 @@ LATENCY = {
     "device": "CPU",
     "rows": [
         {"method": "rfsq_ar", "latency_median_ms": 30.0, "floor_ms": 12.0},
-        {"method": "rsd head_drafter g=2 exact", "latency_median_ms": 21.0, "floor_ms": 12.0,
+        {"method": "rsd_head:g2:exact", "latency_median_ms": 21.0, "floor_ms": 12.0,
          "acceptance_per_layer": [0.9, 0.5, None, 0.7]},
         {"method": "l1_regression", "latency_median_ms": 11.0, "floor_ms": 12.0},
     ],
@@ -39,12 +38,6 @@ PER_TASK = {
              for t, r in enumerate(rates)]
     for method, rates in {"rfsq_ar": [1.0, 0.5], "l1_regression": [0.5, 0.0]}.items()
 }  # fmt: skip
-
-
-def test_latency_key_maps_comparison_specs_to_latency_rows():
-    assert latency_key("rsd_head:g2:exact") == "rsd head_drafter g=2 exact"
-    assert latency_key("rsd_tiny:g3:match_rate:0.5") == "rsd tiny_policy g=3 match_rate:0.5"
-    assert latency_key("fast_ar") == "fast_ar"
 
 
 def test_paper_figures_are_byte_identical_when_redrawn(tmp_path):
@@ -72,8 +65,8 @@ def test_frontiers_trace_plain_and_lossless_settings_and_the_lossy_thresholds():
         {"method": "rsd_head:g3:match_rate:0.5", "rate": 0.5},
         {"method": "l1_regression", "rate": 1.0},  # not RSD: on no frontier
     ]
-    ms = {"rfsq_ar": 30, "rsd head_drafter g=3 exact": 25, "rsd head_drafter g=3 match_rate:0.75": 20,
-          "rsd head_drafter g=3 match_rate:0.5": 15, "l1_regression": 5}  # fmt: skip
+    ms = {"rfsq_ar": 30, "rsd_head:g3:exact": 25, "rsd_head:g3:match_rate:0.75": 20,
+          "rsd_head:g3:match_rate:0.5": 15, "l1_regression": 5}  # fmt: skip
     timing = {k: {"latency_median_ms": float(v)} for k, v in ms.items()}
     frontiers = {label: points for points, _, label in _frontiers(rows, timing)}
     assert frontiers["lossless RSD frontier"] == [(25.0, 60.0), (30.0, 60.0)]

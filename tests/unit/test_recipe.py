@@ -10,22 +10,20 @@ import pytest
 import torch
 from fake_demos import SUITE, write_task
 
+from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
+from rsdlib.experiments.benchmark import ModelSet, latency_rows, quality_rows
+from rsdlib.experiments.cards import write_cards
+from rsdlib.experiments.comparison import chunk_stats, policy_from_spec
+from rsdlib.experiments.distill import distill_head_drafter
+from rsdlib.experiments.prepare import prepare
+from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, model_config, train_models
+from rsdlib.experiments.validation import layer_accuracy
 from rsdlib.libero.dataset import load_demos
+from rsdlib.libero.policy import EpisodeContext
 from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.data import collate
-from rsdlib.policies.distill import distill_head_drafter
 from rsdlib.policies.heads import build_policy
 from rsdlib.policies.packed import IGNORE, PackedChunks, PackedFileError, fast_targets
-from rsdlib.policies.recipe import (
-    MODELS,
-    Schedule,
-    Sizes,
-    layer_accuracy,
-    model_config,
-    prepare,
-    train_models,
-    write_cards,
-)
 from rsdlib.train import read_log
 
 SIZE = 16
@@ -122,11 +120,6 @@ def test_fast_targets_end_with_the_end_token_and_pad_with_ignore():
 
 
 def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path):
-    from rsdlib.decoding.benchmark import ModelSet, RSDSetting, latency_rows, quality_rows
-    from rsdlib.libero.comparison import METHODS as METHODS_LIBERO
-    from rsdlib.libero.comparison import chunk_stats, method_policy, policy_from_spec
-    from rsdlib.libero.policy import EpisodeContext
-
     info = json.loads((prepared / "prepared.json").read_text())
     assert info["splits"]["train"]["episodes"] == 8 and info["splits"]["val"]["episodes"] == 2
     sizes = Sizes(main=TINY_TRUNK, tiny=TINY_TRUNK, head_hidden=16, head_blocks=1)
@@ -152,8 +145,8 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         "proprio": data.proprio[0].numpy(),
         "instruction": data.instructions[0],
     }
-    for method in METHODS_LIBERO:
-        policy = method_policy(method, out)
+    for method in [*PLAIN_METHODS, "rsd_head:g2:exact", "rsd_tiny:g2:exact"]:
+        policy = policy_from_spec(method, out)
         policy.reset(EpisodeContext(SUITE, 0, 0, 0, obs["instruction"], None))
         output = policy.act(obs)
         assert output.actions.shape[-1] == 7 and np.all(np.isfinite(output.actions)), method
@@ -163,17 +156,14 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         assert ("accepted_layers" in stats) == method.startswith("rsd")
 
     lossy = policy_from_spec("rsd_head:g3:match_rate:0.5", out)
-    assert (lossy.settings.gamma, lossy.settings.rule, lossy.settings.rule_params) == (
-        3,
-        "match_rate",
-        {"tau": 0.5},
-    )
-    for bad in ("rsd_head:exact", "fast_ar:g2:exact", "rsd_head:g2:match_rate", "rfsq_ar@hot"):
+    assert (lossy.spec.gamma, lossy.spec.rule, lossy.spec.rule_params) == (3, "match_rate", {"tau": 0.5})
+    assert lossy.name == "rsd_head:g3:match_rate:0.5"
+    for bad in ("rsd_head:exact", "fast_ar:g2:exact", "rsd_head:g2:match_rate", "rfsq_ar@hot", "rsd_huge:g2:exact"):
         with pytest.raises(ValueError):
             policy_from_spec(bad, out)
     sampled = policy_from_spec("rsd_head:g2:speculative@0.7", out)
-    assert (sampled.settings.rule, sampled.settings.temperature) == ("speculative", 0.7)
-    assert policy_from_spec("rfsq_parallel@1", out).settings.temperature == 1.0
+    assert (sampled.spec.rule, sampled.spec.temperature) == ("speculative", 0.7)
+    assert policy_from_spec("rfsq_parallel@1", out).spec.temperature == 1.0
 
     # Distillation moves the head towards the main policy's greedy tokens, and keeps the record
     # of how it was first trained.
@@ -185,8 +175,7 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
 
     # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
     models = ModelSet(out)
-    settings = [RSDSetting("head_drafter", 2, "exact"), RSDSetting("tiny_policy", 3, "exact"),
-                RSDSetting("head_drafter", 1, "match_rate:0.5")]  # fmt: skip
+    settings = [MethodSpec.parse(s) for s in ("rsd_head:g2:exact", "rsd_tiny:g3:exact", "rsd_head:g1:match_rate:0.5")]
     batch = data.batch(torch.arange(len(data)), trunk_config=models.trunk)
     quality = {r["method"]: r for r in quality_rows(models, batch, settings)}
     assert set(quality) == {
@@ -194,10 +183,10 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         "rfsq_parallel",
         "l1_regression",
         "fast_ar",
-        *(s.name for s in settings),
+        *(str(s) for s in settings),
     }
     for s in settings[:2]:
-        assert quality[s.name]["same_tokens_as_plain"] and quality[s.name]["mae_vs_plain"] == 0.0
+        assert quality[str(s)]["same_tokens_as_plain"] and quality[str(s)]["mae_vs_plain"] == 0.0
     assert (
         quality["rfsq_ar"]["main_passes_per_chunk"] == 3
         and quality["rfsq_parallel"]["main_passes_per_chunk"] == 1
@@ -210,7 +199,7 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     assert {"prefix", "plain"} <= set(latency["rfsq_ar"]["step_ms"]) and "verify" not in latency["rfsq_ar"][
         "step_ms"
     ]
-    rsd_steps = latency[settings[0].name]["step_ms"]
+    rsd_steps = latency[str(settings[0])]["step_ms"]
     assert {"prefix", "draft", "verify"} <= set(rsd_steps) and all(v > 0 for v in rsd_steps.values())
 
 

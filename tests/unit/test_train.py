@@ -162,7 +162,8 @@ def fake_items(n: int, seed: int = 0) -> list[dict]:
 def test_demo_items_train_and_evaluate_every_head(tmp_path):
     from fake_rfsq import FakeRFSQ
 
-    from rsdlib.policies.data import ChunkBatches, augment_images, collate, evaluate_policy
+    from rsdlib.experiments.validation import evaluate_policy
+    from rsdlib.policies.data import ChunkBatches, augment_images, collate
 
     tok = FakeRFSQ()
     items = fake_items(10)

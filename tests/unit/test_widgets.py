@@ -11,20 +11,19 @@ import pytest
 from fake_rfsq import FakeRFSQ, observations
 from matplotlib.colors import to_rgba
 
+from rsdlib.actions import ACTION_NAMES
 from rsdlib.decoding import (
     DecodeTrace,
     TraceStepper,
     acceptance_per_layer,
     decode_rfsq_ar,
-    make_rule,
     speculative_decode,
 )
+from rsdlib.decoding.spec import MethodSpec
 from rsdlib.policies import RandomDrafter
 from rsdlib.widgets import (
-    DIM_NAMES,
     VERDICT_COLOURS,
     AcceptanceHeatmap,
-    StepSettings,
     StepThrough,
     acceptance_matrix,
     ee_path,
@@ -44,9 +43,10 @@ def obs(main):
     return main.prepare(observations(4))
 
 
-def decode(main, obs, settings: StepSettings):
-    """What a notebook's decode callable does: the settings become a rule and a drafter."""
-    rule = make_rule(settings.rule, tokenizer=FakeRFSQ(), **settings.rule_params())
+def decode(main, obs, spec: MethodSpec | str):
+    """What a notebook's decode callable does: the spec becomes a rule and a drafter."""
+    settings = MethodSpec.parse(spec)
+    rule = settings.make_rule(FakeRFSQ())
     drafter = RandomDrafter(num_layers=L, num_latents=N, codebook_size=V, seed=3)
     return speculative_decode(
         main,
@@ -61,7 +61,7 @@ def decode(main, obs, settings: StepSettings):
 
 @pytest.fixture(scope="module")
 def traces(main, obs):
-    return decode(main, obs.repeat(2), StepSettings(drafter="random", rule="exact", gamma=2)).traces
+    return decode(main, obs.repeat(2), "rsd_random:g2:exact").traces
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +134,15 @@ def test_step_through_draws_the_refinement_and_redecodes_with_the_controls(main,
     assert first[:4] == b"\x89PNG"
     view.next_button.click()
     assert view.image.value[:4] == b"\x89PNG" and view.image.value != first
-    assert view.settings == StepSettings(drafter="random", rule="exact", threshold=0.0, gamma=2)
+    assert view.spec == MethodSpec.parse("rsd_random:g2:exact")
+    assert view.threshold.disabled  # exact takes no threshold
 
     view.rule.value, view.threshold.value, view.gamma.value = "match_rate", 0.5, 1
+    assert not view.threshold.disabled and "tau" in view.threshold.description
     view.decode_button.click()
-    assert asked[-1] == StepSettings(drafter="random", rule="match_rate", threshold=0.5, gamma=1)
-    assert asked[-1].rule_params() == {"tau": 0.5}
-    assert view.stepper.trace.rule == "match_rate(tau=0.5) [lossy]" and view.stepper.trace.gamma == 1
+    assert asked[-1] == MethodSpec.parse("rsd_random:g1:match_rate:0.5")
+    assert asked[-1].rule_params == {"tau": 0.5}
+    assert view.stepper.trace.rule_label == "match_rate(tau=0.5) [lossy]" and view.stepper.trace.gamma == 1
     assert view.stepper.position == view.slider.value == 0 and view.error is None
 
     before = view.stepper.trace
@@ -153,16 +155,22 @@ def test_step_through_draws_the_refinement_and_redecodes_with_the_controls(main,
     assert view.error is None and view.status.value == ""
 
 
-def test_step_settings_map_the_threshold_to_the_rules_parameter():
-    assert StepSettings(rule="exact", threshold=3).rule_params() == {}
-    assert StepSettings(rule="speculative").rule_params() == {}
-    assert StepSettings(rule="level_distance", threshold=1.0).rule_params() == {"delta": 1}
-    assert StepSettings(rule="action_tolerance", threshold=0.1).rule_params() == {"eps": 0.1}
+def test_the_controls_default_to_what_the_trace_records(main, obs):
     trace = DecodeTrace(
         method="rsd", num_layers=1, num_latents=1, tokens=[[0]], sources=[["plain"]], main_passes=1,
-        rule="match_rate(tau=0.5) [lossy]", gamma=3, drafter="head", temperature=0.0,
+        rule="match_rate", rule_params={"tau": 0.5}, gamma=3, drafter="head", temperature=0.0,
     )  # fmt: skip
-    assert StepSettings.of(trace) == StepSettings(drafter="head", rule="match_rate", threshold=0.5, gamma=3)
+    assert trace.spec == MethodSpec.parse("rsd_head:g3:match_rate:0.5")
+    # the notebook's own spec, with drafter names its decode callable knows: the button decodes
+    spec = MethodSpec.parse("rsd_random:g2:exact")
+    view = StepThrough(decode=lambda s: decode(main, obs, s).traces[0], spec=spec, drafters=("random",), plot=False)
+    assert view.spec == spec and view.threshold.value == 0.5  # a rule without a threshold keeps the default
+    view.decode_button.click()
+    assert view.error is None
+    for rule, value in (("level_distance", 1), ("action_tolerance", 0.1), ("match_rate", 0.75)):
+        view.rule.value, view.threshold.value = rule, value
+        view.decode_button.click()
+        assert view.error is None and view.stepper.trace.rule_params == view.spec.rule_params
 
 
 def test_step_through_needs_a_trace_or_a_decoder(corrected):
@@ -182,7 +190,7 @@ def test_layer_step_figure_has_the_table_the_dimensions_and_the_path(corrected):
         fig = plot_layer_step(corrected, position)
         table_ax, *dim_axes, ax3d = fig.axes
         assert f"layer {step.layer} of {L} ({step.kind}" in table_ax.get_title()
-        assert [ax.get_title() for ax in dim_axes] == list(DIM_NAMES)
+        assert [ax.get_title() for ax in dim_axes] == list(ACTION_NAMES)
         assert ax3d.name == "3d" and len(ax3d.lines) == position + 1
         for d, ax in enumerate(dim_axes):
             assert len(ax.lines) == position + 1  # one chunk per committed layer so far
@@ -219,7 +227,7 @@ def test_views_of_a_trace_without_actions(main, obs):
 
 
 def test_heatmap_values_equal_acceptance_per_layer(main, obs, traces):
-    lossy = decode(main, obs.repeat(2), StepSettings(rule="match_rate", threshold=0.5, gamma=2)).traces
+    lossy = decode(main, obs.repeat(2), "rsd_random:g2:match_rate:0.5").traces
     plain = decode_rfsq_ar(main, obs).traces
     by_label = {"exact": traces, "match_rate tau=0.5": lossy, "rfsq_ar": plain}
     labels, matrix = acceptance_matrix(by_label)

@@ -1,6 +1,6 @@
 """The scripted expert: reads the BDDL goal, plans skills from object poses, acts like a teleoperator.
 
-The expert is a :class:`~rsdlib.libero.policy.Policy`, so the evaluation harness and the
+The expert is a :class:`~rsdlib.libero.policy.EnvPolicy`, so the evaluation harness and the
 demonstration recorder drive it exactly as they drive a learned policy. It is privileged: at
 reset it takes the live env from the :class:`~rsdlib.libero.policy.EpisodeContext` and reads
 object poses and shapes from the simulator.
@@ -21,9 +21,9 @@ import numpy as np
 
 from rsdlib.libero.experts import skills
 from rsdlib.libero.experts.motion import OPEN, Motion, MotionConfig
-from rsdlib.libero.experts.scene import Scene
 from rsdlib.libero.goals import choose_alternative
-from rsdlib.libero.policy import EpisodeContext, Policy
+from rsdlib.libero.policy import EnvPolicy, EpisodeContext
+from rsdlib.libero.scene import Scene
 
 
 def solving_order(goal: list[list[str]]) -> list[list[str]]:
@@ -60,7 +60,7 @@ class ExpertConfig:
         return cls(motion=MotionConfig(noise_std=noise_std, waypoint_noise=waypoint_noise), **kwargs)
 
 
-class ScriptedExpert(Policy):
+class ScriptedExpert(EnvPolicy):
     """A privileged expert for LIBERO tasks (see the module docstring).
 
     Args:

@@ -8,7 +8,7 @@ pose into such actions with a proportional law whose speed is capped (straight l
 Gaussian noise drawn from an explicit generator so that demonstrations vary.
 
 Every primitive is a generator of actions: the expert pulls one action per env step, and the
-primitive reads the live sim state (through :class:`~rsdlib.libero.experts.scene.Scene`) before
+primitive reads the live sim state (through :class:`~rsdlib.libero.scene.Scene`) before
 computing each one.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsdlib.libero.experts.scene import Scene
+from rsdlib.libero.scene import Scene
 
 OPEN, CLOSE = -1.0, 1.0
 #: Metres of end-effector motion one action unit asks for (robosuite OSC_POSE ``output_max``).

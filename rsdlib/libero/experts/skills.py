@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rsdlib.libero.experts.motion import CLOSE, OPEN, Motion
-from rsdlib.libero.experts.scene import Box, Scene
+from rsdlib.libero.scene import Box, Scene
 
 #: Finger opening of the Panda gripper (m) and how far each finger reaches sideways.
 FINGER_SPAN = 0.08

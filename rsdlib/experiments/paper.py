@@ -12,8 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from rsdlib.libero.comparison import rsd_setting
+from rsdlib.decoding.spec import MethodSpec
 from rsdlib.paths import REPO_ROOT
+from rsdlib.pipeline import list_notebooks
 
 
 def plot_pipeline(num_layers: int = 4, num_latents: int = 4, gamma: int = 2) -> plt.Figure:
@@ -74,11 +75,11 @@ def plot_pipeline(num_layers: int = 4, num_latents: int = 4, gamma: int = 2) -> 
 def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) -> plt.Figure:
     """Figure 3: LIBERO success (95% Wilson interval) against median chunk latency, one marker per
     method of the comparison whose latency was measured."""
-    timing = {r["method"]: r for r in latency["rows"]}
+    timing = {str(MethodSpec.parse(r["method"])): r for r in latency["rows"]}
     fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
     points = {
         r["method"]: (t["latency_median_ms"], 100 * r["rate"]) for r in comparison["rows"]
-        if (t := timing.get(latency_key(r["method"]))) is not None
+        if (t := timing.get(r["method"])) is not None
     }  # fmt: skip
     # Labels above their markers; markers at the same success alternate above and below, from
     # fast to slow, so that neighbours' labels do not run into each other.
@@ -88,7 +89,7 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
         if [m for _, m in row].index(method) % 2:
             below.add(method)
     for r in comparison["rows"]:
-        t = timing.get(latency_key(r["method"]))
+        t = timing.get(r["method"])
         if t is None:
             continue
         crowded = r["method"] in below
@@ -124,9 +125,8 @@ def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> 
     thresholds trace). A frontier needs two points."""
     kinds: dict[str, list[tuple[float, float]]] = {"lossless": [], "lossy": []}
     for r in rows:
-        t = timing.get(latency_key(r["method"]))
-        setting = rsd_setting(r["method"])
-        rule = None if setting is None else setting[1]
+        t = timing.get(r["method"])
+        rule = MethodSpec.parse(r["method"]).rule
         if t is None or not (r["method"] == "rfsq_ar" or rule is not None):
             continue
         point = (t["latency_median_ms"], 100 * r["rate"])
@@ -173,7 +173,7 @@ def plot_acceptance_by_rule(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(4.6, 3.0), layout="constrained")
     for r in rsd:
         values = [np.nan if a is None else a for a in r["acceptance_per_layer"]]
-        style = "-" if "head_drafter" in r["method"] else ":"
+        style = "-" if MethodSpec.parse(r["method"]).drafter == "head" else ":"
         ax.plot(
             range(len(values)),
             values,
@@ -181,20 +181,12 @@ def plot_acceptance_by_rule(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
             marker="o",
             ms=3,
             lw=0.9,
-            label=r["method"].removeprefix("rsd "),
+            label=r["method"],
         )
     ax.set(xlabel="RFSQ layer (coarse to fine)", ylabel="accepted / drafted", ylim=(-0.02, 1.02))
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.legend(fontsize=5, ncol=2, loc="upper right")
     return fig
-
-
-def latency_key(method: str) -> str:
-    """The latency row of a comparison method spec (``rsd_head:g2:exact`` -> ``rsd head_drafter g=2 exact``)."""
-    if not method.startswith("rsd_"):
-        return method
-    drafter, g, rule = method.split(":", 2)
-    return f"rsd {'head_drafter' if drafter == 'rsd_head' else 'tiny_policy'} g={g[1:]} {rule}"
 
 
 def write_manifest(
@@ -203,8 +195,6 @@ def write_manifest(
     """Write ``figures/MANIFEST.json``: per file, the notebook that wrote it (by its number prefix),
     the result runs it came from (``sources`` by file-name prefix, e.g. ``{"07_": [run dirs]}``)
     and its SHA-256. Deterministic: sorted, paths relative to the repository."""
-    from rsdlib.pipeline import list_notebooks
-
     figures_dir = Path(figures_dir)
     notebooks = {nb.stem.split("_", 1)[0]: nb.name for nb in list_notebooks()}
     manifest = {}

@@ -1,82 +1,48 @@
 """Every decoding method of a trained models folder on the same observations: what it accepts,
 what it costs, how far its actions are from the demonstration and from plain decoding.
 
-:class:`ModelSet` loads a models folder (``rsdlib.policies.recipe`` layout) onto a device;
+:class:`ModelSet` loads a models folder (the training recipe's layout) onto a device;
 :func:`quality_rows` decodes a batch of validation chunks with each method (acceptance per layer,
 passes, predicted speedup, action error); :func:`latency_rows` decodes chunks one at a time,
 round robin over the methods so that drifting load hits all of them alike, and reports median
 and p90 latency, the ratio to plain ``rfsq_ar`` and to the physical floor (one prefix pass plus
-one block pass). ``scripts/bench_rsd.py`` and notebook ``07_latency`` print and plot them.
+one block pass). Methods are :class:`~rsdlib.decoding.spec.MethodSpec` s and rows are named by
+their text. ``scripts/bench_rsd.py`` and notebook ``07_latency`` print and plot them.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rsdlib.decoding.acceptance import AcceptanceRule, make_rule
-from rsdlib.decoding.plain import decode_fast_ar, decode_l1_regression, decode_rfsq_ar, decode_rfsq_parallel
+from rsdlib.decoding.methods import Decoder
 from rsdlib.decoding.result import DecodeResult
-from rsdlib.decoding.speculative_loop import speculative_decode
+from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
 from rsdlib.decoding.trace import summarize
-
-#: A rule's one threshold parameter.
-RULE_PARAM = {"match_rate": "tau", "level_distance": "delta", "action_tolerance": "eps"}
-
-
-@dataclass(frozen=True)
-class RSDSetting:
-    """One RSD configuration: drafter (``head_drafter`` or ``tiny_policy``), gamma, rule text."""
-
-    drafter: str
-    gamma: int
-    rule: str  # "exact", "match_rate:0.5", "level_distance:1", "action_tolerance:0.05", ...
-
-    @property
-    def name(self) -> str:
-        return f"rsd {self.drafter} g={self.gamma} {self.rule}"
-
-
-def rule_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` or ``"name:threshold"`` as the rule's name and parameters."""
-    name, _, value = text.partition(":")
-    params: dict[str, Any] = {}
-    if name in RULE_PARAM:
-        if not value:
-            raise ValueError(f"rule {name!r} needs a threshold: write {name}:<{RULE_PARAM[name]}>")
-        params[RULE_PARAM[name]] = int(value) if name == "level_distance" else float(value)
-    return name, params
-
-
-def parse_rule(text: str, tokenizer: Any) -> AcceptanceRule:
-    """``"name"`` or ``"name:threshold"`` as an acceptance rule."""
-    name, params = rule_spec(text)
-    return make_rule(name, tokenizer=tokenizer, **params)
+from rsdlib.experiments.comparison import DRAFTER_DIRS
+from rsdlib.experiments.prepare import FAST_DIR, RFSQ_DIR
+from rsdlib.policies import checkpoints
+from rsdlib.policies.drafters import PolicyDrafter
 
 
 class ModelSet:
-    """The models of a folder written by ``rsdlib.policies.recipe.train_models``, on a device."""
+    """The models of a folder written by :func:`rsdlib.experiments.train_models.train_models`, on a device."""
 
     def __init__(self, folder: str | Path, device: str = "cpu") -> None:
-        from rsdlib.policies import checkpoints
-        from rsdlib.policies.drafters import PolicyDrafter
-        from rsdlib.policies.recipe import FAST_DIR, RFSQ_DIR
-
         folder = Path(folder)
         self.device = device
         load = lambda name: checkpoints.load(folder / name).to(device).eval()  # noqa: E731
-        self.main = load("rfsq_ar")
-        self.heads = {name: load(name) for name in ("rfsq_parallel", "l1_regression", "fast_ar")}
+        self.heads = {name: load(name) for name in PLAIN_METHODS}
+        self.main = self.heads["rfsq_ar"]
         self.drafters = {
-            "head_drafter": load("head_drafter"),
-            "tiny_policy": PolicyDrafter(policy=load("tiny_policy")),
+            "head": load(DRAFTER_DIRS["head"]),
+            "tiny": PolicyDrafter(policy=load(DRAFTER_DIRS["tiny"])),
         }
         try:
             from rsdlib.tokenizers import load_tokenizer
@@ -94,37 +60,31 @@ class ModelSet:
     def trunk(self) -> Any:
         return self.main.config.trunk
 
-    def decoders(self, settings: Sequence[RSDSetting]) -> dict[str, Callable[[Any], DecodeResult]]:
-        """``{method name: obs -> DecodeResult}`` for the plain methods and each RSD setting."""
-        tok = self.tokenizer
-        out: dict[str, Callable[[Any], DecodeResult]] = {
-            "rfsq_ar": lambda o: decode_rfsq_ar(self.main, o, tokenizer=tok),
-            "rfsq_parallel": lambda o: decode_rfsq_parallel(self.heads["rfsq_parallel"], o, tokenizer=tok),
-            "l1_regression": lambda o: decode_l1_regression(self.heads["l1_regression"], o),
-            "fast_ar": lambda o: decode_fast_ar(self.heads["fast_ar"], o),
-        }
-        for s in settings:
-            rule, drafter = parse_rule(s.rule, tok), self.drafters[s.drafter]
-            out[s.name] = lambda o, d=drafter, g=s.gamma, r=rule: speculative_decode(
-                self.main, d, o, rule=r, gamma=g, tokenizer=tok
-            )
-        return out
-
-    def env_actions(self, method: str, result: DecodeResult) -> torch.Tensor | None:
-        """``(B, H, A)`` chunks in environment units (None for FAST sequences that do not decode,
-        and for everything without the tokenizers' code)."""
-        if self.tokenizer is None:
+    def decoder(self, spec: MethodSpec | str) -> Decoder | None:
+        """The decoder of one method (None where it needs a tokenizer this machine cannot load)."""
+        spec = MethodSpec.parse(spec)
+        if self.tokenizer is None and spec.method != "l1_regression":
             return None
-        if method == "l1_regression":
-            return self.tokenizer.normaliser.denormalise(result.actions.double().cpu())
-        if method == "fast_ar":
-            from rsdlib.tokenizers.fast import MalformedTokens
+        tokenizer = self.fast_tokenizer if spec.method == "fast_ar" else self.tokenizer
+        drafter = self.drafters[spec.drafter] if spec.is_rsd else None
+        return Decoder(
+            spec, self.heads[spec.head], drafter, tokenizer, self.tokenizer and self.tokenizer.normaliser
+        )
 
-            try:
-                return self.fast_tokenizer.decode([row[row >= 0] for row in result.tokens.cpu()])
-            except MalformedTokens:
-                return None
-        return result.actions
+    def decoders(self, specs: Sequence[MethodSpec | str]) -> dict[str, Decoder]:
+        """``{spec text: decoder}`` for the plain methods and each given RSD spec."""
+        specs = [MethodSpec(method=m) for m in PLAIN_METHODS] + [MethodSpec.parse(s) for s in specs]
+        out = {str(s): self.decoder(s) for s in specs}
+        return {name: d for name, d in out.items() if d is not None}
+
+    def env_actions(self, decoder: Decoder, result: DecodeResult) -> torch.Tensor | None:
+        """``(B, H, A)`` chunks in environment units (None for FAST sequences that do not decode)."""
+        from rsdlib.tokenizers.fast import MalformedTokens
+
+        try:
+            return decoder.env_actions(result)
+        except MalformedTokens:
+            return None
 
 
 def _mae(pred: torch.Tensor | None, target: torch.Tensor, valid: torch.Tensor) -> float | None:
@@ -136,7 +96,7 @@ def _mae(pred: torch.Tensor | None, target: torch.Tensor, valid: torch.Tensor) -
 
 @torch.no_grad()
 def quality_rows(
-    models: ModelSet, batch: dict[str, Any], settings: Sequence[RSDSetting]
+    models: ModelSet, batch: dict[str, Any], specs: Sequence[MethodSpec | str]
 ) -> list[dict[str, Any]]:
     """Decode one batch of chunks with every method.
 
@@ -147,12 +107,12 @@ def quality_rows(
         ``predicted_speedup_passes``, ``same_tokens_as_plain``, ``lossless``.
     """
     obs, target, valid = batch["obs"], batch["actions_raw"], batch["valid"]
-    decoders = models.decoders(settings)
-    plain = decoders["rfsq_ar"](obs)
+    decoders = models.decoders(specs)
+    plain = decoders["rfsq_ar"].decode(obs)
     rows = []
-    for name, decode in decoders.items():
-        result = plain if name == "rfsq_ar" else decode(obs)
-        actions = models.env_actions(name, result)
+    for name, decoder in decoders.items():
+        result = plain if name == "rfsq_ar" else decoder.decode(obs)
+        actions = models.env_actions(decoder, result)
         traces = result.traces
         row: dict[str, Any] = {
             "method": name,
@@ -161,7 +121,7 @@ def quality_rows(
             "main_passes_per_chunk": float(np.mean([t.main_passes for t in traces])),
             "tokens_per_chunk": float(np.mean([sum(len(layer) for layer in t.tokens) for t in traces])),
         }
-        if name.startswith("rsd"):
+        if decoder.spec.is_rsd:
             s = summarize(traces)
             keys = (
                 "acceptance_per_layer",
@@ -181,7 +141,7 @@ def quality_rows(
 def latency_rows(
     models: ModelSet,
     observations: Sequence[Any],
-    settings: Sequence[RSDSetting],
+    specs: Sequence[MethodSpec | str],
     *,
     warmup: int = 3,
 ) -> list[dict[str, Any]]:
@@ -199,7 +159,7 @@ def latency_rows(
         and detokenize), and for RSD the ``predicted_speedup_time`` from its measured prefix, draft
         and pass times.
     """
-    decoders = models.decoders(settings)
+    decoders = models.decoders(specs)
     cuda = str(models.device).startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     main = models.main
@@ -212,10 +172,10 @@ def latency_rows(
     )
     for i in range(warmup + len(observations)):
         obs = observations[i % len(observations)]
-        for name, decode in decoders.items():
+        for name, decoder in decoders.items():
             sync()
             t0 = time.perf_counter()
-            result = decode(obs)
+            result = decoder.decode(obs)
             sync()
             if i >= warmup:
                 samples[name].append(time.perf_counter() - t0)
@@ -243,7 +203,7 @@ def latency_rows(
             "floor_ms": 1e3 * floor,
             "step_ms": _step_medians_ms(traces[name]),
         }
-        if name.startswith("rsd"):
+        if decoders[name].spec.is_rsd:
             row["predicted_speedup_time"] = summarize(traces[name], baseline=traces["rfsq_ar"])[
                 "predicted_speedup_time"
             ]

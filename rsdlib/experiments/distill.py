@@ -20,10 +20,12 @@ from typing import Any
 
 import torch
 
+from rsdlib.decoding.plain import decode_rfsq_ar
 from rsdlib.policies import checkpoints
 from rsdlib.policies.drafters import HeadDrafter
 from rsdlib.policies.heads import RFSQAutoregressive
 from rsdlib.policies.packed import PackedChunks
+from rsdlib.train import TrainConfig, train
 
 
 @dataclass
@@ -57,8 +59,6 @@ def main_targets(
 ) -> Targets:
     """Prefix states and greedy tokens of ``main`` on every chunk (no augmentation)."""
     from tqdm.auto import tqdm
-
-    from rsdlib.decoding.plain import decode_rfsq_ar
 
     hidden, valid, tokens = [], [], []
     batches = chunks.batches(batch_size, trunk_config=main.config.trunk)
@@ -110,8 +110,6 @@ def distill_head_drafter(
     Returns:
         A report: agreement on the validation split before and after, steps, seconds.
     """
-    from rsdlib.policies.recipe import _with_metadata
-    from rsdlib.train import TrainConfig, train
 
     models, prepared = Path(models), Path(prepared)
     out = Path(out) if out else models / "head_drafter"
@@ -149,7 +147,7 @@ def distill_head_drafter(
             "seed": seed,
         }
     }
-    head = _with_metadata(head, meta)
+    head = checkpoints.with_metadata(head, meta)
     trained = json.loads((models / "head_drafter" / checkpoints.CONFIG).read_text()).get("metadata", {})
     checkpoints.save(head, out, metadata=trained)  # how the head was first trained stays on record
     report = {

@@ -1,0 +1,167 @@
+"""Decoder: a :class:`~rsdlib.decoding.spec.MethodSpec` bound to its models, the one place that
+maps a method to its head, its decode call and its conversion to environment units.
+
+The LIBERO policy (``rsdlib.libero.learned_policy``) and the decoding benchmark
+(``rsdlib.experiments.benchmark``) both decode through it, so a method means the same thing in
+a latency table and in a success rate::
+
+    decoder = Decoder(MethodSpec.parse("rsd_head:g2:exact"), main, drafter=head, tokenizer=rfsq)
+    result = decoder.decode(batch)              # tokens and one trace per item
+    chunks = decoder.env_actions(result)        # (B, H, A) in environment units
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from rsdlib.decoding.acceptance import AcceptanceRule
+from rsdlib.decoding.plain import (
+    Observations,
+    decode_fast_ar,
+    decode_l1_regression,
+    decode_rfsq_ar,
+    decode_rfsq_parallel,
+)
+from rsdlib.decoding.result import DecodeResult, check_tokenizer
+from rsdlib.decoding.spec import RFSQ_METHODS, MethodSpec
+from rsdlib.decoding.speculative_loop import speculative_decode
+from rsdlib.policies.drafters import Drafter, HeadDrafter, PolicyDrafter
+from rsdlib.policies.heads import FastAutoregressive, L1Regression, Policy, RFSQAutoregressive, RFSQParallel
+
+if TYPE_CHECKING:  # the tokenizers' code is not needed to decode tokens (a bare GPU machine)
+    from rsdlib.tokenizers.base import ActionTokenizer
+    from rsdlib.tokenizers.normaliser import Normaliser
+
+#: The head class each method decodes with.
+METHOD_HEADS: dict[str, type[Policy]] = {
+    "rsd": RFSQAutoregressive,
+    "rfsq_ar": RFSQAutoregressive,
+    "rfsq_parallel": RFSQParallel,
+    "l1_regression": L1Regression,
+    "fast_ar": FastAutoregressive,
+}
+
+
+@dataclass
+class Decoder:
+    """A method with the models it needs, checked to fit each other.
+
+    Attributes:
+        spec: how to decode.
+        main: the main policy (its head must suit the method, see :data:`METHOD_HEADS`).
+        drafter: for RSD, the drafter (on the main model's device).
+        tokenizer: the RFSQ tokenizer the policy was trained with (RFSQ methods), or the FAST
+            tokenizer (``fast_ar``): turns tokens into environment units.
+        normaliser: for ``l1_regression``: maps its normalised output to environment units.
+
+    Raises:
+        ValueError: a head, tokenizer, normaliser or drafter that does not fit the method.
+    """
+
+    spec: MethodSpec
+    main: Policy
+    drafter: Drafter | None = None
+    tokenizer: ActionTokenizer | None = None
+    normaliser: Normaliser | None = None
+    rule: AcceptanceRule | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        spec, main = MethodSpec.parse(self.spec), self.main
+        self.spec = spec
+        want = METHOD_HEADS[spec.method]
+        if not isinstance(main, want):
+            raise ValueError(
+                f"method {spec.method!r} needs a {want.__name__} policy, got {type(main).__name__} "
+                f"(head {main.config.head!r})"
+            )
+        a = main.config.actions
+        if spec.method in RFSQ_METHODS:
+            if self.tokenizer is None:
+                raise ValueError(
+                    f"method {spec.method!r} needs the RFSQ tokenizer the policy was trained with"
+                )
+            check_tokenizer(self.tokenizer, num_layers=main.L, num_latents=main.N, codebook_size=main.V)
+            check_chunk_shape(self.tokenizer, a.horizon, a.action_dim)
+        if spec.method == "fast_ar":
+            if self.tokenizer is None or not hasattr(self.tokenizer, "vocab_size"):
+                raise ValueError("method 'fast_ar' needs the FAST tokenizer the policy was trained with")
+            if self.tokenizer.vocab_size != main.V - 1:  # the policy's last id is its end token
+                raise ValueError(
+                    f"the FAST tokenizer has {self.tokenizer.vocab_size} ids, the policy was built for "
+                    f"{main.V - 1} (plus its end token): load the tokenizer it was trained with"
+                )
+            check_chunk_shape(self.tokenizer, a.horizon, a.action_dim)
+        if spec.method == "l1_regression" and not getattr(self.normaliser, "fitted", False):
+            raise ValueError(
+                "method 'l1_regression' needs the fitted Normaliser of its training data "
+                "(its output is in normalised units)"
+            )
+        if spec.is_rsd:
+            if self.drafter is None:
+                raise ValueError("method 'rsd' needs a drafter (a head drafter or a small rfsq_ar policy)")
+            check_drafter(self.drafter, main)
+            self.rule = spec.make_rule(self.tokenizer)
+
+    def decode(self, observations: Observations, *, generator: torch.Generator | None = None) -> DecodeResult:
+        """Decode observation dicts or a prepared batch: tokens and one trace per item.
+
+        Args:
+            generator: the source of every draw when the spec samples (temperature > 0).
+        """
+        s, m, tok = self.spec, self.main, self.tokenizer
+        g = generator if s.temperature > 0 else None
+        if s.is_rsd:
+            return speculative_decode(
+                m, self.drafter, observations, rule=self.rule, gamma=s.gamma, temperature=s.temperature,
+                generator=g, tokenizer=tok, redraft=s.redraft,
+            )  # fmt: skip
+        if s.method == "rfsq_ar":
+            return decode_rfsq_ar(m, observations, temperature=s.temperature, generator=g, tokenizer=tok)
+        if s.method == "rfsq_parallel":
+            return decode_rfsq_parallel(
+                m, observations, temperature=s.temperature, generator=g, tokenizer=tok
+            )
+        if s.method == "l1_regression":
+            return decode_l1_regression(m, observations)
+        return decode_fast_ar(m, observations, temperature=s.temperature, generator=g)
+
+    def env_actions(self, result: DecodeResult) -> torch.Tensor:
+        """``(B, H, A)`` chunks in environment units.
+
+        Raises:
+            MalformedTokens: a ``fast_ar`` sequence that does not decode to a chunk.
+        """
+        if self.spec.method == "l1_regression":
+            return self.normaliser.denormalise(result.actions.double().cpu())
+        if self.spec.method == "fast_ar":
+            # A malformed sequence raises (MalformedTokens) rather than decoding to a made-up chunk.
+            return self.tokenizer.decode([row[row >= 0] for row in result.tokens.cpu()])
+        return result.actions
+
+
+def check_chunk_shape(tokenizer: ActionTokenizer, horizon: int, action_dim: int) -> None:
+    """Raise ValueError when the tokenizer's chunks are not the policy's ``(H, A)``."""
+    have = (getattr(tokenizer, "horizon", None), getattr(tokenizer, "action_dim", None))
+    if have != (horizon, action_dim):
+        raise ValueError(
+            f"the tokenizer decodes chunks of (H, A) = {have}, the policy was built for {(horizon, action_dim)}"
+        )
+
+
+def check_drafter(drafter: Drafter, main: RFSQAutoregressive) -> None:
+    """The drafter proposes the main policy's token shape (and a head reads its trunk's width)."""
+    inner = drafter.policy if isinstance(drafter, PolicyDrafter) else drafter
+    have = tuple(getattr(inner, k, None) for k in ("L", "N", "V"))
+    if None not in have and have != (main.L, main.N, main.V):
+        raise ValueError(
+            f"drafter {drafter.name!r} proposes (L, N, V) = {have}, the main policy decodes "
+            f"{(main.L, main.N, main.V)}"
+        )
+    if isinstance(drafter, HeadDrafter) and drafter.config.trunk_hidden_size != main.trunk.hidden_size:
+        raise ValueError(
+            f"head drafter reads trunk states of width {drafter.config.trunk_hidden_size}, the main "
+            f"trunk's are {main.trunk.hidden_size}"
+        )

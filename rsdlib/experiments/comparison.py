@@ -1,0 +1,71 @@
+"""Every decoding method of a set of trained models as a LIBERO policy, and what their chunks cost.
+
+A models folder (the training recipe's layout, :mod:`rsdlib.experiments.train_models`) holds the
+four heads and the two drafters; :func:`policy_from_spec` turns any method spec
+(:class:`~rsdlib.decoding.spec.MethodSpec`: ``rfsq_ar``, ``rsd_head:g2:exact``,
+``rsd_tiny:g3:match_rate:0.5``, ``rfsq_ar@1``) into the LIBERO policy that decodes with it.
+``scripts/evaluate_policies.py`` and the comparison notebook use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsdlib.decoding.spec import MethodSpec
+from rsdlib.libero.learned_policy import LearnedPolicy, from_checkpoint
+
+#: The checkpoint folder (under a models folder) of each drafter an RSD spec can name.
+DRAFTER_DIRS = {"head": "head_drafter", "tiny": "tiny_policy"}
+
+
+def policy_from_spec(spec: MethodSpec | str, models: str | Path) -> LearnedPolicy:
+    """The LIBERO policy that decodes with ``spec`` the models of a folder; its name is the spec.
+
+    Raises:
+        ValueError: a spec that does not parse, or a drafter the folder does not hold.
+    """
+    spec = MethodSpec.parse(spec)
+    models = Path(models)
+    if not spec.is_rsd:
+        return from_checkpoint(models / spec.method, spec, name=str(spec))
+    if spec.drafter not in DRAFTER_DIRS:
+        raise ValueError(
+            f"{spec}: a models folder holds the drafters {sorted(DRAFTER_DIRS)}, not {spec.drafter!r}"
+        )
+    return from_checkpoint(
+        models / "rfsq_ar", spec, drafter_path=models / DRAFTER_DIRS[spec.drafter], name=str(spec)
+    )
+
+
+def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Decode latency (median and p90, ms; the first chunk of a worker includes warm-up), mean
+    main passes and, for RSD, mean accepted layers per chunk and acceptance per RFSQ layer, over
+    every chunk of the given episode records (their ``diagnostics``)."""
+    chunks = [c for r in records for c in r.get("diagnostics") or []]
+    if not chunks:
+        return {}
+    out = {
+        "chunks": len(chunks),
+        "latency_median_ms": float(np.median([c["latency_ms"]["total"] for c in chunks])),
+        "latency_p90_ms": float(np.percentile([c["latency_ms"]["total"] for c in chunks], 90)),
+        "main_passes": float(np.mean([c["main_passes"] for c in chunks])),
+    }
+    if "accepted_layers" in chunks[0]:
+        out["accepted_layers"] = float(np.mean([c["accepted_layers"] for c in chunks]))
+        out["acceptance_per_layer"] = _pooled_acceptance(chunks)
+    return out
+
+
+def _pooled_acceptance(chunks: Sequence[dict[str, Any]]) -> list[float | None]:
+    """Per RFSQ layer, drafted layers accepted over drafted layers judged, pooled over chunks
+    (None for a layer never judged)."""
+    judged: dict[int, list[bool]] = {}
+    for c in chunks:
+        for layer, accepted in c["judged"]:
+            judged.setdefault(int(layer), []).append(bool(accepted))
+    num_layers = max(len(c["layer_kinds"]) for c in chunks)
+    return [float(np.mean(judged[k])) if k in judged else None for k in range(num_layers)]

@@ -1,0 +1,127 @@
+"""Stage 1 of the training recipe: split the demonstrations by episode, fit the tokenizers, pack.
+
+:func:`prepare` runs where the demonstrations are. It splits them by episode, fits the
+normaliser, the RFSQ tokenizer and the FAST tokenizer on the training episodes, and packs the
+training and validation chunks (:class:`~rsdlib.policies.packed.PackedChunks`) with their
+token targets. The folder it writes is all that training needs: no LIBERO, no HDF5.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsdlib.libero.dataset import DEMOS_DIR, DemoDataset, load_demos
+from rsdlib.policies.configuration import ActionSpace
+from rsdlib.policies.packed import PackedChunks
+from rsdlib.tokenizers import FASTTokenizer, RFSQTokenizer
+
+#: Files of a prepared folder.
+TRAIN_FILE, VAL_FILE, PREPARED_FILE = "train.npz", "val.npz", "prepared.json"
+
+
+RFSQ_DIR, FAST_DIR = "tokenizer_rfsq", "tokenizer_fast"
+
+
+def prepare(
+    suite: str,
+    out: str | Path,
+    *,
+    demos_root: str | Path | None = None,
+    horizon: int = 8,
+    val_fraction: float = 0.1,
+    stride: int = 2,
+    seed: int = 0,
+    rfsq: dict[str, Any] | None = None,
+    fast: dict[str, Any] | None = None,
+    jpeg_quality: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Split, fit the tokenizers, pack: everything :func:`train_models` reads, in ``out``.
+
+    Args:
+        suite: the demonstrations' suite (``<demos_root>/<suite>/*_demo.hdf5``, with images).
+        out: the prepared folder.
+        demos_root: demonstrations root (default ``data/demos``).
+        horizon: chunk length H.
+        val_fraction: share of each task's episodes held out (split by episode).
+        stride: pack every ``stride``-th chunk start of each episode.
+        seed: the split's and the tokenizers' seed.
+        rfsq: :class:`~rsdlib.tokenizers.RFSQTokenizer` settings over its defaults.
+        fast: :class:`~rsdlib.tokenizers.FASTTokenizer` settings over its defaults.
+        jpeg_quality: store images as JPEG (see :meth:`PackedChunks.save`); None: exact.
+    """
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_demos(
+        suite, root=demos_root or DEMOS_DIR, horizon=horizon, val_fraction=val_fraction,
+        rng=np.random.default_rng(seed), images=True,
+    )  # fmt: skip
+    actions_only = DemoDataset(data.train.refs, data.normaliser, horizon, images=False)
+    chunks = np.stack(
+        [actions_only.chunk(*actions_only.locate(i))["actions_raw"] for i in range(len(actions_only))]
+    )
+    rfsq_tok = RFSQTokenizer(horizon=horizon, seed=seed, normaliser=data.normaliser, **(rfsq or {}))
+    rfsq_tok.fit(chunks, progress=progress)
+    rfsq_tok.save(out / RFSQ_DIR)
+    fast_tok = FASTTokenizer(horizon=horizon, normaliser=data.normaliser, **(fast or {})).fit(chunks)
+    fast_tok.save(out / FAST_DIR)
+    # The length cap only sizes fast_ar's positions: it covers every chunk of both splits, so no
+    # validation target is cut short.
+    val_only = DemoDataset(data.val.refs, data.normaliser, horizon, images=False)
+    val_chunks = [val_only.chunk(*val_only.locate(i))["actions_raw"] for i in range(len(val_only))]
+    all_chunks = np.concatenate([chunks, np.stack(val_chunks)]) if val_chunks else chunks
+    fast_lengths = [len(ids) for ids in fast_tok.encode(all_chunks)]
+    fast_end, fast_max = fast_tok.vocab_size, max(fast_lengths) + 1
+    space = ActionSpace.from_tokenizer(rfsq_tok, fast_vocab=fast_end + 1, fast_max_tokens=fast_max)
+    sizes = {}
+    for split, dataset in (("train", data.train), ("val", data.val)):
+        packed = PackedChunks.from_dataset(
+            dataset, stride=stride, tokenizer=rfsq_tok, fast_tokenizer=fast_tok,
+            fast_end_token=fast_end, fast_max_tokens=fast_max, progress=progress,
+        )  # fmt: skip
+        packed.save(out / (TRAIN_FILE if split == "train" else VAL_FILE), jpeg_quality=jpeg_quality)
+        sizes[split] = {"chunks": len(packed), "episodes": len(dataset.refs)}
+    instructions = sorted({r.instruction for r in data.train.refs} | {r.instruction for r in data.val.refs})
+    info = {
+        "generation": _generation_config(data.train.refs[0].path),
+        "suite": suite,
+        "demos_root": str(demos_root or DEMOS_DIR),
+        "image_size": packed.image_size,
+        "horizon": horizon,
+        "stride": stride,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "jpeg_quality": jpeg_quality,
+        "splits": sizes,
+        "instructions": instructions,
+        "actions": asdict(space),
+        "rfsq": rfsq_tok.config(),
+        "fast": fast_tok.config() | {"vocab": fast_tok.vocab_size, "max_tokens_seen": max(fast_lengths)},
+    }
+    (out / PREPARED_FILE).write_text(json.dumps(info, indent=1))
+    return out
+
+
+def _generation_config(path: str | Path) -> dict[str, Any] | None:
+    """How a demonstration file was made (its ``generation_config`` attribute), if it says."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f["data"].attrs.get("generation_config")
+        return None if raw is None else json.loads(raw)
+
+
+def read_prepared(folder: str | Path) -> dict[str, Any]:
+    """The ``prepared.json`` of a prepared folder (clear error when it is not one)."""
+    file = Path(folder) / PREPARED_FILE
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a prepared folder (no {PREPARED_FILE}); run prepare() first"
+        )
+    return json.loads(file.read_text())
