@@ -56,7 +56,10 @@ def main() -> None:
         policy = policy_from_spec(method, models)
         config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
         run_dir = new_run(
-            "libero_eval", config, run=f"{info['suite']}-{str(method).replace(':', '_')}", root=repo_path(args.results)
+            "libero_eval",
+            config,
+            run=f"{info['suite']}-{str(method).replace(':', '_')}",
+            root=repo_path(args.results),
         )
         result = evaluate(
             policy,

@@ -11,7 +11,7 @@ All return a :class:`DecodeResult` with one :class:`DecodeTrace` per item.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,9 @@ from rsdlib.decoding.trace import DecodeTrace
 from rsdlib.policies.heads import FastAutoregressive, L1Regression, RFSQAutoregressive, RFSQParallel
 from rsdlib.policies.processor import ObservationBatch
 from rsdlib.policies.sampling import probabilities, sample
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 Observations = Sequence[Mapping[str, Any]] | ObservationBatch
 
@@ -61,7 +64,7 @@ def decode_rfsq_ar(
     *,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
-    tokenizer: Any = None,
+    tokenizer: ActionTokenizer | None = None,
 ) -> DecodeResult:
     """Plain coarse-to-fine decoding: prefix pass, then block l for l = 0..L-1 with the KV cache.
 
@@ -100,7 +103,7 @@ def decode_rfsq_parallel(
     *,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
-    tokenizer: Any = None,
+    tokenizer: ActionTokenizer | None = None,
 ) -> DecodeResult:
     """All layers in one pass after the prefix (tokens independent given the observation)."""
     check_tokenizer(tokenizer, num_layers=policy.L, num_latents=policy.N, codebook_size=policy.V)

@@ -6,11 +6,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from rsdlib.decoding.trace import DecodeTrace
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 
 @dataclass
@@ -30,7 +33,7 @@ class DecodeResult:
     actions: torch.Tensor | None
     traces: list[DecodeTrace]
 
-    def with_layer_actions(self, tokenizer: Any) -> DecodeResult:
+    def with_layer_actions(self, tokenizer: ActionTokenizer) -> DecodeResult:
         """Fill each RFSQ trace's ``layer_actions`` (the chunk decoded from the first k layers,
         k = 1..L) and return self.
 
@@ -72,7 +75,9 @@ class Stopwatch:
         return out
 
 
-def check_tokenizer(tokenizer: Any, *, num_layers: int, num_latents: int, codebook_size: int) -> None:
+def check_tokenizer(
+    tokenizer: ActionTokenizer, *, num_layers: int, num_latents: int, codebook_size: int
+) -> None:
     """Raise if ``tokenizer`` does not fit the policy's token shape."""
     if tokenizer is None:
         return
@@ -88,7 +93,7 @@ def check_tokenizer(tokenizer: Any, *, num_layers: int, num_latents: int, codebo
         )
 
 
-def layer_actions(tokenizer: Any, tokens: torch.Tensor) -> list[list[list[list[float]]]] | None:
+def layer_actions(tokenizer: ActionTokenizer, tokens: torch.Tensor) -> list[list[list[list[float]]]] | None:
     """Per item, the chunk decoded from the first k layers for k = 1..L (``[B][L][H][A]``)."""
     if tokenizer is None:
         return None
@@ -97,6 +102,6 @@ def layer_actions(tokenizer: Any, tokens: torch.Tensor) -> list[list[list[list[f
     return [[per_k[k][i] for k in range(L)] for i in range(tokens.shape[0])]
 
 
-def decode_actions(tokenizer: Any, tokens: torch.Tensor) -> torch.Tensor | None:
+def decode_actions(tokenizer: ActionTokenizer, tokens: torch.Tensor) -> torch.Tensor | None:
     """``(B, H, A)`` from ``(B, L, N)`` tokens (the contract's ``decode`` takes ``(B, N, k)``)."""
     return None if tokenizer is None else tokenizer.decode(tokens.transpose(1, 2))

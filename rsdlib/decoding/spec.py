@@ -17,7 +17,7 @@ come from :data:`rsdlib.decoding.acceptance.RULES`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsdlib.decoding.acceptance import (
     RULE_NAMES,
@@ -27,6 +27,9 @@ from rsdlib.decoding.acceptance import (
     make_rule,
     rule_label,
 )
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 #: Plain decoding methods: each decodes with its own head, no drafter.
 PLAIN_METHODS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar")
@@ -136,7 +139,7 @@ class MethodSpec:
         """What a threshold sweep holds fixed, ``rsd_head:g3`` (None for plain methods)."""
         return f"rsd_{self.drafter}:g{self.gamma}" if self.is_rsd else None
 
-    def make_rule(self, tokenizer: Any = None) -> AcceptanceRule:
+    def make_rule(self, tokenizer: ActionTokenizer | None = None) -> AcceptanceRule:
         """The acceptance rule the decoding loop calls (``rsd`` only)."""
         if not self.is_rsd:
             raise ValueError(f"{self}: plain decoding has no acceptance rule")

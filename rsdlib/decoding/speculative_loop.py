@@ -20,7 +20,7 @@ committed count, and the trunk's per-item block masks let one pass serve them al
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,9 @@ from rsdlib.policies.drafters import Drafter
 from rsdlib.policies.heads import RFSQAutoregressive
 from rsdlib.policies.processor import ObservationBatch
 from rsdlib.policies.sampling import probabilities, sample
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 
 def _check_settings(rule: AcceptanceRule, gamma: int, temperature: float, generator: Any) -> None:
@@ -64,7 +67,7 @@ def speculative_decode(
     gamma: int,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
-    tokenizer: Any = None,
+    tokenizer: ActionTokenizer | None = None,
     redraft: bool = True,
     top_k: int = 3,
 ) -> DecodeResult:

@@ -8,7 +8,7 @@ Used while training (the log's validation rows), by the model cards, and by note
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,14 +20,17 @@ from rsdlib.policies.heads import FastAutoregressive, L1Regression, Policy, RFSQ
 from rsdlib.policies.packed import PackedChunks
 from rsdlib.tokenizers.fast import MalformedTokens
 
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
+
 
 @torch.no_grad()
 def evaluate_policy(
     policy: Policy,
     data: Sequence[Item] | PackedChunks,
     *,
-    tokenizer: Any = None,
-    fast_tokenizer: Any = None,
+    tokenizer: ActionTokenizer | None = None,
+    fast_tokenizer: ActionTokenizer | None = None,
     denormalize: Callable[[np.ndarray], np.ndarray] | None = None,
     batch_size: int = 64,
 ) -> dict[str, float]:
@@ -99,7 +102,7 @@ def evaluate_policy(
 
 
 def _decode_fast(
-    tokens: torch.Tensor, fast_tokenizer: Any, like: torch.Tensor, malformed: type
+    tokens: torch.Tensor, fast_tokenizer: ActionTokenizer, like: torch.Tensor, malformed: type
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode FAST rows one by one; a row that does not decode is marked and left as zeros."""
     pred = torch.zeros_like(like)

@@ -324,9 +324,9 @@ def generate_task(
     from tqdm.auto import tqdm
 
     from rsdlib.libero.env import LiberoEnv, RenderOptions
-    from rsdlib.libero.evaluate import episode_seed
     from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
     from rsdlib.libero.tasks import get_task
+    from rsdlib.seeding import episode_seed
 
     task = get_task(suite, task_id)
     path = demo_path(suite, task.name, root)

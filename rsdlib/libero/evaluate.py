@@ -29,13 +29,14 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from rsdlib.libero.policy import EnvPolicy, EpisodeContext, as_output
 from rsdlib.libero.protocol import Protocol, check_suite
 from rsdlib.metrics import success_summary, summarize_by
+from rsdlib.observations import CAMERAS
 from rsdlib.results import to_jsonable, write_json
 from rsdlib.seeding import episode_seed
 
@@ -275,8 +276,6 @@ def check_requirements(policy: EnvPolicy, options: EvalOptions) -> None:
         raise ValueError(
             f"{name}.requirements() names unknown keys {unknown}; known: {list(REQUIREMENT_KEYS)}"
         )
-    from rsdlib.observations import CAMERAS
-
     protocol = options.protocol
     problems = []
     cameras = list(needs.get("cameras") or ())
@@ -796,7 +795,9 @@ def error_messages(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str
     return out
 
 
-def report_errors(records: Sequence[dict[str, Any]], path: Path, *, limit: int = 5, file=None) -> None:
+def report_errors(
+    records: Sequence[dict[str, Any]], path: Path, *, limit: int = 5, file: TextIO | None = None
+) -> None:
     """Print each distinct error message of ``records`` once (a count alone hid what went wrong)."""
     by_message = error_messages(records)
     if not by_message:

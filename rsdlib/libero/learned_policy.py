@@ -123,6 +123,12 @@ class LearnedPolicy(EnvPolicy):
         result = self.decode_tokens(batch)
         return self.env_actions(result).detach().cpu().double().numpy(), result
 
+    def requirements(self) -> dict[str, Any]:
+        """What the harness must give this policy, checked before any episode runs: the camera
+        images it reads and their size (``rsdlib.libero.evaluate.check_requirements``)."""
+        trunk = self.model.config.trunk
+        return {"cameras": CAMERA_KEYS[: trunk.num_cameras], "image_size": trunk.image_size}
+
     def config(self) -> dict[str, Any]:
         """What the run's config records: settings, the rule's label, the model and where it came from."""
         return {

@@ -75,6 +75,11 @@ class EnvPolicy:
         """Actions for observation ``obs`` (see :mod:`rsdlib.libero.env` for its keys)."""
         raise NotImplementedError
 
+    def requirements(self) -> dict[str, Any]:
+        """What the harness must provide, checked before any episode: ``cameras`` (observation keys
+        of the images read) and ``image_size`` (pixels); the default needs nothing."""
+        return {}
+
     def config(self) -> dict[str, Any]:
         """JSON-able settings written into the run's config (the default: the name only)."""
         return {"name": self.name}

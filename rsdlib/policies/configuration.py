@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsdlib.actions import ACTION_DIM
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 #: Heads that run on a trunk (``rsdlib.policies.heads``).
 HEAD_KINDS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar")
@@ -153,7 +156,7 @@ class ActionSpace:
             )
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, **extra: int) -> ActionSpace:
+    def from_tokenizer(cls, tokenizer: ActionTokenizer, **extra: int) -> ActionSpace:
         """Read L, N, V, H, A from an object that satisfies the RFSQ tokenizer contract."""
         missing = [
             a

@@ -10,13 +10,16 @@ statistics), moved to the ``(B, L, N)`` layout.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rsdlib.policies.heads import Policy
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 Item = Mapping[str, Any]
 
@@ -55,7 +58,9 @@ def augment_images(
     return out.clamp(0, 1).unflatten(0, (B, C))
 
 
-def collate(items: Sequence[Item], *, policy: Policy, tokenizer: Any = None) -> dict[str, Any]:
+def collate(
+    items: Sequence[Item], *, policy: Policy, tokenizer: ActionTokenizer | None = None
+) -> dict[str, Any]:
     """A batch for ``policy.loss``: ``obs``, ``actions`` (B, H, A), ``valid`` and, with a tokenizer,
     ``tokens`` (B, L, N)."""
     obs = policy.prepare(items)
@@ -92,7 +97,7 @@ class ChunkBatches:
         items: Sequence[Item],
         policy: Policy,
         batch_size: int,
-        tokenizer: Any = None,
+        tokenizer: ActionTokenizer | None = None,
         augment: bool = True,
     ) -> None:
         if len(items) == 0:

@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from tqdm.auto import tqdm
 from rsdlib.observations import CAMERA_KEYS
 from rsdlib.policies.data import augment_images
 from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch
+
+if TYPE_CHECKING:
+    from rsdlib.tokenizers.base import ActionTokenizer
 
 IGNORE = -100  # cross-entropy's ignore index: FAST targets are padded with it after the end token
 
@@ -77,8 +80,8 @@ class PackedChunks:
         dataset: Any,
         *,
         stride: int = 1,
-        tokenizer: Any = None,
-        fast_tokenizer: Any = None,
+        tokenizer: ActionTokenizer | None = None,
+        fast_tokenizer: ActionTokenizer | None = None,
         fast_end_token: int | None = None,
         fast_max_tokens: int | None = None,
         progress: bool = True,

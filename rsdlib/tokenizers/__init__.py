@@ -5,8 +5,9 @@ decodes ids back to environment units, and saves to / loads from a folder (JSON 
 ``normaliser.json``, and safetensors weights or a BPE vocabulary).
 """
 
-from rsdlib.tokenizers.base import ActionTokenizer, TokenIds, TokenizerFileError, load_tokenizer
+from rsdlib.tokenizers.base import ActionTokenizer, TokenIds, load_tokenizer
 from rsdlib.tokenizers.binning import BinningTokenizer
+from rsdlib.tokenizers.errors import TokenizerFileError
 from rsdlib.tokenizers.fast import FASTTokenizer, MalformedTokens
 from rsdlib.tokenizers.normaliser import Normaliser
 from rsdlib.tokenizers.rfsq import RFSQTokenizer, digits_to_index, index_to_digits

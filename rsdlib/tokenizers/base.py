@@ -19,26 +19,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rsdlib.tokenizers.errors import REGENERATE, TokenizerFileError
 from rsdlib.tokenizers.normaliser import Normaliser
 
 #: Token ids of a batch: a (B, ...) LongTensor, or one 1-D LongTensor per chunk (FAST).
 TokenIds = Tensor | list[Tensor]
 CONFIG_FILE = "config.json"
 NORMALISER_FILE = "normaliser.json"
+
+
 #: What to do about a damaged tokenizer file (every :class:`TokenizerFileError` says it).
-REGENERATE = (
-    "restore the file (from the checkpoint folder it came with) or regenerate the tokenizer: "
-    "re-run notebooks/02_action_tokenizers.ipynb"
-)
-
-
-class TokenizerFileError(ValueError):
-    """A saved tokenizer's file is truncated, corrupt or not what :meth:`ActionTokenizer.save` wrote.
-
-    The message names the file and says how to get a good one back.
-    """
-
-
 class ActionTokenizer(ABC):
     """Fit on chunks, encode chunks to ids, decode ids to chunks, save and load.
 

@@ -26,7 +26,8 @@ from tokenizers import Tokenizer, models, trainers
 from torch import Tensor
 
 from rsdlib.actions import ACTION_DIM
-from rsdlib.tokenizers.base import REGENERATE, ActionTokenizer, TokenizerFileError
+from rsdlib.tokenizers.base import ActionTokenizer
+from rsdlib.tokenizers.errors import REGENERATE, TokenizerFileError
 from rsdlib.tokenizers.normaliser import Normaliser
 
 BPE_FILE = "bpe.json"

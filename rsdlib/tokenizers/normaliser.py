@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from rsdlib.actions import ACTION_DIM, GRIPPER
+from rsdlib.tokenizers.errors import REGENERATE, TokenizerFileError
 
 #: (lower, upper) percentiles mapped to -1 and +1 everywhere in the project.
 DEFAULT_PERCENTILES = (0.1, 99.9)
@@ -168,7 +169,6 @@ class Normaliser:
             raise FileNotFoundError(
                 f"normaliser file {path} does not exist; fit a tokenizer and save it first"
             )
-        from rsdlib.tokenizers.base import REGENERATE, TokenizerFileError  # base imports this module
 
         try:
             return cls.from_config(json.loads(path.read_text()))

@@ -31,7 +31,8 @@ from vector_quantize_pytorch import ResidualFSQ
 
 from rsdlib.actions import ACTION_DIM
 from rsdlib.seeding import seeded
-from rsdlib.tokenizers.base import REGENERATE, ActionTokenizer, TokenizerFileError
+from rsdlib.tokenizers.base import ActionTokenizer
+from rsdlib.tokenizers.errors import REGENERATE, TokenizerFileError
 from rsdlib.tokenizers.normaliser import Normaliser
 
 WEIGHTS_FILE = "model.safetensors"

@@ -103,8 +103,8 @@ def test_expert_solves_a_spatial_task_with_bounded_smooth_actions(tmp_path):
 @pytest.mark.libero
 def test_rim_grasp_of_a_far_bowl_stays_within_reach_and_clear_of_neighbours():
     from rsdlib.libero.env import LiberoEnv, RenderOptions
-    from rsdlib.libero.scene import Scene
     from rsdlib.libero.experts.skills import COMFORTABLE_REACH, plan_grasp
+    from rsdlib.libero.scene import Scene
 
     with LiberoEnv(
         "libero_spatial", 6, render=RenderOptions(enabled=False)
@@ -129,9 +129,9 @@ def test_a_plate_is_dragged_along_the_table_to_its_region_and_a_bowl_is_not():
     (13 of 50 with the pick and place), so the expert drags it without lifting it."""
     from rsdlib.libero.env import LiberoEnv, RenderOptions
     from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
-    from rsdlib.libero.scene import Scene
     from rsdlib.libero.experts.skills import should_drag
     from rsdlib.libero.policy import EpisodeContext
+    from rsdlib.libero.scene import Scene
 
     with LiberoEnv("libero_goal", 5, render=RenderOptions(enabled=False)) as env:
         obs = env.reset(0)
@@ -191,8 +191,8 @@ def test_a_moka_pot_is_grasped_by_its_handle_and_the_second_pot_goes_beside_the_
     import mujoco
 
     from rsdlib.libero.env import LiberoEnv, RenderOptions
-    from rsdlib.libero.scene import Scene
     from rsdlib.libero.experts.skills import free_spot, plan_grasp
+    from rsdlib.libero.scene import Scene
 
     with LiberoEnv("libero_10", 8, render=RenderOptions(enabled=False)) as env:
         env.reset(0)
@@ -241,8 +241,8 @@ def test_the_microwave_door_is_swung_shut_and_putting_into_it_is_a_clear_error()
 def test_a_bowl_goes_into_the_uncovered_part_of_a_bottom_drawer_which_is_then_pushed_shut():
     """The open bottom drawer's region centre lies under the drawers above it (0 of 50 before)."""
     from rsdlib.libero.env import LiberoEnv, RenderOptions
-    from rsdlib.libero.scene import Scene
     from rsdlib.libero.experts.skills import drawer_spot
+    from rsdlib.libero.scene import Scene
 
     region = "white_cabinet_1_bottom_region"
     with LiberoEnv("libero_10", 3, render=RenderOptions(enabled=False)) as env:
@@ -258,8 +258,8 @@ def test_a_bowl_goes_into_the_uncovered_part_of_a_bottom_drawer_which_is_then_pu
 def test_the_pick_crosses_above_a_taller_neighbour_instead_of_landing_on_it():
     """Cream cheese beside a milk carton (0 of 50 for "cream cheese and butter in the basket")."""
     from rsdlib.libero.env import LiberoEnv, RenderOptions
-    from rsdlib.libero.scene import Scene
     from rsdlib.libero.experts.skills import crossing_height, plan_grasp
+    from rsdlib.libero.scene import Scene
 
     with LiberoEnv("libero_10", 1, render=RenderOptions(enabled=False)) as env:
         env.reset(0)

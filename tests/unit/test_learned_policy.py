@@ -11,10 +11,11 @@ import torch
 from fake_rfsq import FakeRFSQ, observations, tiny_policy
 from mocks.fake_libero import FakeEnv
 
-from rsdlib.libero.evaluate import EPISODES_FILE, EvalOptions, evaluate
 from rsdlib.decoding.spec import MethodSpec
+from rsdlib.libero.evaluate import EPISODES_FILE, EvalOptions, evaluate
 from rsdlib.libero.learned_policy import LearnedPolicy, chunk_diagnostics, from_checkpoint
 from rsdlib.libero.policy import EpisodeContext, as_output
+from rsdlib.libero.protocol import Protocol
 from rsdlib.libero.registry import make_policy
 from rsdlib.policies import CheckpointError, PolicyDrafter, RandomDrafter, save
 from rsdlib.tokenizers import Normaliser
@@ -222,7 +223,9 @@ def test_from_checkpoint_loads_what_was_saved_and_names_bad_files(tmp_path, main
         np.testing.assert_array_equal(loaded.act(o).actions, in_memory.act(o).actions)
     by_name = make_policy("learned", path=main_dir, spec="rfsq_ar", tokenizer=FakeRFSQ())
     assert by_name.spec.method == "rfsq_ar"
-    lossy = from_checkpoint(main_dir, "rsd_tiny:g2:match_rate:0.5", drafter_path=draft_dir, tokenizer=FakeRFSQ())
+    lossy = from_checkpoint(
+        main_dir, "rsd_tiny:g2:match_rate:0.5", drafter_path=draft_dir, tokenizer=FakeRFSQ()
+    )
     assert lossy.config()["rule_label"] == "match_rate(tau=0.5) [lossy]"
 
     with pytest.raises(CheckpointError, match=str(tmp_path / "nowhere" / "config.json")):
@@ -265,7 +268,7 @@ def test_an_episode_through_the_harness_records_each_chunks_diagnostics(tmp_path
         run_dir=tmp_path / "run",
         executor="serial",
         env_factory=lambda suite, task, options: EightDimFakeEnv(suite, task, options),
-        options=EvalOptions(render=True),
+        options=EvalOptions(render=True, protocol=Protocol(camera_resolution=main.config.trunk.image_size)),
         progress=False,
     )
     (record,) = result.records
@@ -275,18 +278,19 @@ def test_an_episode_through_the_harness_records_each_chunks_diagnostics(tmp_path
         assert d["method"] == "rsd" and sum(d["committed_per_round"]) == L
     on_disk = json.loads((tmp_path / "run" / EPISODES_FILE).read_text().splitlines()[0])
     assert on_disk["diagnostics"] == record["diagnostics"]
-    # Without rendering the policy has no images, and the episode's error says what to do.
-    blind = evaluate(
-        policy,
-        ["libero_spatial"],
-        [0],
-        [3],
-        run_dir=tmp_path / "blind",
-        executor="serial",
-        env_factory=lambda suite, task, options: EightDimFakeEnv(suite, task, options),
-        progress=False,
-    )
-    assert "render=True" in blind.records[0]["error"]
+    # Without rendering the policy has no images: evaluate says what to do before any episode.
+    with pytest.raises(ValueError, match=r"render=True"):
+        evaluate(
+            policy,
+            ["libero_spatial"],
+            [0],
+            [3],
+            run_dir=tmp_path / "blind",
+            executor="serial",
+            env_factory=lambda suite, task, options: EightDimFakeEnv(suite, task, options),
+            progress=False,
+        )
+    assert not (tmp_path / "blind" / EPISODES_FILE).exists()  # nothing ran, nothing was scored
 
 
 def test_chunk_diagnostics_of_a_plain_trace(main):

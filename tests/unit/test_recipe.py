@@ -158,7 +158,13 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     lossy = policy_from_spec("rsd_head:g3:match_rate:0.5", out)
     assert (lossy.spec.gamma, lossy.spec.rule, lossy.spec.rule_params) == (3, "match_rate", {"tau": 0.5})
     assert lossy.name == "rsd_head:g3:match_rate:0.5"
-    for bad in ("rsd_head:exact", "fast_ar:g2:exact", "rsd_head:g2:match_rate", "rfsq_ar@hot", "rsd_huge:g2:exact"):
+    for bad in (
+        "rsd_head:exact",
+        "fast_ar:g2:exact",
+        "rsd_head:g2:match_rate",
+        "rfsq_ar@hot",
+        "rsd_huge:g2:exact",
+    ):
         with pytest.raises(ValueError):
             policy_from_spec(bad, out)
     sampled = policy_from_spec("rsd_head:g2:speculative@0.7", out)
@@ -175,7 +181,9 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
 
     # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
     models = ModelSet(out)
-    settings = [MethodSpec.parse(s) for s in ("rsd_head:g2:exact", "rsd_tiny:g3:exact", "rsd_head:g1:match_rate:0.5")]
+    settings = [
+        MethodSpec.parse(s) for s in ("rsd_head:g2:exact", "rsd_tiny:g3:exact", "rsd_head:g1:match_rate:0.5")
+    ]
     batch = data.batch(torch.arange(len(data)), trunk_config=models.trunk)
     quality = {r["method"]: r for r in quality_rows(models, batch, settings)}
     assert set(quality) == {

@@ -163,7 +163,9 @@ def test_the_controls_default_to_what_the_trace_records(main, obs):
     assert trace.spec == MethodSpec.parse("rsd_head:g3:match_rate:0.5")
     # the notebook's own spec, with drafter names its decode callable knows: the button decodes
     spec = MethodSpec.parse("rsd_random:g2:exact")
-    view = StepThrough(decode=lambda s: decode(main, obs, s).traces[0], spec=spec, drafters=("random",), plot=False)
+    view = StepThrough(
+        decode=lambda s: decode(main, obs, s).traces[0], spec=spec, drafters=("random",), plot=False
+    )
     assert view.spec == spec and view.threshold.value == 0.5  # a rule without a threshold keeps the default
     view.decode_button.click()
     assert view.error is None
