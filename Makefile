@@ -4,7 +4,7 @@ export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 PROFILE ?= default
 
-.PHONY: setup paper notebooks test test-unit lint bench-env bench-tokenizers bench-decoding strip clean
+.PHONY: setup paper notebooks lab test test-unit lint bench-env bench-tokenizers bench-decoding strip clean
 
 setup: .venv/.installed
 
@@ -18,6 +18,11 @@ paper: setup
 
 ## Any profile: make notebooks PROFILE=smoke
 notebooks: paper
+
+## JupyterLab on the workbench (open notebooks/06_step_through_rsd.ipynb first: it needs only the shipped models).
+## Headless or remote: make lab LAB_ARGS="--no-browser --ip=0.0.0.0"
+lab: setup
+	$(PY) -m jupyter lab --notebook-dir=. notebooks/06_step_through_rsd.ipynb $(LAB_ARGS)
 
 ## Unit tests, then a smoke run of every notebook (papermill) and an nbval re-run of the executed copies.
 test: setup

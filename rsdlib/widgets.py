@@ -34,6 +34,9 @@ from rsdlib.decoding.trace import DecodeTrace, acceptance_per_layer
 
 #: Background of a drafted token by verdict.
 VERDICT_COLOURS = {"accepted": "#c8e6c9", "rejected": "#ffcdd2"}
+#: Units of each action dimension as the refinement plots draw them (the normalised OSC_POSE
+#: deltas the controller takes, and the gripper command).
+ACTION_UNITS = {name: "delta (action units)" for name in ACTION_NAMES} | {"gripper": "-1 open, +1 close"}
 #: Where a committed token came from (text colour in the tables).
 SOURCE_COLOURS = {"accepted": "#2e7d32", "corrected": "#c62828", "bonus": "#1565c0", "plain": "#616161"}
 
@@ -151,13 +154,14 @@ def _draw_refinement(
         ax3d.plot(path[:, 0], path[:, 1], path[:, 2], **style)
     for d, ax in enumerate(dim_axes):
         ax.set_title(ACTION_NAMES[d] if d < len(ACTION_NAMES) else f"dim {d}")
-        ax.set_xlabel("step")
+        ax.set_xlabel("chunk step")
+        ax.set_ylabel(ACTION_UNITS.get(ACTION_NAMES[d], "") if d < len(ACTION_NAMES) else "", fontsize=7)
     dim_axes[0].legend(loc="best", fontsize=6)
     ax3d.scatter([0], [0], [0], color="k", s=12)
     ax3d.set_title("end-effector path\n(cumulative xyz deltas)", fontsize=9)
-    ax3d.set_xlabel("x")
-    ax3d.set_ylabel("y")
-    ax3d.set_zlabel("z")
+    ax3d.set_xlabel("x (action units)")
+    ax3d.set_ylabel("y (action units)")
+    ax3d.set_zlabel("z (action units)")
 
 
 def _refinement_axes(fig: Figure, grid: Any, row0: int) -> tuple[list, Any]:
@@ -336,7 +340,21 @@ def step_html(stepper: TraceStepper) -> str:
     return (
         f'{_TABLE_CSS}<div data-layer="{step.layer}" data-kind="{step.kind}">'
         f'<div style="color:{kind_colour}">{title}</div>'
-        f'<table class="rsd-table">{head}{"".join(body)}</table></div>'
+        f'<table class="rsd-table">{head}{"".join(body)}</table>{legend_html()}</div>'
+    )
+
+
+def legend_html() -> str:
+    """What the colours of :func:`step_html` mean, in one line under the table."""
+    verdicts = " ".join(
+        f'<span style="background:{c};padding:0 4px">{v}</span>' for v, c in VERDICT_COLOURS.items()
+    )
+    sources = " ".join(f'<span style="color:{c}"><b>{s}</b></span>' for s, c in SOURCE_COLOURS.items())
+    return (
+        f'<div class="rsd-legend" style="font-size:11px;margin-top:4px">row: drafted token {verdicts} '
+        f"against the main argmax (or by rejection sampling); committed token: {sources}. "
+        "A lossy rule (match_rate, level_distance, action_tolerance) can accept a layer with rejected "
+        "tokens: they are committed as drafted (<b>accepted</b>) on a red row.</div>"
     )
 
 
@@ -491,6 +509,9 @@ class StepThrough:
         """Call ``decode`` with the controls' settings and show the new trace (or the error)."""
         if self.decode is None:
             return
+        # Busy while it runs (speculative sampling can take a minute): the button says so.
+        self.decode_button.disabled, self.decode_button.description = True, "decoding..."
+        self.status.value = '<span style="color:#616161">decoding...</span>'
         try:
             trace = self.decode(self.spec)
             self.set_trace(trace)
@@ -498,6 +519,8 @@ class StepThrough:
             self.error = f"{type(err).__name__}: {err}"
             self.status.value = f'<span style="color:#c62828">{html.escape(self.error)}</span>'
             return
+        finally:
+            self.decode_button.disabled, self.decode_button.description = False, "decode"
         self.error = None
         self.status.value = ""
 
@@ -561,6 +584,7 @@ class AcceptanceHeatmap:
 
 
 __all__ = [
+    "ACTION_UNITS",
     "SOURCE_COLOURS",
     "VERDICT_COLOURS",
     "AcceptanceHeatmap",
@@ -569,6 +593,7 @@ __all__ = [
     "ee_path",
     "figure_png",
     "heatmap_html",
+    "legend_html",
     "plot_acceptance_heatmap",
     "plot_layer_step",
     "plot_refinement",

@@ -240,7 +240,9 @@ def from_checkpoint(
             policy's config (a folder, relative to the checkpoint folder or absolute).
         normaliser: for ``l1_regression``: a :class:`~rsdlib.tokenizers.Normaliser`, its JSON
             file, or a folder holding ``normaliser.json``; None reads ``metadata["normaliser"]``.
-        dtype: cast the models (None: the precision they were saved in).
+        dtype: cast the models (None: the precision they were saved in). ``exact`` RSD matches
+            plain greedy decoding token for token in float32 and float64; in bfloat16 near-ties
+            make about 15% of chunks differ (see :func:`rsdlib.decoding.acceptance.exact`).
         device: where to run (None: CPU).
         name: recorded in results (default: the spec's text).
 

@@ -69,6 +69,7 @@ def check_04_load_models(out: dict) -> None:
 def check_06_step_through_rsd(out: dict) -> None:
     assert out["layers"] == 4 and out["exact_equals_plain"] is True  # exact is lossless
     assert out["heatmap_rows"] == 5 and 1 <= out["exact_mean_passes"] <= 4
+    assert out["decode_button_error"] is None  # the stepper's button decodes with its default controls
 
 
 def check_07_latency(out: dict) -> None:

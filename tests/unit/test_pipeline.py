@@ -104,3 +104,19 @@ def test_a_setting_overrides_one_parameter_and_a_bad_one_is_named():
     # checked against the notebook's parameters before anything runs
     with pytest.raises(PipelineError, match=r"does not declare: \['exectuor'\]"):
         execute_profile("smoke", only=["08"], settings=["08.exectuor=ray"])
+
+
+def test_every_notebooks_parameters_cell_holds_the_default_profiles_values():
+    """A notebook opened and run by hand computes what `make paper` computes (and so writes the
+    same figures): its parameters cell must equal the `default` profile wherever that sets one."""
+    import ast
+
+    default = load_profiles()["default"]
+    differ = []
+    for notebook in list_notebooks():
+        declared = declared_parameters(notebook)
+        for name, value in default.get(notebook.stem, {}).items():
+            written = ast.literal_eval(declared[name]["default"])
+            if written != value:
+                differ.append(f"{notebook.name}: {name} = {written!r}, the default profile sets {value!r}")
+    assert not differ, "set these in the notebooks' parameters cells:\n  " + "\n  ".join(differ)

@@ -167,8 +167,15 @@ def test_the_controls_default_to_what_the_trace_records(main, obs):
         decode=lambda s: decode(main, obs, s).traces[0], spec=spec, drafters=("random",), plot=False
     )
     assert view.spec == spec and view.threshold.value == 0.5  # a rule without a threshold keeps the default
+    busy = []
+    view.decode = lambda s: (
+        busy.append((view.decode_button.disabled, view.status.value)) or decode(main, obs, s).traces[0]
+    )
     view.decode_button.click()
     assert view.error is None
+    assert busy[0][0] and "decoding" in busy[0][1]  # the view says it is busy while decoding
+    assert not view.decode_button.disabled and view.decode_button.description == "decode"
+    assert "corrected" in view.table.value and "lossy rule" in view.table.value  # the colours' legend
     for rule, value in (("level_distance", 1), ("action_tolerance", 0.1), ("match_rate", 0.75)):
         view.rule.value, view.threshold.value = rule, value
         view.decode_button.click()
