@@ -7,12 +7,16 @@ hash salt. One plotting function per figure lives next to the experiment that ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
 
 #: rcParams for figures that go into a paper: embedded TrueType fonts, sizes for a column.
 PAPER_STYLE: dict[str, object] = {
@@ -85,3 +89,93 @@ def save_figure(
     if close:
         plt.close(fig)
     return written
+
+
+#: Where :func:`place_labels` tries a label, nearest first: (dx, dy) in points from the marker,
+#: and the label's alignment there. The far ones get a thin leader line to their marker.
+LABEL_OFFSETS: tuple[tuple[float, float, str, str], ...] = (
+    (4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"),
+    (-4, -3, "right", "top"), (0, 6, "center", "bottom"), (0, -6, "center", "top"),
+    (7, 0, "left", "center"), (-7, 0, "right", "center"),
+    (10, 11, "left", "bottom"), (10, -11, "left", "top"), (-10, 11, "right", "bottom"),
+    (-10, -11, "right", "top"), (0, 16, "center", "bottom"), (0, -16, "center", "top"),
+    (14, 20, "left", "bottom"), (14, -20, "left", "top"), (-14, 20, "right", "bottom"),
+    (-14, -20, "right", "top"),
+)  # fmt: skip
+
+
+def place_labels(
+    ax: Axes,
+    points: Sequence[tuple[float, float]],
+    texts: Sequence[str],
+    *,
+    fontsize: float = 6,
+    marker_pt: float = 3.5,
+    offsets: Sequence[tuple[float, float, str, str]] = LABEL_OFFSETS,
+    avoid: Sequence[Artist] = (),
+    **text_kwargs: object,
+) -> list[Annotation]:
+    """Label each data point with its text where the label covers no other label and no marker.
+
+    Each label goes at the first of ``offsets`` (nearest first) where it overlaps no label placed
+    before, no marker (a box of ``marker_pt`` points around every point), no legend and none of
+    the artists in ``avoid`` (a reference line, say), and stays inside the axes; where none is
+    free, at the offset with the least overlap (outside the axes counts ten times). Call it after
+    everything else is drawn and the limits are set: it draws the figure once to measure text.
+    Labels take no part in the layout, so placing them does not move the axes under them.
+    Deterministic: the same figure gives the same placement.
+
+    Returns:
+        The annotations, in the order of ``points``.
+    """
+    if not points:
+        return []
+    fig = ax.figure
+    fig.canvas.draw()  # final limits and layout, and a renderer to measure text with
+    renderer = fig.canvas.get_renderer()
+    scale = fig.dpi / 72.0
+    frame = ax.get_window_extent(renderer)
+    half = marker_pt * scale
+    markers = [
+        Bbox.from_extents(x - half, y - half, x + half, y + half)
+        for x, y in ax.transData.transform(list(points))
+    ]
+    # a thin line's box has no area: pad it so that crossing it counts
+    taken: list[Bbox] = [a.get_window_extent(renderer).padded(1.5 * scale) for a in avoid]
+    legend = ax.get_legend()
+    if legend is not None:
+        taken.append(legend.get_window_extent(renderer))
+    placed = []
+    for j, ((x, y), text) in enumerate(zip(points, texts, strict=True)):
+        others = taken + markers[:j] + markers[j + 1 :]
+        best = None
+        for dx, dy, ha, va in offsets:
+            far = abs(dx) > 8 or abs(dy) > 8
+            label = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize,
+                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4", "shrinkA": 0, "shrinkB": 2} if far else None,
+                **text_kwargs,
+            )  # fmt: skip
+            label.set_in_layout(False)
+            box = label.get_window_extent(renderer)
+            cost = sum(_overlap(box, other) for other in others)
+            cost += 10 * (box.width * box.height - _overlap(box, frame))  # outside the axes: worst
+            if best is None or cost < best[0] - 1e-9:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, label, box)
+            else:
+                label.remove()
+            if cost <= 0:
+                break
+        assert best is not None
+        taken.append(best[2])
+        placed.append(best[1])
+    return placed
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    """The area two boxes share (display units squared)."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(0.0, w) * max(0.0, h)

@@ -189,4 +189,11 @@ def describe_device(device: str | Any) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU {platform.processor() or platform.machine()}, {threads} thread{'' if threads == 1 else 's'}"
+
+
+def device_label(text: str) -> str:
+    """A saved device description as figures and captions print it: runs saved before
+    :func:`describe_device` counted threads properly say ``1 threads``; this says ``1 thread``."""
+    return re.sub(r"\b1 threads\b", "1 thread", text)

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from rsdlib.policies import checkpoints
+from rsdlib.progress import progress as progress_bar
 
 Batch = Any
 LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -153,7 +153,9 @@ def train(
     model.train()
     t0 = time.perf_counter()
     last_loss = float("nan")
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not config.progress)
+    bar = progress_bar(
+        range(start, config.steps), initial=start, total=config.steps, disable=not config.progress
+    )
     for step in bar:
         seed = step_seed(config.seed, step)
         torch.manual_seed(seed)  # dropout and augmentation inside the model

@@ -26,7 +26,9 @@ from rsdlib.tokenizers import load_tokenizer
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", type=Path, default=Path("checkpoints/libero_spatial"))
     parser.add_argument("--chunks", type=int, default=128)
     parser.add_argument("--gammas", type=int, nargs="+", default=[2, 3])

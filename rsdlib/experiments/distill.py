@@ -25,6 +25,7 @@ from rsdlib.policies import checkpoints
 from rsdlib.policies.drafters import HeadDrafter
 from rsdlib.policies.heads import RFSQAutoregressive
 from rsdlib.policies.packed import PackedChunks
+from rsdlib.progress import progress as progress_bar
 from rsdlib.train import TrainConfig, train
 
 
@@ -58,11 +59,9 @@ def main_targets(
     main: RFSQAutoregressive, chunks: PackedChunks, *, batch_size: int = 256, progress: bool = True
 ) -> Targets:
     """Prefix states and greedy tokens of ``main`` on every chunk (no augmentation)."""
-    from tqdm.auto import tqdm
-
     hidden, valid, tokens = [], [], []
     batches = chunks.batches(batch_size, trunk_config=main.config.trunk)
-    for batch in tqdm(
+    for batch in progress_bar(
         batches, total=-(-len(chunks) // batch_size), desc="main greedy tokens", disable=not progress
     ):
         obs = main.prepare(batch["obs"])

@@ -10,136 +10,202 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
 from rsdlib.decoding.spec import MethodSpec
 from rsdlib.paths import REPO_ROOT
 from rsdlib.pipeline import list_notebooks
+from rsdlib.plotting import place_labels
+from rsdlib.results import device_label, git_sha
+
+#: Colours of RSD settings and of plain methods in every paper figure.
+RED, BLUE = "#C44E52", "#4C72B0"
 
 
 def plot_pipeline(num_layers: int = 4, num_latents: int = 4, gamma: int = 2) -> plt.Figure:
-    """Figure 1: chunk -> RFSQ layers (coarse to fine) -> drafter proposes the first gamma layers ->
-    the main policy verifies them in one pass and fills in the rest."""
-    fig, ax = plt.subplots(figsize=(7.5, 2.5), layout="constrained")
-    ax.set_xlim(0, 15.2)
-    ax.set_ylim(0, 5)
+    """Figure 1: observation -> drafter and main policy -> the RFSQ token grid (one column per
+    layer, coarse to fine; one row per latent) -> acceptance per layer -> the action chunk.
+
+    The drafter proposes layers ``0..gamma-1`` (a bracket over those columns); the main policy
+    verifies them in one pass and fills in the rest (a bracket under every column). Labels sit
+    in free space, clear of every box (``tests/unit/test_paper.py`` measures it).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 2.9), layout="constrained")
+    ax.set_xlim(0, 16)
+    ax.set_ylim(0, 6.1)
     ax.axis("off")
 
-    def box(x, y, w, h, text, colour):
-        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=colour, ec="black", lw=0.7))
-        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=7)
+    def box(x, y, w, h, text, colour, gid):
+        ax.add_patch(
+            FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=colour, ec="black", lw=0.7, gid=gid)
+        )
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=7, gid=gid)
 
-    def arrow(x0, y0, x1, y1, label="", dy=0.25):
-        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="->", mutation_scale=8, lw=0.8))
-        if label:
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + dy, label, ha="center", va="center", fontsize=6)
+    def arrow(start, end, colour="black", **kwargs):
+        ax.add_patch(
+            FancyArrowPatch(start, end, arrowstyle="->", mutation_scale=8, lw=0.8, color=colour, **kwargs)
+        )
 
-    box(0.1, 1.8, 1.9, 1.4, "observation\n(cameras, proprio,\ninstruction)", "#eeeeee")
-    box(2.6, 3.3, 2.2, 1.0, "drafter\n(head or tiny policy)", "#f6d5d6")
-    box(2.6, 0.6, 2.2, 1.0, "main policy\n(prefix pass, then\nblock passes)", "#d6e2f0")
-    arrow(2.0, 2.8, 2.6, 3.7)
-    arrow(2.0, 2.2, 2.6, 1.2)
-    x0, y0, cell = 6.5, 0.5, 0.55  # the token grid: one row per RFSQ layer, coarse (top) to fine
-    for layer in range(num_layers):
-        y = y0 + (num_layers - 1 - layer) * (cell + 0.15)
-        colour = "#f6d5d6" if layer < gamma else "#d6e2f0"
+    def bracket(x0, x1, y, tick, colour, gid):
+        """A bracket along x0..x1 at height y, its ends turned by ``tick`` towards the grid."""
+        ax.plot([x0, x0, x1, x1], [y + tick, y, y, y + tick], color=colour, lw=1.0, gid=gid,
+                solid_joinstyle="miter")  # fmt: skip
+
+    box(0.1, 2.2, 2.2, 1.6, "observation\n(cameras, proprio,\ninstruction)", "#eeeeee", "observation")
+    box(3.0, 4.3, 2.4, 1.0, "drafter\n(head or tiny policy)", "#f6d5d6", "drafter")
+    box(3.0, 0.3, 2.4, 1.0, "main policy\n(prefix pass, then\nblock passes)", "#d6e2f0", "main")
+    arrow((2.35, 3.4), (2.95, 4.6))
+    arrow((2.35, 2.6), (2.95, 1.0))
+
+    # The token grid: column j is RFSQ layer j (coarse, left, to fine), row n is latent n; it
+    # fits in the same place whatever L and N (smaller cells for more of them).
+    gx, gy = 6.6, 1.95
+    pitch_x, pitch_y = min(0.6, 3.0 / num_layers), min(0.56, 2.1 / num_latents)
+    cell_w, cell_h = 0.77 * pitch_x, 0.82 * pitch_y
+    right = gx + (num_layers - 1) * pitch_x + cell_w
+    top = gy + (num_latents - 1) * pitch_y + cell_h
+    for j in range(num_layers):
+        x = gx + j * pitch_x
         for n in range(num_latents):
             ax.add_patch(
-                plt.Rectangle((x0 + n * cell, y), cell * 0.9, cell * 0.9, fc=colour, ec="black", lw=0.5)
-            )
-        ax.text(
-            x0 + num_latents * cell + 0.05,
-            y + cell * 0.45,
-            f"layer {layer}",
-            ha="left",
-            va="center",
-            fontsize=6,
-        )
-    top = y0 + num_layers * (cell + 0.15)
+                plt.Rectangle((x, gy + (num_latents - 1 - n) * pitch_y), cell_w, cell_h, lw=0.5, ec="black",
+                              fc="#f6d5d6" if j < gamma else "#d6e2f0", gid=f"layer {j}")
+            )  # fmt: skip
+        ax.text(x + cell_w / 2, gy - 0.08, str(j), ha="center", va="top", fontsize=6)
+    ax.text(gx - 0.12, gy - 0.08, "layer", ha="right", va="top", fontsize=6)
+    ax.text((gx + right) / 2, 5.75, f"RFSQ tokens: L = {num_layers} layers (coarse to fine) x N = {num_latents} latents",
+            ha="center", va="center", fontsize=7)  # fmt: skip
+
+    # Drafter: proposes the first gamma layers (a bracket over their columns).
+    drafted = gx + (gamma - 1) * pitch_x + cell_w
+    bracket(gx, drafted, top + 0.28, -0.12, RED, "propose")
+    mid = (gx + drafted) / 2
+    arrow((5.45, 4.8), (mid, top + 0.28), RED, connectionstyle="angle,angleA=0,angleB=90,rad=0", shrinkB=0)
     ax.text(
-        x0 + num_latents * cell / 2 + 0.3,
-        top + 0.15,
-        f"RFSQ tokens: L={num_layers} x N={num_latents}",
-        ha="center",
-        fontsize=7,
+        mid + 0.15, 4.8, f"propose {_layers(0, gamma - 1)}", ha="left", va="center", fontsize=6, color=RED
     )
-    arrow(4.8, 3.8, x0 - 0.1, 3.0, f"propose layers 0..{gamma - 1}", dy=0.45)
-    arrow(4.8, 1.1, x0 - 0.1, 1.1, "verify in one pass,\nfill in the rest", dy=-0.45)
-    box(10.0, 1.8, 2.2, 1.4, "accept per layer\n(exact, speculative,\nlossy rules)", "#e8f0d8")
-    arrow(9.35, 2.5, 10.0, 2.5)
-    box(12.9, 1.8, 2.2, 1.4, "action chunk\n(H steps x 7),\ncoarse to fine", "#eeeeee")
-    arrow(12.2, 2.5, 12.9, 2.5, "RFSQ\ndecode", dy=0.5)
+
+    # Main policy: verifies the drafted layers and fills in the rest (a bracket under every column).
+    low = gy - 0.42
+    bracket(gx, right, low, 0.12, BLUE, "verify")
+    centre = (gx + right) / 2
+    arrow((5.45, 0.8), (centre, low), BLUE, connectionstyle="angle,angleA=0,angleB=90,rad=0", shrinkB=0)
+    rest = f",\nfill in {_layers(gamma, num_layers - 1)}" if gamma < num_layers else ""
+    ax.text(centre + 0.15, 0.8, f"verify {_layers(0, gamma - 1)} in one pass{rest}", ha="left", va="center",
+            fontsize=6, color=BLUE)  # fmt: skip
+
+    box(10.2, 2.2, 2.4, 1.6, "accept per layer\n(exact, speculative,\nlossy rules)", "#e8f0d8", "accept")
+    arrow((right + 0.1, 3.0), (10.15, 3.0))
+    box(13.6, 2.2, 2.3, 1.6, "action chunk\n(H steps x 7),\ncoarse to fine", "#eeeeee", "chunk")
+    arrow((12.7, 3.0), (13.55, 3.0))
+    ax.text(13.12, 3.12, "RFSQ\ndecode", ha="center", va="bottom", fontsize=6)
     return fig
+
+
+def _layers(first: int, last: int) -> str:
+    return f"layer {first}" if first == last else f"layers {first}..{last}"
 
 
 def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) -> plt.Figure:
     """Figure 3: LIBERO success (95% Wilson interval) against median chunk latency, one marker per
-    method of the comparison whose latency was measured."""
-    timing = {str(MethodSpec.parse(r["method"])): r for r in latency["rows"]}
-    fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
-    points = {
-        r["method"]: (t["latency_median_ms"], 100 * r["rate"]) for r in comparison["rows"]
-        if (t := timing.get(r["method"])) is not None
-    }  # fmt: skip
-    # Labels above their markers; markers at the same success alternate above and below, from
-    # fast to slow, so that neighbours' labels do not run into each other.
-    below: set[str] = set()
-    for method, (_, y) in points.items():
-        row = sorted((p[0], m) for m, p in points.items() if abs(p[1] - y) < 6)
-        if [m for _, m in row].index(method) % 2:
-            below.add(method)
-    for r in comparison["rows"]:
-        t = timing.get(r["method"])
-        if t is None:
-            continue
-        crowded = r["method"] in below
+    method of the comparison whose latency was measured (plain methods, ``fast_ar`` among them,
+    as circles; RSD settings as diamonds), the RSD frontiers and the floor. The latency axis
+    starts at 0; the legend, under the axes, names only what is drawn."""
+    timing = _timing(comparison["rows"], latency["rows"])
+    rows = [r for r in comparison["rows"] if r["method"] in timing]
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
+    for r in rows:
         rsd = r["method"].startswith("rsd")
         ax.errorbar(
-            t["latency_median_ms"], 100 * r["rate"],
+            timing[r["method"]]["latency_median_ms"], 100 * r["rate"],
             yerr=[[100 * (r["rate"] - r["ci_low"])], [100 * (r["ci_high"] - r["rate"])]],
-            fmt="o" if not rsd else "D", color="#C44E52" if rsd else "#4C72B0", capsize=2, ms=5, lw=0.8,
+            fmt="D" if rsd else "o", color=RED if rsd else BLUE, capsize=2, ms=5, lw=0.8, zorder=3,
         )  # fmt: skip
-        ax.annotate(
-            r["method"].replace("rsd_head:", "RSD ").replace("rsd_tiny:", "RSD tiny "),
-            (t["latency_median_ms"], 100 * r["rate"]),
-            fontsize=6,
-            xytext=(4, -9 if crowded else 3),
-            textcoords="offset points",
-        )
     for points, style, label in _frontiers(comparison["rows"], timing):
-        ax.plot(*zip(*points, strict=True), style, color="#C44E52", lw=0.8, alpha=0.7, label=label, zorder=0)
-    floor = latency["rows"][0].get("floor_ms")
+        lossless = label.startswith("lossless")
+        # lossless RSD shares the plain policy's success: a wide grey band under the markers, so
+        # that the dashed lossy line drawn over its end leaves it visible
+        ax.plot(*zip(*points, strict=True), style, label=label,
+                **({"color": "0.55", "lw": 3.0, "alpha": 0.45, "solid_capstyle": "round", "zorder": 1}
+                   if lossless else {"color": RED, "lw": 0.9, "alpha": 0.8, "zorder": 2}))  # fmt: skip
+    floor = next((t["floor_ms"] for t in latency["rows"] if t.get("floor_ms")), None)
+    floor_line = []
     if floor:
-        ax.axvline(floor, ls="--", color="black", lw=0.7, label="floor (prefix + one block pass)")
-        ax.legend(fontsize=6, loc="lower right")
+        floor_line.append(
+            ax.axvline(
+                floor, ls=":", color="black", lw=0.8, label="floor (prefix + one block pass)", zorder=0
+            )
+        )
     n = sorted({r["n"] for r in comparison["rows"]})
-    ax.set(xlabel=f"chunk latency, ms (median, batch 1, {latency['device']})",
+    ax.set(xlabel=f"chunk latency, ms (median, batch 1, {device_label(latency['device'])})",
            ylabel=f"{comparison['suite']} success, % (n = {', '.join(map(str, n))})", ylim=(-3, 103))  # fmt: skip
+    ax.set_xlim(0, 1.08 * max([timing[r["method"]]["latency_median_ms"] for r in rows] + [floor or 0, 1.0]))
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles, labels, loc="outside lower center", ncol=min(2, len(handles)), fontsize=6, frameon=False
+        )
+    place_labels(
+        ax,
+        [(timing[r["method"]]["latency_median_ms"], 100 * r["rate"]) for r in rows],
+        [_short(r["method"]) for r in rows],
+        avoid=floor_line,
+    )
     return fig
+
+
+def _timing(
+    rows: Sequence[Mapping[str, Any]], timed: Sequence[Mapping[str, Any]]
+) -> dict[str, Mapping[str, Any]]:
+    """The latency row of each comparison row's method (by its spec, however either file spells
+    it), for the methods with a finite median latency."""
+    by_spec = {_spec_text(t["method"]): t for t in timed}
+    out = {}
+    for r in rows:
+        t = by_spec.get(_spec_text(r["method"]))
+        if t is not None and t.get("latency_median_ms") is not None and np.isfinite(t["latency_median_ms"]):
+            out[r["method"]] = t
+    return out
+
+
+def _spec_text(method: str) -> str:
+    try:
+        return str(MethodSpec.parse(method))
+    except ValueError:  # a name from before method specs: matched as written
+        return method
+
+
+def _short(method: str) -> str:
+    """A marker's label: ``RSD g3:exact``, ``RSD tiny g2:match_rate:0.5``, ``fast_ar``."""
+    return method.replace("rsd_head:", "RSD ").replace("rsd_tiny:", "RSD tiny ")
 
 
 def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> list[tuple[list, str, str]]:
     """The lossless and the lossy RSD frontier as (latency, success %) points from fast to slow:
     lossless, plain ``rfsq_ar`` and the lossless RSD settings (same outputs, other latencies);
     lossy, the lossy RSD settings with the exact ones at their strict end (the trade-off the
-    thresholds trace). A frontier needs two points."""
+    thresholds trace). A frontier needs two distinct points: one that would not be drawn is not
+    returned (so no legend names it)."""
     kinds: dict[str, list[tuple[float, float]]] = {"lossless": [], "lossy": []}
     for r in rows:
         t = timing.get(r["method"])
-        rule = MethodSpec.parse(r["method"]).rule
-        if t is None or not (r["method"] == "rfsq_ar" or rule is not None):
+        try:
+            spec = MethodSpec.parse(r["method"])
+        except ValueError:  # a name from before method specs: on no frontier
+            continue
+        if t is None or not (r["method"] == "rfsq_ar" or spec.is_rsd):
             continue
         point = (t["latency_median_ms"], 100 * r["rate"])
-        if rule in (None, "exact", "speculative"):
+        if spec.lossless:
             kinds["lossless"].append(point)
-        if rule is not None:
+        if spec.is_rsd:
             kinds["lossy"].append(point)
     if len(kinds["lossy"]) == len([p for p in kinds["lossless"] if p in kinds["lossy"]]):
         kinds["lossy"] = []  # no lossy setting: nothing to trace
     return [
         (sorted(kinds[kind]), style, f"{kind} RSD frontier")
         for kind, style in (("lossless", "-"), ("lossy", "--"))
-        if len(kinds[kind]) >= 2
+        if len(set(kinds[kind])) >= 2
     ]
 
 
@@ -168,45 +234,128 @@ def plot_success_per_task_by_method(
 
 
 def plot_acceptance_by_rule(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
-    """Figure 4: acceptance per RFSQ layer, one line per RSD setting (drafter, gamma, rule)."""
+    """Figure 4: acceptance per RFSQ layer (accepted / drafted) of every RSD setting, as a heatmap
+    per drafter: one row per setting (gamma, then rule as the rows come), one column per layer,
+    the value written in each cell. A layer the setting never drafted is marked "not drafted"
+    (hatched, no value). Rows without ``acceptance_per_layer`` (plain methods) are left out."""
     rsd = [r for r in rows if r.get("acceptance_per_layer") is not None]
-    fig, ax = plt.subplots(figsize=(4.6, 3.0), layout="constrained")
+    if not rsd:  # a run without RSD settings: say so rather than draw empty axes
+        fig, ax = plt.subplots(figsize=(4.0, 1.2), layout="constrained")
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no RSD setting with acceptance per layer in these rows", ha="center", va="center")
+        return fig
+    panels: dict[str, list[tuple[str, list[float]]]] = {}
     for r in rsd:
-        values = [np.nan if a is None else a for a in r["acceptance_per_layer"]]
-        style = "-" if MethodSpec.parse(r["method"]).drafter == "head" else ":"
-        ax.plot(
-            range(len(values)),
-            values,
-            style,
-            marker="o",
-            ms=3,
-            lw=0.9,
-            label=r["method"],
-        )
-    ax.set(xlabel="RFSQ layer (coarse to fine)", ylabel="accepted / drafted", ylim=(-0.02, 1.02))
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.legend(fontsize=5, ncol=2, loc="upper right")
+        drafter, label = _setting_label(r["method"])
+        values = [np.nan if a is None else float(a) for a in r["acceptance_per_layer"]]
+        panels.setdefault(drafter, []).append((label, values))
+    panels = {d: sorted(p, key=lambda s: _gamma_of(s[0])) for d, p in sorted(panels.items())}
+    layers = max(1, *(len(v) for p in panels.values() for _, v in p))
+    height = max(len(p) for p in panels.values())
+    width = max(len(label) for p in panels.values() for label, _ in p)
+    fig, axes = plt.subplots(
+        1, len(panels), squeeze=False, layout="constrained",
+        figsize=(1.0 + len(panels) * (0.04 * width + 0.42 * layers + 0.2), max(1.8, 0.9 + 0.19 * height)),
+    )  # fmt: skip
+    cmap = plt.get_cmap("viridis")
+    for ax, (drafter, settings) in zip(axes[0], panels.items(), strict=True):
+        matrix = np.full((height, layers), np.nan)
+        for i, (_, values) in enumerate(settings):
+            matrix[i, : len(values)] = values
+        image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+        for i in range(len(settings)):
+            for j in range(layers):
+                value = matrix[i, j]
+                if np.isnan(value):
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fc="#eeeeee", ec="#bbbbbb",
+                                               hatch="////", lw=0.0))  # fmt: skip
+                    continue
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5.5,
+                        color="white" if value < 0.55 else "black")  # fmt: skip
+        gammas = [_gamma_of(label) for label, _ in settings]
+        for i in range(1, len(settings)):
+            if gammas[i] != gammas[i - 1]:  # a line between gamma groups
+                ax.axhline(i - 0.5, color="white", lw=1.5)
+        ax.set_xticks(range(layers), [str(j) for j in range(layers)], fontsize=6)
+        ax.set_yticks(range(len(settings)), [label for label, _ in settings], fontsize=5.5)
+        ax.set_ylim(height - 0.5, -0.5)
+        ax.tick_params(length=0)
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_xlabel("RFSQ layer (coarse to fine)", fontsize=7)
+        ax.set_title(f"drafter: {drafter}" if drafter else "RSD settings", fontsize=7)
+    bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, aspect=30, pad=0.02)
+    bar.set_label("accepted / drafted", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    if np.isnan([v for p in panels.values() for _, vs in p for v in vs]).any() or any(
+        len(vs) < layers for p in panels.values() for _, vs in p
+    ):
+        fig.legend(handles=[Patch(fc="#eeeeee", ec="#bbbbbb", hatch="////", label="not drafted")],
+                   loc="outside lower center", fontsize=6, frameon=False)  # fmt: skip
     return fig
 
 
+def _setting_label(method: str) -> tuple[str, str]:
+    """``(drafter, row label)`` of an RSD method: ``("head", "g3 match_rate 0.5")``; a name
+    that is no method spec keeps its text, in a panel without a drafter."""
+    try:
+        spec = MethodSpec.parse(method)
+    except ValueError:
+        return "", method
+    if not spec.is_rsd:
+        return "", method
+    label = f"g{spec.gamma} {spec.rule}" + (f" {spec.param:g}" if spec.param is not None else "")
+    label += "" if spec.redraft else " once"
+    label += f" @{spec.temperature:g}" if spec.temperature > 0 else ""
+    return spec.drafter or "", label
+
+
+def _gamma_of(label: str) -> int:
+    head = label.split(" ", 1)[0]
+    return int(head[1:]) if head[:1] == "g" and head[1:].isdigit() else 0
+
+
 def write_manifest(
-    figures_dir: str | Path, *, sources: Mapping[str, Sequence[str]]
+    figures_dir: str | Path,
+    *,
+    sources: Mapping[str, Sequence[str]],
+    profile: str | None = None,
+    commit: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write ``figures/MANIFEST.json``: per file, the notebook that wrote it (by its number prefix),
-    the result runs it came from (``sources`` by file-name prefix, e.g. ``{"07_": [run dirs]}``)
-    and its SHA-256. Deterministic: sorted, paths relative to the repository."""
+    the result runs it came from (``sources`` by file-name prefix, e.g. ``{"07_": [run dirs]}``),
+    its SHA-256, the ``commit`` of the code that made it and the pipeline ``profile`` it was made
+    under.
+
+    ``commit`` defaults to the checked-out tree (:func:`rsdlib.results.git_sha`, ``-dirty`` with
+    uncommitted changes). A file whose SHA-256 is the one the manifest already records keeps that
+    entry's commit and profile: it was not redrawn, so where it came from has not changed.
+    Deterministic: sorted keys, paths relative to the repository.
+    """
     figures_dir = Path(figures_dir)
+    path = figures_dir / "MANIFEST.json"
+    commit = commit or git_sha()
+    try:
+        before = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:  # a broken manifest is rewritten, not trusted
+        before = {}
     notebooks = {nb.stem.split("_", 1)[0]: nb.name for nb in list_notebooks()}
     manifest = {}
     for file in sorted(p for p in figures_dir.iterdir() if p.is_file() and p.name != "MANIFEST.json"):
         prefix = file.name.split("_", 1)[0]
         runs = next((list(v) for k, v in sources.items() if file.name.startswith(k)), [])
+        sha = hashlib.sha256(file.read_bytes()).hexdigest()
+        old = before.get(file.name)
+        same = isinstance(old, dict) and old.get("sha256") == sha and "commit" in old
         manifest[file.name] = {
             "notebook": notebooks.get(prefix),
             "results": sorted(_relative(r) for r in runs),
-            "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+            "sha256": sha,
+            "commit": old["commit"] if same else commit,
+            "profile": old.get("profile") if same else profile,
         }
-    (figures_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
 

@@ -37,9 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from rsdlib.libero.protocol import Protocol
+from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+from rsdlib.libero.policy import EpisodeContext, as_output
+from rsdlib.libero.protocol import Protocol, postprocess_gripper
 from rsdlib.observations import CAMERAS
 from rsdlib.paths import REPO_ROOT
+from rsdlib.progress import progress as progress_bar
+from rsdlib.results import git_sha
+from rsdlib.seeding import episode_seed
 
 DEMOS_DIR = REPO_ROOT / "data" / "demos"
 LOW_DIM_KEYS = ("ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states")
@@ -132,8 +137,6 @@ def record_rollout(env, policy, init_index: int, seed: int, repeat: int = 0) -> 
     The episode ends at success or at the suite's step limit; ``dones`` is 1 at the last step
     of a successful episode only.
     """
-    from rsdlib.libero.policy import EpisodeContext, as_output
-    from rsdlib.libero.protocol import postprocess_gripper
 
     obs = env.reset(init_index)
     task = env.task
@@ -178,7 +181,6 @@ def render_states(env, states: np.ndarray) -> dict[str, np.ndarray]:
 
 def _code_version() -> str:
     """The git commit the rollouts were made with ("unknown" outside a git checkout)."""
-    from rsdlib.results import git_sha
 
     return git_sha() or "unknown"
 
@@ -321,12 +323,8 @@ def generate_task(
         A report: path, attempted, kept, failed init indices, seconds for rollouts and renders,
         file size in bytes; ``skipped`` lists the stages that were already done.
     """
-    from tqdm.auto import tqdm
-
     from rsdlib.libero.env import LiberoEnv, RenderOptions
-    from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
     from rsdlib.libero.tasks import get_task
-    from rsdlib.seeding import episode_seed
 
     task = get_task(suite, task_id)
     path = demo_path(suite, task.name, root)
@@ -349,7 +347,7 @@ def generate_task(
         with LiberoEnv(suite, task_id, config.protocol, RenderOptions(enabled=False)) as env:
             inits = range(min(config.episodes, len(env.init_states)))
             episodes = [(i, r) for i in inits for r in range(config.repeats)]
-            for init_index, repeat in tqdm(
+            for init_index, repeat in progress_bar(
                 episodes, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
             ):
                 seed = episode_seed(config.seed, suite, task_id, init_index, repeat)
@@ -390,7 +388,7 @@ def generate_task(
         demos = []
         render = RenderOptions(enabled=True, fast=config.fast_render)
         with LiberoEnv(suite, task_id, config.protocol, render) as env:
-            for rollout in tqdm(
+            for rollout in progress_bar(
                 rollouts, desc=f"{suite} task {task_id} render", disable=not progress, leave=False
             ):
                 demos.append((rollout, render_states(env, rollout.states)))
@@ -443,8 +441,6 @@ def generate_suite(
     task's report is appended to ``<root>/<suite>/generation_log.jsonl``. ``rerender_images``
     renders the images of existing files again (see :func:`generate_task`).
     """
-    from tqdm.auto import tqdm
-
     from rsdlib.libero.tasks import num_tasks
 
     task_ids = list(range(num_tasks(suite))) if tasks is None else list(tasks)
@@ -452,7 +448,7 @@ def generate_suite(
     log = Path(root) / suite / "generation_log.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     reports = []
-    bar = tqdm(total=len(jobs), desc=f"demos {suite}")
+    bar = progress_bar(total=len(jobs), desc=f"demos {suite}")
     if workers <= 1:
         results = map(_generate_task_star, jobs)
     else:

@@ -33,11 +33,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from rsdlib.libero.goals import goal_objects
 from rsdlib.libero.policy import EnvPolicy, EpisodeContext, as_output
 from rsdlib.libero.protocol import Protocol, check_suite
+from rsdlib.libero.scene import Scene
 from rsdlib.metrics import success_summary, summarize_by
 from rsdlib.observations import CAMERAS
-from rsdlib.results import to_jsonable, write_json
+from rsdlib.results import git_sha, to_jsonable, write_json
 from rsdlib.seeding import episode_seed
 
 EPISODES_FILE = "episodes.jsonl"
@@ -309,6 +311,8 @@ def make_libero_env(suite: str, task_id: int, options: EvalOptions):
 
 
 EnvFactory = Callable[[str, int, EvalOptions], Any]
+#: Called after each env step of an episode with ``(steps, max_steps)``.
+StepCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -328,13 +332,19 @@ class Footage:
 
 
 def run_episode(
-    env, policy: EnvPolicy, spec: EpisodeSpec, options: EvalOptions
+    env,
+    policy: EnvPolicy,
+    spec: EpisodeSpec,
+    options: EvalOptions,
+    on_step: StepCallback | None = None,
 ) -> tuple[dict[str, Any], Footage]:
     """Run one episode; returns its record and its footage (empty when no video is asked for).
 
     The policy is asked for actions, and up to ``protocol.open_loop_steps`` of each chunk
     are executed before it is asked again; the episode ends on success or after the
     suite's step limit. Exceptions are caught and recorded as the episode's failure.
+    ``on_step(steps, max_steps)`` is called after every env step (a progress display; it
+    should return quickly).
     """
     start = time.perf_counter()
     footage = Footage()
@@ -362,6 +372,8 @@ def run_episode(
                 footage.keep(env, obs, options)
                 if path is not None:
                     path.step(obs)
+                if on_step is not None:
+                    on_step(env.steps, env.max_steps)
                 if success or env.steps >= env.max_steps:
                     break
     except Exception as err:  # one bad episode must not end the run: record it and go on
@@ -414,8 +426,6 @@ def _rounded(xyz: Any) -> list[float]:
 
 
 def _goal_object_positions(env) -> dict[str, list[float]]:
-    from rsdlib.libero.goals import goal_objects
-    from rsdlib.libero.scene import Scene
 
     scene = Scene(env)
     return {name: _rounded(scene.pos(name)) for name in goal_objects(scene.goal) if scene.is_object(name)}
@@ -458,7 +468,11 @@ class EpisodeRunner:
         options: how episodes are run.
         env_factory: makes an env for ``(suite, task_id, options)``.
         video_dir: where MP4s go (None: no videos).
+        on_step: called after each env step with ``(steps, max_steps)`` (a progress display;
+            set on the serial executor's runner, not sent to workers).
     """
+
+    on_step: StepCallback | None = None
 
     def __init__(
         self, policy: EnvPolicy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None
@@ -486,7 +500,7 @@ class EpisodeRunner:
                 "diagnostics": [],
                 "error": f"could not make the env: {type(err).__name__}: {err}",
             }
-        record, footage = run_episode(env, self.policy, spec, self.options)
+        record, footage = run_episode(env, self.policy, spec, self.options, self.on_step)
         try:
             record["video"] = self._maybe_video(record, footage)
         except Exception as err:  # the episode is scored; only its video is lost
@@ -722,7 +736,8 @@ def evaluate(
         workers: processes (pool) or actors (ray).
         ray_address: a Ray cluster address; None starts Ray locally with ``workers`` CPUs.
         env_factory: makes an env per (suite, task); tests pass a fake.
-        progress: show a tqdm bar with the success rate so far.
+        progress: show a progress bar (:func:`rsdlib.progress.progress`) with the success rate
+            so far and, with the serial executor, the env step of the episode under way.
 
     Returns:
         An :class:`EvalResult` with every record of the chosen episodes (old and new) and the
@@ -751,22 +766,24 @@ def evaluate(
     todo = [s for s in specs if s.key not in done]
     video_dir = str(run_dir / "videos") if options.video != "none" else None
     args = (policy, options, env_factory, video_dir)
+    runner = None
     if executor == "serial" or not todo:
-        stream = _run_serial(EpisodeRunner(*args), todo)
+        runner = EpisodeRunner(*args)
+        stream = _run_serial(runner, todo)
     elif executor == "pool":
         stream = _run_pool(args, todo, min(workers, len(todo)))
     else:
         stream = _run_ray(args, todo, min(workers, len(todo)), ray_address)
 
-    from tqdm.auto import tqdm
-
-    from rsdlib.results import git_sha
+    from rsdlib.progress import progress as progress_bar
 
     code_version = git_sha() or "unknown"  # recorded per episode: a resumed run shows any code change
     path = run_dir / EPISODES_FILE
     old = [r for k, r in done.items() if k in wanted]
     wins = sum(r["success"] for r in old)
-    bar = tqdm(total=len(specs), initial=len(old), desc=f"eval {policy.name}", disable=not progress)
+    bar = progress_bar(total=len(specs), initial=len(old), desc=f"eval {policy.name}", disable=not progress)
+    if runner is not None and progress:  # serial: the episode under way shows its env step too
+        runner.on_step = _step_postfix(bar, lambda: f"success={wins}/{bar.n}")
     with bar:
         for record in stream:
             key = record_key(record)
@@ -783,6 +800,21 @@ def evaluate(
     write_json(run_dir / "metrics.json", summary)
     report_errors(records, path)
     return EvalResult(run_dir, records, summary)
+
+
+def _step_postfix(bar: Any, prefix: Callable[[], str]) -> StepCallback:
+    """A step callback that writes ``<prefix>, episode k: step s/max`` into the bar's postfix, at
+    most once per ``bar.mininterval`` seconds (a minute-long episode then moves on screen, and
+    costs a clock read per step)."""
+    last = [float("-inf")]
+
+    def show(steps: int, max_steps: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= bar.mininterval:
+            last[0] = now
+            bar.set_postfix_str(f"{prefix()}, episode {bar.n + 1}: step {steps}/{max_steps}")
+
+    return show
 
 
 def error_messages(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -167,6 +167,8 @@ def plot_threshold_sweep(rows: Sequence[Mapping[str, Any]], rule: str) -> plt.Fi
         ylim=(-3, 103),
     )
     lat.set(xlabel=f"{rule} threshold", ylabel="chunk latency in episodes, ms (median)")
+    slowest = max((r["latency_median_ms"] for points in sweeps.values() for _, r in points), default=0.0)
+    lat.set_ylim(0, 1.08 * slowest or 1.0)  # from zero: a ratio of latencies reads as the ratio it is
     acc.set(xlabel="RFSQ layer (coarse to fine)", ylabel="accepted / drafted", ylim=(-0.02, 1.02))
     acc.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     acc.legend(fontsize=6, title=f"{next(iter(sweeps)).removeprefix('rsd_')}", title_fontsize=6)

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rsdlib.observations import CAMERA_KEYS
 from rsdlib.policies.data import augment_images
 from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch
+from rsdlib.progress import progress as progress_bar
 
 if TYPE_CHECKING:
     from rsdlib.tokenizers.base import ActionTokenizer
@@ -102,7 +102,7 @@ class PackedChunks:
         if len(dataset) == 0:
             raise ValueError("from_dataset got an empty dataset")
         items = []
-        for episode in tqdm(range(len(dataset.refs)), desc="packing episodes", disable=not progress):
+        for episode in progress_bar(range(len(dataset.refs)), desc="packing episodes", disable=not progress):
             length = len(dataset.episode_actions(episode))
             steps = list(range(0, length, stride))
             images = dataset.episode_images(episode, slice(0, length, stride))  # one read per camera

@@ -14,6 +14,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from rsdlib.actions import ACTION_NAMES
+from rsdlib.plotting import place_labels
 
 _STYLE = {
     "rfsq": ("C0", "o", "RFSQ (k layers)"),
@@ -31,6 +32,9 @@ def plot_error_vs_budget(
     rows: list[dict[str, Any]], *, x: str = "tokens_per_chunk", y: str = "mse_normalised", datasets: list[str]
 ) -> Figure:
     """Reconstruction MSE against tokens (or bits) per chunk, one panel per data set, log-log.
+
+    Each point is labelled with its setting (``k=2``, ``scale=10``, ``bins=256``) where the label
+    covers no other label or marker; the log axes have ticks at 1, 2 and 5 of every decade.
 
     Args:
         rows: evaluation rows (``tokenizer``, ``setting``, ``data``, ``x`` and ``y``).
@@ -54,18 +58,9 @@ def plot_error_vs_budget(
                 color=color,
                 label=label,
             )
-            for r in sel:
-                ax.annotate(
-                    r["setting"],
-                    (r[x], r[y]),
-                    fontsize=6,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # minor labels collide on a short log axis
+        _log_ticks(ax.xaxis)
         ax.set_xlabel(_AXIS.get(x, x))
         ax.set_title(data)
     axes[0][0].set_ylabel(
@@ -73,7 +68,28 @@ def plot_error_vs_budget(
     )
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.0))  # below, off the data
+    for ax, data in zip(axes[0], datasets, strict=True):  # once the limits are final
+        mine = [r for kind in _STYLE for r in rows if r["tokenizer"] == kind and r["data"] == data]
+        place_labels(ax, [(r[x], r[y]) for r in mine], [r["setting"] for r in mine], fontsize=5.5)
     return fig
+
+
+def _log_ticks(axis: Any) -> None:
+    """Ticks at 1, 2 and 5 of every decade, written plainly (``20``, ``0.5``): a log axis over
+    less than two decades then has several labelled ticks, not one."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10)), numticks=12))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def source_name(source: str) -> str:
+    """A data source label without file paths, for titles and captions: ``demos
+    data/demos/libero_spatial (10 files, 200 episodes)`` becomes ``demos libero_spatial (10 files,
+    200 episodes)`` (a path becomes its last folder or file name)."""
+    return " ".join(
+        word.rstrip("/").rsplit("/", 1)[-1] if "/" in word else word for word in source.split(" ")
+    )
 
 
 def plot_code_usage(usage: list[dict[str, Any]]) -> Figure:

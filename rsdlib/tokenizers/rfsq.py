@@ -26,10 +26,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from vector_quantize_pytorch import ResidualFSQ
 
 from rsdlib.actions import ACTION_DIM
+from rsdlib.progress import progress as progress_bar
 from rsdlib.seeding import seeded
 from rsdlib.tokenizers.base import ActionTokenizer
 from rsdlib.tokenizers.errors import REGENERATE, TokenizerFileError
@@ -282,7 +282,7 @@ class RFSQTokenizer(ActionTokenizer):
         optimiser = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _warmup_cosine(self.warmup_steps, self.steps))
         self.history = []
-        bar = tqdm(
+        bar = progress_bar(
             range(self.steps), desc=f"RFSQ N={self.num_latents} L={self.num_layers}", disable=not progress
         )
         for _ in bar:

@@ -18,7 +18,18 @@ ROOT = Path(rsdlib.__file__).parent
 #: Lowest first. A module is in the layer of the longest prefix listed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # the foundation: facts and utilities every layer may use
-    ("paths", "seeding", "results", "plotting", "tables", "actions", "observations", "metrics", "pipeline"),
+    (
+        "paths",
+        "seeding",
+        "results",
+        "plotting",
+        "progress",
+        "tables",
+        "actions",
+        "observations",
+        "metrics",
+        "pipeline",
+    ),
     ("tokenizers",),
     ("policies",),
     ("train",),

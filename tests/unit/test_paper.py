@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from rsdlib.experiments.paper import (
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
+
+from rsdlib.experiments.paper import (  # noqa: E402
     _frontiers,
     plot_acceptance_by_rule,
     plot_iso_latency,
@@ -12,7 +17,8 @@ from rsdlib.experiments.paper import (
     plot_success_per_task_by_method,
     write_manifest,
 )
-from rsdlib.plotting import paper_style, save_figure
+from rsdlib.plotting import paper_style, save_figure  # noqa: E402
+from rsdlib.results import git_sha  # noqa: E402
 
 COMPARISON = {
     "suite": "libero_spatial",
@@ -75,16 +81,147 @@ def test_frontiers_trace_plain_and_lossless_settings_and_the_lossy_thresholds():
     assert {label for _, _, label in _frontiers(rows[:2], timing)} == {"lossless RSD frontier"}
 
 
-def test_manifest_names_notebook_runs_and_hashes(tmp_path):
+def test_manifest_names_notebook_runs_hashes_commit_and_profile(tmp_path):
     figures = tmp_path / "figures"
     figures.mkdir()
     (figures / "07_latency.png").write_bytes(b"png")
     (figures / "02_tokenizers_table.md").write_text("| a |\n")
-    first = write_manifest(figures, sources={"07_": ["/tmp/runs/latency/default"]})
+    first = write_manifest(figures, sources={"07_": ["/tmp/runs/latency/default"]}, profile="smoke")
     assert first["07_latency.png"]["notebook"] == "07_latency.ipynb"
     assert first["07_latency.png"]["results"] == ["default"]
     assert first["02_tokenizers_table.md"]["results"] == []
+    assert first["07_latency.png"]["profile"] == "smoke"
+    assert first["07_latency.png"]["commit"] == git_sha()  # the tree that made it (None outside git)
     text = (figures / "MANIFEST.json").read_text()
-    write_manifest(figures, sources={"07_": ["/tmp/runs/latency/default"]})
+    write_manifest(figures, sources={"07_": ["/tmp/runs/latency/default"]}, profile="smoke")
     assert (figures / "MANIFEST.json").read_text() == text  # deterministic
     assert "MANIFEST.json" not in json.loads(text)
+    assert list(json.loads(text)["07_latency.png"]) == ["commit", "notebook", "profile", "results", "sha256"]
+    # a figure that was not redrawn keeps where it came from; a redrawn one records the new run
+    (figures / "07_latency.png").write_bytes(b"png, redrawn")
+    again = write_manifest(figures, sources={}, profile="default", commit="abc123")
+    assert (again["07_latency.png"]["commit"], again["07_latency.png"]["profile"]) == ("abc123", "default")
+    assert again["02_tokenizers_table.md"]["profile"] == "smoke"
+    assert again["02_tokenizers_table.md"]["commit"] == first["02_tokenizers_table.md"]["commit"]
+
+
+def _extent(artist, renderer):
+    return artist.get_window_extent(renderer)
+
+
+def _overlap(a, b, slack=0.5):
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > slack and min(a.y1, b.y1) - max(a.y0, b.y0) > slack
+
+
+def _inside(a, b):
+    return a.x0 >= b.x0 and a.x1 <= b.x1 and a.y0 >= b.y0 and a.y1 <= b.y1
+
+
+def test_pipeline_labels_sit_clear_of_boxes_and_the_verify_bracket_spans_every_layer():
+    for layers, latents, gamma in ((4, 4, 2), (5, 4, 1), (3, 6, 3), (8, 8, 3)):
+        fig = plot_pipeline(num_layers=layers, num_latents=latents, gamma=gamma)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch | Rectangle)]
+        texts = [t for t in ax.texts if t.get_text()]
+        for text in texts:
+            box = _extent(text, renderer)
+            own = [p for p in boxes if p.get_gid() == text.get_gid() and text.get_gid() is not None]
+            if own:  # a box's own text stays inside it
+                assert _inside(box, _extent(own[0], renderer)), text.get_text()
+            others = [p for p in boxes if p not in own]
+            hit = [p.get_gid() for p in others if _overlap(box, _extent(p, renderer))]
+            assert not hit, f"{text.get_text()!r} runs into {hit}"
+            hit = [o.get_text() for o in texts if o is not text and _overlap(box, _extent(o, renderer))]
+            assert not hit, f"{text.get_text()!r} runs into {hit}"
+            assert _inside(box, fig.bbox), f"{text.get_text()!r} is cut off"
+        cells = {j: [p for p in boxes if p.get_gid() == f"layer {j}"] for j in range(layers)}
+        grid = [_extent(p, renderer) for column in cells.values() for p in column]
+        others = [_extent(p, renderer) for p in boxes if not (p.get_gid() or "").startswith("layer")]
+        assert not any(_overlap(g, o) for g in grid for o in others)
+        bracket_y = max(next(line for line in ax.lines if line.get_gid() == "propose").get_ydata())
+        assert all(p.get_y() + p.get_height() < bracket_y for column in cells.values() for p in column)
+        span = {line.get_gid(): line.get_xdata() for line in ax.lines}
+        for j, column in cells.items():
+            x0 = column[0].get_x()
+            x1 = x0 + column[0].get_width()
+            assert min(span["verify"]) <= x0 and x1 <= max(span["verify"])  # verified or filled in
+            drafted = min(span["propose"]) <= x0 and x1 <= max(span["propose"])
+            assert drafted == (j < gamma)
+
+
+COMPARISON_FAST = {**COMPARISON, "rows": [*COMPARISON["rows"],
+                   {"method": "fast_ar", "rate": 0.3, "ci_low": 0.1, "ci_high": 0.6, "n": 10}]}  # fmt: skip
+LATENCY_FAST = {"device": "CPU x86_64, 1 threads", "rows": [*LATENCY["rows"],
+                {"method": "fast_ar", "latency_median_ms": 46.7, "floor_ms": 12.0}]}  # fmt: skip
+
+
+def test_iso_latency_draws_fast_like_any_plain_method_from_zero():
+    fig = plot_iso_latency(COMPARISON_FAST, LATENCY_FAST)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.texts]
+    assert sorted(labels) == sorted(["rfsq_ar", "RSD g2:exact", "l1_regression", "fast_ar"])
+    markers = {(float(x), float(y)) for line in ax.lines if line.get_marker() in ("o", "D")
+               for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)}  # fmt: skip
+    assert (46.7, 30.0) in markers
+    assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > 46.7
+    assert "1 thread)" in ax.get_xlabel() and "threads" not in ax.get_xlabel()
+
+
+def test_iso_latency_legend_names_only_what_is_drawn():
+    rows = [
+        {"method": "rfsq_ar", "rate": 0.6, "ci_low": 0.3, "ci_high": 0.85, "n": 10},
+        {"method": "rsd_head:g3:exact", "rate": 0.6, "ci_low": 0.3, "ci_high": 0.85, "n": 10},
+        {"method": "rsd_head:g3:match_rate:0.75", "rate": 0.6, "ci_low": 0.3, "ci_high": 0.85, "n": 10},
+        {"method": "rsd_head:g3:match_rate:0.5", "rate": 0.7, "ci_low": 0.4, "ci_high": 0.9, "n": 10},
+    ]
+    timed = [{"method": m, "latency_median_ms": ms, "floor_ms": 15.0}
+             for m, ms in zip([r["method"] for r in rows], [32.4, 33.9, 24.8, 23.8], strict=True)]  # fmt: skip
+    cases = {
+        "all": (rows, timed),
+        "no floor": (rows, [{k: v for k, v in t.items() if k != "floor_ms"} for t in timed]),
+        "one lossless point": ([rows[0], *rows[2:]], timed),
+        "plain only": (rows[:1], timed),
+    }
+    for case, (comparison_rows, latency_rows) in cases.items():
+        fig = plot_iso_latency({"suite": "libero_spatial", "rows": comparison_rows},
+                               {"device": "CPU", "rows": latency_rows})  # fmt: skip
+        ax = fig.axes[0]
+        drawn = {}
+        for line in ax.lines:
+            points = {(float(x), float(y)) for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)}
+            if line.get_label().startswith("floor") or len(points) >= 2:
+                drawn[line.get_label()] = line
+        legends = [*fig.legends, *([ax.get_legend()] if ax.get_legend() else [])]
+        named = [t.get_text() for legend in legends for t in legend.get_texts()]
+        assert named == [label for label in drawn if not label.startswith("_")], case
+        if "lossless RSD frontier" in drawn and "lossy RSD frontier" in drawn:  # both visible where they meet
+            lossless, lossy = drawn["lossless RSD frontier"], drawn["lossy RSD frontier"]
+            assert lossless.get_color() != lossy.get_color()
+            assert lossless.get_linewidth() > 2 * lossy.get_linewidth()
+    assert {t.get_text() for t in plot_iso_latency(COMPARISON, LATENCY).legends[0].get_texts()} >= {
+        "lossless RSD frontier"
+    }
+
+
+def test_acceptance_by_rule_is_a_heatmap_with_values_and_not_drafted_cells():
+    rules = ("exact", "match_rate:0.75", "match_rate:0.5", "action_tolerance:0.05", "action_tolerance:0.2")
+    rows = [
+        {"method": f"rsd_{d}:g{g}:{rule}", "acceptance_per_layer": [0.9, 0.5 if g > 1 else None, None, 0.25]}
+        for d in ("head", "tiny")
+        for g in (1, 2, 3)
+        for rule in rules
+    ] + [{"method": "rfsq_ar", "acceptance_per_layer": None}]
+    fig = plot_acceptance_by_rule(rows)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["drafter: head", "drafter: tiny"]
+    for ax in panels:
+        assert len(ax.get_yticklabels()) == 15
+        assert ax.get_yticklabels()[0].get_text() == "g1 exact"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2", "3"]
+        values = [t.get_text() for t in ax.texts]
+        assert values.count("0.90") == 15 and values.count("0.50") == 10 and values.count("0.25") == 15
+        hatched = [p for p in ax.patches if p.get_hatch()]
+        assert len(hatched) == 15 + 5  # layer 2 everywhere, layer 1 at gamma 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["not drafted"]
