@@ -205,7 +205,24 @@ def _step_title(stepper: TraceStepper) -> str:
     )
     if trace.method == "rsd":
         text += f"\n{trace.rule_label}, gamma={trace.gamma}, drafter={trace.drafter}, T={trace.temperature:g}"
+    if trace.monitor is not None:
+        text += "\n" + depth_note(trace)
     return text
+
+
+def depth_note(trace: DecodeTrace) -> str:
+    """Where a depth monitor stopped and why: its value after each layer against its threshold."""
+    shown = ", ".join(
+        f"after layer {k + 1}: {'no history (go on)' if v is None else format(v, '.3g')}"
+        for k, v in enumerate(trace.monitor_values)
+    )
+    verdict = (
+        "went to full depth" if trace.layers_used == trace.num_layers else f"stopped at {trace.layers_used}"
+    )
+    return (
+        f"depth monitor {trace.monitor} (goes on while above {trace.depth_threshold:g}) {verdict} of "
+        f"{trace.num_layers} layers; {shown}"
+    )
 
 
 def plot_layer_step(trace: DecodeTrace | TraceStepper, position: int | None = None) -> Figure:

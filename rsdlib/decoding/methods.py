@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rsdlib.decoding.acceptance import AcceptanceRule
+from rsdlib.decoding.monitors import DepthHistory
 from rsdlib.decoding.plain import (
     Observations,
     decode_fast_ar,
@@ -25,7 +26,7 @@ from rsdlib.decoding.plain import (
     decode_rfsq_ar,
     decode_rfsq_parallel,
 )
-from rsdlib.decoding.result import DecodeResult, check_tokenizer
+from rsdlib.decoding.result import DecodeResult, check_tokenizer, decode_actions
 from rsdlib.decoding.spec import RFSQ_METHODS, MethodSpec
 from rsdlib.decoding.speculative_loop import speculative_decode
 from rsdlib.policies.drafters import Drafter, HeadDrafter, PolicyDrafter
@@ -105,21 +106,48 @@ class Decoder:
             check_drafter(self.drafter, main)
             self.rule = spec.make_rule(self.tokenizer)
 
-    def decode(self, observations: Observations, *, generator: torch.Generator | None = None) -> DecodeResult:
+    def decode(
+        self,
+        observations: Observations,
+        *,
+        generator: torch.Generator | None = None,
+        history: DepthHistory | None = None,
+    ) -> DecodeResult:
         """Decode observation dicts or a prepared batch: tokens and one trace per item.
 
         Args:
             generator: the source of every draw when the spec samples (temperature > 0).
+            history: for a spec with a depth monitor: what it remembers of the episode's earlier
+                chunks (None: nothing, as for a first chunk); this chunk is added to it, as if
+                all its steps will be executed before the next decode (LIBERO's open loop).
         """
+        result = self._decode(observations, generator=generator, history=history)
+        if history is not None and self.spec.monitor is not None:
+            depth = torch.tensor([t.layers_used for t in result.traces])
+            chunk = decode_actions(self.tokenizer, result.tokens, depth, normalised=True)
+            history.update(
+                hidden=result.pooled_prefix,
+                chunk=chunk,
+                actions=result.actions,
+                executed=result.actions.shape[1],
+            )
+        return result
+
+    def _decode(
+        self, observations: Observations, *, generator: torch.Generator | None, history: DepthHistory | None
+    ) -> DecodeResult:
         s, m, tok = self.spec, self.main, self.tokenizer
         g = generator if s.temperature > 0 else None
+        depth = {"monitor": s.depth_monitor, "history": history} if s.monitor is not None else {}
         if s.is_rsd:
             return speculative_decode(
                 m, self.drafter, observations, rule=self.rule, gamma=s.gamma, temperature=s.temperature,
-                generator=g, tokenizer=tok, redraft=s.redraft,
+                generator=g, tokenizer=tok, redraft=s.redraft, **depth,
             )  # fmt: skip
         if s.method == "rfsq_ar":
-            return decode_rfsq_ar(m, observations, temperature=s.temperature, generator=g, tokenizer=tok)
+            return decode_rfsq_ar(
+                m, observations, temperature=s.temperature, generator=g, tokenizer=tok, **depth
+            )
         if s.method == "rfsq_parallel":
             return decode_rfsq_parallel(
                 m, observations, temperature=s.temperature, generator=g, tokenizer=tok

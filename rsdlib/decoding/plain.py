@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rsdlib.decoding.monitors import DepthHistory, DepthMonitor, judge_depth, pooled_prefix
 from rsdlib.decoding.result import (
     DecodeResult,
     Stopwatch,
     check_tokenizer,
     decode_actions,
+    mask_past_depth,
 )
 from rsdlib.decoding.trace import DecodeTrace
 from rsdlib.policies.heads import FastAutoregressive, L1Regression, RFSQAutoregressive, RFSQParallel
@@ -65,8 +67,14 @@ def decode_rfsq_ar(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     tokenizer: ActionTokenizer | None = None,
+    monitor: DepthMonitor | None = None,
+    history: DepthHistory | None = None,
 ) -> DecodeResult:
     """Plain coarse-to-fine decoding: prefix pass, then block l for l = 0..L-1 with the KV cache.
+
+    With a depth ``monitor``, an item stops after the first layer k where the monitor says the
+    finer layers are not needed: its chunk is the RFSQ decode of its first k layers, its tokens
+    past k are -1, and its trace records the depth and the monitor's value at each layer asked.
 
     Args:
         policy: the ``rfsq_ar`` main policy.
@@ -74,26 +82,50 @@ def decode_rfsq_ar(
         temperature: 0 for greedy, else sampling with ``generator``.
         generator: required when ``temperature > 0``.
         tokenizer: the RFSQ tokenizer, to decode actions (optional).
+        monitor: stops decoding early (None: all L layers).
+        history: what the monitor remembers of the episode's earlier chunks.
     """
     check_tokenizer(tokenizer, num_layers=policy.L, num_latents=policy.N, codebook_size=policy.V)
     obs = policy.prepare(observations)
     B, L, N = obs.batch_size, policy.L, policy.N
     clock = Stopwatch(policy.device)
     tokens = torch.zeros(B, L, N, dtype=torch.long, device=policy.device)
+    depth = torch.full((B,), L, dtype=torch.long)
+    values: list[list[float]] = [[] for _ in range(B)]
     with clock.step("prefix"):
         state = policy.prefix(obs)
+    hidden = None if monitor is None else pooled_prefix(state.prefix_hidden, state.prefix_valid)
     with clock.step("plain"):
+        active = torch.ones(B, dtype=torch.bool)
         for layer in range(L):
             at = torch.full((B,), layer, dtype=torch.long, device=policy.device)
             logits = policy.block_logits(state, tokens, at, torch.ones_like(at))[:, 0]  # (B, N, V)
-            tokens[:, layer] = sample(
-                probabilities(logits, temperature), temperature=temperature, generator=generator
-            )
+            probs = probabilities(logits, temperature)
+            tokens[:, layer] = sample(probs, temperature=temperature, generator=generator)
+            if monitor is None or layer + 1 == L:
+                continue
+            # Ask the monitor whether the moment needs more than layer + 1 layers.
+            go_on, value = judge_depth(
+                monitor, layers=layer + 1, probs=probs, hidden=hidden, tokens=tokens, tokenizer=tokenizer,
+                history=history or DepthHistory(),
+            )  # fmt: skip
+            for i in active.nonzero()[:, 0].tolist():
+                values[i].append(float(value[i]))
+            stop = active & ~go_on
+            depth[stop] = layer + 1
+            active &= go_on
+            if not bool(active.any()):
+                break
+    tokens = mask_past_depth(tokens, depth)
     with clock.step("detokenize"):
-        actions = decode_actions(tokenizer, tokens)
+        actions = decode_actions(tokenizer, tokens, depth)
     timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize")
     traces = _plain_traces("rfsq_ar", tokens, L, timings, temperature)
-    return DecodeResult(tokens=tokens, actions=actions, traces=traces)
+    if monitor is not None:
+        for i, trace in enumerate(traces):
+            trace.main_passes = int(depth[i])
+            trace.set_depth(int(depth[i]), monitor.name, monitor.threshold, values[i])
+    return DecodeResult(tokens=tokens, actions=actions, traces=traces, pooled_prefix=hidden)
 
 
 @torch.no_grad()

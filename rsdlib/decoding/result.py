@@ -27,11 +27,14 @@ class DecodeResult:
             units for ``rsdlib.tokenizers.RFSQTokenizer``); for ``l1_regression`` the head's output
             in the units it was trained on (the demonstrations' normalised units); else None.
         traces: one :class:`DecodeTrace` per item.
+        pooled_prefix: ``(B, D)`` the main trunk's pooled prefix state, kept when a depth monitor
+            ran (its history of the episode remembers it).
     """
 
     tokens: torch.Tensor | None
     actions: torch.Tensor | None
     traces: list[DecodeTrace]
+    pooled_prefix: torch.Tensor | None = None
 
     def with_layer_actions(self, tokenizer: ActionTokenizer) -> DecodeResult:
         """Fill each RFSQ trace's ``layer_actions`` (the chunk decoded from the first k layers,
@@ -94,14 +97,48 @@ def check_tokenizer(
 
 
 def layer_actions(tokenizer: ActionTokenizer, tokens: torch.Tensor) -> list[list[list[list[float]]]] | None:
-    """Per item, the chunk decoded from the first k layers for k = 1..L (``[B][L][H][A]``)."""
+    """Per item, the chunk decoded from the first k layers for k = 1..depth (``[B][depth][H][A]``;
+    an item's depth ends at its first layer of -1 tokens, L when it has none)."""
     if tokenizer is None:
         return None
     L = tokens.shape[1]
-    per_k = [tokenizer.decode(tokens[:, :k].transpose(1, 2)).double().tolist() for k in range(1, L + 1)]
-    return [[per_k[k][i] for k in range(L)] for i in range(tokens.shape[0])]
+    depth = (
+        (tokens >= 0).all(dim=-1).long().cumprod(dim=1).sum(dim=1).cpu()
+    )  # (B,) layers before the first -1
+    usable = tokens.clamp(min=0)  # rows past an item's depth are decoded and dropped below
+    per_k = [tokenizer.decode(usable[:, :k].transpose(1, 2)).double().tolist() for k in range(1, L + 1)]
+    return [[per_k[k][i] for k in range(int(depth[i]))] for i in range(tokens.shape[0])]
 
 
-def decode_actions(tokenizer: ActionTokenizer, tokens: torch.Tensor) -> torch.Tensor | None:
-    """``(B, H, A)`` from ``(B, L, N)`` tokens (the contract's ``decode`` takes ``(B, N, k)``)."""
-    return None if tokenizer is None else tokenizer.decode(tokens.transpose(1, 2))
+def decode_actions(
+    tokenizer: ActionTokenizer,
+    tokens: torch.Tensor,
+    depth: torch.Tensor | None = None,
+    *,
+    normalised: bool = False,
+) -> torch.Tensor | None:
+    """``(B, H, A)`` from ``(B, L, N)`` tokens (the contract's ``decode`` takes ``(B, N, k)``).
+
+    With ``depth`` ``(B,)``, item i is the decode of its first ``depth[i]`` layers (one call per
+    distinct depth), exactly what decoding those layers alone gives. ``normalised``: in the
+    tokenizer's normalised units where it has them (``decode_normalised``)."""
+    if tokenizer is None:
+        return None
+    decode = (getattr(tokenizer, "decode_normalised", None) if normalised else None) or tokenizer.decode
+    if depth is None or bool((depth == tokens.shape[1]).all()):
+        return decode(tokens.transpose(1, 2))
+    out = None
+    for k in sorted(set(depth.tolist())):
+        rows = (depth == k).nonzero()[:, 0].to(tokens.device)
+        part = decode(tokens[rows, :k].transpose(1, 2))
+        if out is None:
+            out = part.new_zeros((tokens.shape[0], *part.shape[1:]))
+        out[rows.to(out.device)] = part
+    return out
+
+
+def mask_past_depth(tokens: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """``tokens`` ``(B, L, N)`` with the layers at and past each item's depth set to -1 (not decoded)."""
+    layers = torch.arange(tokens.shape[1])[None, :]  # (1, L)
+    past = (layers >= depth[:, None]).to(tokens.device)  # (B, L)
+    return torch.where(past[:, :, None], torch.full_like(tokens, -1), tokens)

@@ -9,6 +9,10 @@ method with the same spec and the same text grammar::
     rsd_head:g3:match_rate:0.5   ... a rule with its one parameter (tau, delta or eps)
     rsd_head:g2:speculative@1    ... sampling (the speculative rule samples)
     rsd_head:g2:exact:once       ... drafting only in the first round (``redraft=False``)
+    rfsq_ar+entropy:0.3          adaptive depth: stop at the first layer where the monitor's value
+                                 is not above its threshold (rfsq_ar and RSD; monitors in
+                                 ``rsdlib.decoding.monitors``)
+    rsd_head:g2:exact+fixed:2    ... RSD that decodes the first 2 layers only
 
 ``MethodSpec.parse(str(spec)) == spec`` for every valid spec. The rules and their parameters
 come from :data:`rsdlib.decoding.acceptance.RULES`.
@@ -27,6 +31,7 @@ from rsdlib.decoding.acceptance import (
     make_rule,
     rule_label,
 )
+from rsdlib.decoding.monitors import MONITOR_NAMES, DepthMonitor
 
 if TYPE_CHECKING:
     from rsdlib.tokenizers.base import ActionTokenizer
@@ -39,6 +44,8 @@ METHODS = (*PLAIN_METHODS, "rsd")
 DRAFTERS = ("head", "tiny")
 #: The methods whose tokens are RFSQ tokens.
 RFSQ_METHODS = ("rsd", "rfsq_ar", "rfsq_parallel")
+#: The methods that decode layer by layer, so a depth monitor can stop them early.
+ADAPTIVE_METHODS = ("rsd", "rfsq_ar")
 _ONCE = "once"
 
 
@@ -56,6 +63,8 @@ class MethodSpec:
         param: the rule's one parameter (``tau``, ``delta`` or ``eps``), None for rules without.
         temperature: 0 for greedy; > 0 samples (the token methods; RSD with ``speculative``).
         redraft: draft every round (False: draft once, then go on plainly; ``rsd`` only).
+        monitor: a depth monitor (``rfsq_ar`` and ``rsd``): decode only the layers it asks for.
+        depth_threshold: the monitor's threshold.
     """
 
     method: str = "rfsq_ar"
@@ -65,12 +74,26 @@ class MethodSpec:
     param: float | int | None = None
     temperature: float = 0.0
     redraft: bool = True
+    monitor: str | None = None
+    depth_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method ({self.method!r}) must be one of {METHODS}")
         if self.temperature < 0:
             raise ValueError(f"temperature ({self.temperature}) must be >= 0")
+        if self.monitor is not None or self.depth_threshold is not None:
+            if self.method not in ADAPTIVE_METHODS:
+                raise ValueError(
+                    f"a depth monitor needs a method that decodes layer by layer {ADAPTIVE_METHODS}"
+                )
+            if self.monitor not in MONITOR_NAMES or self.depth_threshold is None:
+                raise ValueError(
+                    f"adaptive depth needs a monitor ({MONITOR_NAMES}) and its threshold, "
+                    f"got {self.monitor!r} and {self.depth_threshold!r}"
+                )
+            object.__setattr__(self, "depth_threshold", float(self.depth_threshold))
+            DepthMonitor(self.monitor, self.depth_threshold)  # validates the threshold
         if self.method != "rsd":
             extra = {k: v for k, v in self._rsd_fields().items() if v is not None} | (
                 {} if self.redraft else {"redraft": False}
@@ -118,6 +141,13 @@ class MethodSpec:
         return "rfsq_ar" if self.is_rsd else self.method
 
     @property
+    def depth_monitor(self) -> DepthMonitor | None:
+        """The depth monitor the loops call (None: full depth)."""
+        if self.monitor is None:
+            return None
+        return DepthMonitor(self.monitor, float(self.depth_threshold))
+
+    @property
     def rule_params(self) -> dict[str, float | int]:
         """The rule's keyword arguments: ``{"tau": 0.5}``, or ``{}``."""
         if self.rule is None or self.param is None:
@@ -162,6 +192,8 @@ class MethodSpec:
                 body += f":{_number(self.param)}"
             if not self.redraft:
                 body += f":{_ONCE}"
+        if self.monitor is not None:
+            body += f"+{self.monitor}:{_number(self.depth_threshold)}"
         return body + (f"@{_number(self.temperature)}" if self.temperature > 0 else "")
 
     @classmethod
@@ -182,6 +214,18 @@ class MethodSpec:
             temperature = float(temp) if at else 0.0
         except ValueError:
             raise ValueError(f"{text!r}: write a temperature after '@' as a number, e.g. rfsq_ar@1") from None
+        body, plus, depth = body.partition("+")
+        monitor, depth_threshold = None, None
+        if plus:
+            monitor, _, value = depth.partition(":")
+            try:
+                depth_threshold = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"{text!r}: write adaptive depth as +<monitor>:<threshold>, e.g. rfsq_ar+entropy:0.3 "
+                    f"(monitors: {MONITOR_NAMES})"
+                ) from None
+        adaptive = {"monitor": monitor, "depth_threshold": depth_threshold}
         head, _, rest = body.partition(":")
         if not head.startswith("rsd_"):
             if rest:
@@ -190,7 +234,7 @@ class MethodSpec:
                 raise ValueError(
                     f"{text!r}: unknown method; write one of {PLAIN_METHODS} or RSD as rsd_<drafter>:g<gamma>:<rule>"
                 )
-            return cls(method=head, temperature=temperature)
+            return cls(method=head, temperature=temperature, **adaptive)
         drafter = head.removeprefix("rsd_")
         parts = rest.split(":")
         redraft = parts[-1] != _ONCE
@@ -209,7 +253,7 @@ class MethodSpec:
                 raise ValueError(f"{text!r}: the parameter of {rule} must be a number ({usage})") from None
         elif RULES[rule].param is not None:
             raise ValueError(f"{text!r}: rule {rule!r} needs its {RULES[rule].param}: {usage}")
-        return cls("rsd", drafter, int(parts[0][1:]), rule, param, temperature, redraft)
+        return cls("rsd", drafter, int(parts[0][1:]), rule, param, temperature, redraft, **adaptive)
 
 
 def _number(value: float | int) -> str:

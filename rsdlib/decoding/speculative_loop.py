@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rsdlib.decoding.acceptance import AcceptanceRule
+from rsdlib.decoding.monitors import DepthHistory, DepthMonitor, judge_depth, pooled_prefix
 from rsdlib.decoding.result import (
     DecodeResult,
     Stopwatch,
     check_tokenizer,
     decode_actions,
+    mask_past_depth,
 )
 from rsdlib.decoding.trace import DecodeTrace, RoundRecord
 from rsdlib.policies.drafters import Drafter
@@ -70,6 +72,8 @@ def speculative_decode(
     tokenizer: ActionTokenizer | None = None,
     redraft: bool = True,
     top_k: int = 3,
+    monitor: DepthMonitor | None = None,
+    history: DepthHistory | None = None,
 ) -> DecodeResult:
     """Decode a batch of chunks with RSD.
 
@@ -86,6 +90,11 @@ def speculative_decode(
         redraft: draft again every round; False drafts only in the first round and then goes on
             plainly (one block per pass).
         top_k: main choices recorded per token in the trace.
+        monitor: adaptive depth: after each round the monitor is asked about every layer the
+            round committed, in order; at the first layer it says is enough, the item stops
+            (layers the round committed past it are dropped). Drafted and verified layers count
+            alike. None: all L layers.
+        history: what the monitor remembers of the episode's earlier chunks.
 
     Returns:
         :class:`DecodeResult`; each trace's ``main_passes`` counts the verification passes that
@@ -109,6 +118,9 @@ def speculative_decode(
         state = main.prefix(obs)
     with clock.step("draft"):
         drafter.begin(obs=obs, main_state=state)
+    depth = torch.full((B,), L, dtype=torch.long, device=dev)
+    monitor_values: list[list[float]] = [[] for _ in range(B)]
+    hidden = None if monitor is None else pooled_prefix(state.prefix_hidden, state.prefix_valid)
 
     while bool((committed < L).any()):
         active = committed < L  # (B,)
@@ -189,8 +201,15 @@ def speculative_decode(
             last = (layers == (committed + accepted)[:, None]) & (has_correction | has_bonus)[:, None]
             tokens = torch.where(last[:, :, None], extra[:, None, :], tokens)
 
-            # 4. crop the cache to the committed blocks (block l read layer l-1)
-            main.trunk.truncate(state, new_committed)
+            # 4. adaptive depth: stop an item at the first committed layer its monitor says is enough
+            if monitor is not None:
+                new_committed = _stop_where_deep_enough(
+                    monitor, committed, new_committed, depth, monitor_values, p_all=p_all, hidden=hidden,
+                    tokens=tokens, tokenizer=tokenizer, history=history or DepthHistory(),
+                )  # fmt: skip
+
+            # 5. crop the cache to the committed blocks (block l read layer l-1)
+            main.trunk.truncate(state, new_committed.clamp(max=L))
 
         with clock.step("record"):
             _record_round(
@@ -212,8 +231,10 @@ def speculative_decode(
             )
         committed = new_committed
 
+    if monitor is not None:
+        tokens = mask_past_depth(tokens, depth.cpu())
     with clock.step("detokenize"):
-        actions = decode_actions(tokenizer, tokens)
+        actions = decode_actions(tokenizer, tokens, None if monitor is None else depth.cpu())
     timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize", "record")
     rows = tokens.tolist()
     traces = [
@@ -237,7 +258,51 @@ def speculative_decode(
         )
         for i in range(B)
     ]
-    return DecodeResult(tokens=tokens, actions=actions, traces=traces)
+    if monitor is not None:
+        for i, trace in enumerate(traces):
+            trace.set_depth(int(depth[i]), monitor.name, monitor.threshold, monitor_values[i])
+    return DecodeResult(tokens=tokens, actions=actions, traces=traces, pooled_prefix=hidden)
+
+
+def _stop_where_deep_enough(
+    monitor: DepthMonitor,
+    committed: torch.Tensor,
+    new_committed: torch.Tensor,
+    depth: torch.Tensor,
+    values: list[list[float]],
+    *,
+    p_all: torch.Tensor,
+    hidden: torch.Tensor,
+    tokens: torch.Tensor,
+    tokenizer: ActionTokenizer | None,
+    history: DepthHistory,
+) -> torch.Tensor:
+    """Ask the monitor about each layer this round committed, in order; where it says the layers
+    so far are enough, record the depth (in ``depth``, in place) and end the item (committed L).
+
+    Args:
+        committed, new_committed: ``(B,)`` layers held before and after the round.
+        depth: ``(B,)`` each item's depth (L until it stops), updated in place.
+        values: per item, the monitor's values so far (appended to).
+        p_all: ``(B, k, N, V)`` the round's main distributions (offset j is layer committed + j).
+    """
+    L = tokens.shape[1]
+    out = new_committed.clone()
+    deciding = depth == L
+    for j in range(int((new_committed - committed).max())):
+        held = committed + j + 1  # (B,) layers held once offset j is committed
+        ask = deciding & (committed + j < new_committed) & (held < L)
+        for k in sorted(set(held[ask].tolist())):
+            rows = (ask & (held == k)).nonzero()[:, 0]
+            go_on, value = judge_depth(
+                monitor, layers=k, probs=p_all[rows, j], hidden=hidden[rows], tokens=tokens[rows],
+                tokenizer=tokenizer, history=history.rows(rows),
+            )  # fmt: skip
+            for r, v in zip(rows.tolist(), value.tolist(), strict=True):
+                values[r].append(v)
+            stop = rows[~go_on.to(rows.device)]
+            depth[stop], out[stop], deciding[stop] = k, L, False
+    return out
 
 
 def _record_round(

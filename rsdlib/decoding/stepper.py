@@ -52,12 +52,14 @@ def layer_steps(trace: DecodeTrace) -> list[LayerStep]:
     if not trace.rounds:
         return [
             LayerStep(None, li, "plain", None, None, None, None, None, trace.tokens[li], action(li))
-            for li in range(trace.num_layers)
+            for li in range(trace.layers_used)
         ]
     steps = []
     for i, r in enumerate(trace.rounds):
         for j in range(r.committed_layers):
             layer = r.start_layer + j
+            if layer >= trace.layers_used:
+                break  # committed in the round, dropped where the depth monitor stopped
             drafted = j < len(r.draft_tokens)
             if j < r.accepted_layers:
                 kind = "accepted"

@@ -11,6 +11,7 @@ paper reports.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from typing import Any
@@ -86,6 +87,11 @@ class DecodeTrace:
         temperature: 0 for greedy.
         batch_size: items decoded together (timings are for the batch).
         draft_steps: drafter calls.
+        depth: layers decoded when a depth monitor stopped early (None: all L); ``tokens`` and
+            ``sources`` then hold ``depth`` layers.
+        monitor: the depth monitor's name (None without one).
+        depth_threshold: its threshold.
+        monitor_values: its value after each layer it was asked about (layer 1, 2, ...).
     """
 
     method: str
@@ -105,6 +111,22 @@ class DecodeTrace:
     temperature: float = 0.0
     batch_size: int = 1
     draft_steps: int = 0
+    depth: int | None = None
+    monitor: str | None = None
+    depth_threshold: float | None = None
+    monitor_values: list[float | None] = field(default_factory=list)
+
+    def set_depth(self, depth: int, monitor: str, threshold: float, values: list[float]) -> None:
+        """Record where a depth monitor stopped: keep the first ``depth`` layers' tokens and sources."""
+        self.depth, self.monitor, self.depth_threshold = depth, monitor, threshold
+        # inf (no history yet: go on) is stored as None, so that traces stay strict JSON
+        self.monitor_values = [float(v) if math.isfinite(v) else None for v in values]
+        self.tokens, self.sources = self.tokens[:depth], self.sources[:depth]
+
+    @property
+    def layers_used(self) -> int:
+        """Layers the chunk was decoded from (L unless a depth monitor stopped early)."""
+        return self.num_layers if self.depth is None else self.depth
 
     @property
     def rule_label(self) -> str | None:
@@ -114,10 +136,11 @@ class DecodeTrace:
     @property
     def spec(self) -> MethodSpec:
         """The method spec this chunk was decoded with (the drafter as the drafter names itself)."""
+        adaptive = {"monitor": self.monitor, "depth_threshold": self.depth_threshold}
         if self.method != "rsd":
-            return MethodSpec(method=self.method, temperature=self.temperature)
+            return MethodSpec(method=self.method, temperature=self.temperature, **adaptive)
         param = next(iter(self.rule_params.values()), None)
-        return MethodSpec("rsd", self.drafter, self.gamma, self.rule, param, self.temperature)
+        return MethodSpec("rsd", self.drafter, self.gamma, self.rule, param, self.temperature, **adaptive)
 
     # -- accounting -------------------------------------------------------------------------------
 
@@ -132,9 +155,11 @@ class DecodeTrace:
         Raises:
             ValueError: a position claimed twice or never.
         """
-        out: list[list[str | None]] = [[None] * self.num_latents for _ in range(self.num_layers)]
+        out: list[list[str | None]] = [[None] * self.num_latents for _ in range(self.layers_used)]
 
         def claim(layer: int, n: int, source: str) -> None:
+            if layer >= self.layers_used:
+                return  # committed in the round, dropped where the depth monitor stopped
             if out[layer][n] is not None:
                 raise ValueError(f"layer {layer} latent {n} claimed twice ({out[layer][n]}, {source})")
             out[layer][n] = source
@@ -179,6 +204,13 @@ class DecodeTrace:
                     for r in self.rounds
                     for j in range(len(r.token_accepted))
                 ],
+            }
+        if self.monitor is not None:
+            out |= {
+                "depth": self.layers_used,
+                "monitor": self.monitor,
+                "depth_threshold": self.depth_threshold,
+                "monitor_values": list(self.monitor_values),
             }
         return out
 

@@ -29,6 +29,7 @@ import torch
 from rsdlib.actions import ACTION_DIM
 from rsdlib.decoding import DecodeResult, DecodeTrace, acceptance_per_layer, layer_steps
 from rsdlib.decoding.methods import METHOD_HEADS, Decoder, check_drafter
+from rsdlib.decoding.monitors import DepthHistory
 from rsdlib.decoding.spec import RFSQ_METHODS, MethodSpec
 from rsdlib.libero.policy import EnvPolicy, EpisodeContext, PolicyOutput
 from rsdlib.observations import CAMERA_KEYS
@@ -79,6 +80,7 @@ class LearnedPolicy(EnvPolicy):
         self.sources = dict(sources or {})
         self._context: EpisodeContext | None = None
         self._generator: torch.Generator | None = None
+        self._history = DepthHistory()  # what a depth monitor remembers of the episode's chunks
 
     # -- the Policy interface -------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class LearnedPolicy(EnvPolicy):
         """Start an episode: the generator is seeded from ``context.seed`` (same seed, same draws)."""
         self._context = context
         self._generator = torch.Generator(device=self.model.device).manual_seed(int(context.seed))
+        self._history = DepthHistory()
 
     def act(self, obs: Mapping[str, Any]) -> PolicyOutput:
         """Decode one chunk for a LIBERO observation.
@@ -108,19 +111,23 @@ class LearnedPolicy(EnvPolicy):
         start = time.perf_counter()
         batch = self.model.prepare([self._model_input(obs)])
         preprocess_s = time.perf_counter() - start
-        chunks, result = self.decode(batch)
+        chunks, result = self.decode(batch, history=self._history)
         actions = chunks[0]  # (H, A)
         if not np.all(np.isfinite(actions)):
             raise ValueError(f"{self.name} decoded non-finite actions")
         return PolicyOutput(actions, chunk_diagnostics(result.traces[0], preprocess_s=preprocess_s))
 
-    def decode(self, batch: Any) -> tuple[np.ndarray, DecodeResult]:
+    def decode(self, batch: Any, *, history: DepthHistory | None = None) -> tuple[np.ndarray, DecodeResult]:
         """Decode prepared observations (``self.model.prepare(...)`` or a packed batch's ``obs``).
+
+        Args:
+            history: for a depth monitor, the episode's memory (:meth:`act` passes its own; None:
+                decode as a first chunk).
 
         Returns:
             ``(B, H, A)`` chunks in environment units, and the decoding result with its traces.
         """
-        result = self.decode_tokens(batch)
+        result = self.decode_tokens(batch, history=history)
         return self.env_actions(result).detach().cpu().double().numpy(), result
 
     def requirements(self) -> dict[str, Any]:
@@ -165,10 +172,10 @@ class LearnedPolicy(EnvPolicy):
             out["instruction"] = instruction
         return out  # the processor names whatever is still missing or misshapen
 
-    def decode_tokens(self, batch: Any) -> DecodeResult:
+    def decode_tokens(self, batch: Any, *, history: DepthHistory | None = None) -> DecodeResult:
         """Decode prepared observations with the policy's method (tokens and traces;
         :meth:`env_actions` turns them into environment actions)."""
-        return self.decoder.decode(batch, generator=self._generator)
+        return self.decoder.decode(batch, generator=self._generator, history=history)
 
     def env_actions(self, result: DecodeResult) -> torch.Tensor:
         """``(B, H, A)`` in environment units.
