@@ -208,6 +208,7 @@ class DecodeTrace:
         if self.monitor is not None:
             out |= {
                 "depth": self.layers_used,
+                "num_layers": self.num_layers,
                 "monitor": self.monitor,
                 "depth_threshold": self.depth_threshold,
                 "monitor_values": list(self.monitor_values),

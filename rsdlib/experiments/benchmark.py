@@ -120,6 +120,7 @@ def quality_rows(
             "mae_vs_plain": _mae(actions, plain.actions, valid),
             "main_passes_per_chunk": float(np.mean([t.main_passes for t in traces])),
             "tokens_per_chunk": float(np.mean([sum(len(layer) for layer in t.tokens) for t in traces])),
+            "layers_per_chunk": float(np.mean([t.layers_used for t in traces])),
         }
         if decoder.spec.is_rsd:
             s = summarize(traces)

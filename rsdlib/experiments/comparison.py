@@ -41,6 +41,11 @@ def policy_from_spec(spec: MethodSpec | str, models: str | Path) -> LearnedPolic
     )
 
 
+def run_name(spec: MethodSpec | str) -> str:
+    """A folder name for a method spec (``rsd_head:g2:exact+fixed:2@1`` -> ``rsd_head_g2_exact_dfixed_2_t1``)."""
+    return str(MethodSpec.parse(spec)).replace(":", "_").replace("+", "_d").replace("@", "_t")
+
+
 def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Decode latency (median and p90, ms; the first chunk of a worker includes warm-up), mean
     main passes and, for RSD, mean accepted layers per chunk and acceptance per RFSQ layer, over
@@ -57,6 +62,9 @@ def chunk_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     if "accepted_layers" in chunks[0]:
         out["accepted_layers"] = float(np.mean([c["accepted_layers"] for c in chunks]))
         out["acceptance_per_layer"] = _pooled_acceptance(chunks)
+    if "depth" in chunks[0]:  # adaptive depth: layers decoded per chunk, and how often all of them
+        out["layers"] = float(np.mean([c["depth"] for c in chunks]))
+        out["full_depth_share"] = float(np.mean([c["depth"] >= c["num_layers"] for c in chunks]))
     return out
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsdlib.actions import ACTION_DIM
+from rsdlib.actions import ACTION_DIM, GRIPPER
 from rsdlib.decoding import DecodeResult, DecodeTrace, acceptance_per_layer, layer_steps
 from rsdlib.decoding.methods import METHOD_HEADS, Decoder, check_drafter
 from rsdlib.decoding.monitors import DepthHistory
@@ -115,7 +115,10 @@ class LearnedPolicy(EnvPolicy):
         actions = chunks[0]  # (H, A)
         if not np.all(np.isfinite(actions)):
             raise ValueError(f"{self.name} decoded non-finite actions")
-        return PolicyOutput(actions, chunk_diagnostics(result.traces[0], preprocess_s=preprocess_s))
+        diagnostics = chunk_diagnostics(result.traces[0], preprocess_s=preprocess_s)
+        if self.spec.monitor is not None:  # the depth timeline marks gripper events
+            diagnostics["gripper"] = [int(np.sign(g)) for g in actions[:, GRIPPER]]
+        return PolicyOutput(actions, diagnostics)
 
     def decode(self, batch: Any, *, history: DepthHistory | None = None) -> tuple[np.ndarray, DecodeResult]:
         """Decode prepared observations (``self.model.prepare(...)`` or a packed batch's ``obs``).

@@ -88,6 +88,14 @@ def check_09_ambiguity(out: dict) -> None:
     assert out["errors"] == 0 and out["every_rollout_has_a_path"] is True
 
 
+def check_10_adaptive_depth(out: dict) -> None:
+    assert out["methods"] == ["rfsq_ar+fixed:2", "rfsq_ar+jerk:0.02"] and out["episodes_per_method"] == [1]
+    assert out["errors"] == 0 and out["timeline_chunks"] >= 1
+    # a fixed depth decodes exactly that many layers, offline and in the episode
+    assert out["fixed_depth_offline"] == {"rfsq_ar+fixed:1": 1.0, "rfsq_ar+fixed:2": 2.0}
+    assert out["layers"]["rfsq_ar+fixed:2"] == 2.0 and 1.0 <= out["layers"]["rfsq_ar+jerk:0.02"] <= 4.0
+
+
 def check_90_paper_tables(out: dict) -> None:
     assert out == {"measured_rows": 3, "cited_rows": 4}
 
@@ -114,6 +122,7 @@ CHECKS = {
     "07_latency": check_07_latency,
     "08_libero_comparison": check_08_libero_comparison,
     "09_ambiguity": check_09_ambiguity,
+    "10_adaptive_depth": check_10_adaptive_depth,
     "90_paper_tables": check_90_paper_tables,
     "91_paper_figures": check_91_paper_figures,
     "05_libero_eval": check_05_libero_eval,
