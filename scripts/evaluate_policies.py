@@ -3,12 +3,15 @@
 Usage::
 
     python scripts/evaluate_policies.py --models checkpoints/libero_spatial --episodes 5 --workers 2
-    python scripts/evaluate_policies.py --methods rfsq_ar rsd_head --episodes 50   # more, resumed
+    python scripts/evaluate_policies.py --methods rfsq_ar rsd_head:g3:exact --episodes 50   # more, resumed
+    python scripts/evaluate_policies.py --methods rfsq_ar+entropy:0.2 rsd_head:g3:match_rate:0.5
 
-Methods: the four heads (``rfsq_ar``, ``rfsq_parallel``, ``l1_regression``, ``fast_ar``) and RSD
-with either drafter (``rsd_head``, ``rsd_tiny``; lossless ``exact`` rule, gamma 2). Each goes to
-``results/libero_eval/<suite>-<method>/`` (``episodes.jsonl``, ``metrics.json``, videos of
-failures); re-running with more episodes adds only the missing ones. Prints one summary line per
+Methods are method specs, as notebook 08 writes them (``rsdlib.decoding.spec.MethodSpec``): the
+four heads (``rfsq_ar``, ``rfsq_parallel``, ``l1_regression``, ``fast_ar``), RSD as
+``rsd_<head|tiny>:g<gamma>:<rule>[:<threshold>]``, adaptive depth as ``+<monitor>:<threshold>``,
+sampling as ``@<temperature>``. Each goes to ``<results>/libero_eval/<suite>-<method>/``
+(``episodes.jsonl``, ``metrics.json``, videos of failures); re-running with more episodes adds
+only the missing ones. Prints one summary line per
 method (success with a 95% Wilson interval, mean chunk latency, main passes per chunk).
 """
 
