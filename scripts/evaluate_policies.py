@@ -21,7 +21,7 @@ import argparse
 import json
 
 from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
-from rsdlib.experiments.comparison import chunk_stats, policy_from_spec
+from rsdlib.experiments.comparison import chunk_stats, policy_from_spec, run_name
 from rsdlib.experiments.prepare import read_prepared
 from rsdlib.libero.evaluate import EvalOptions, evaluate, format_table
 from rsdlib.libero.protocol import Protocol
@@ -61,7 +61,7 @@ def main() -> None:
         run_dir = new_run(
             "libero_eval",
             config,
-            run=f"{info['suite']}-{str(method).replace(':', '_')}",
+            run=f"{info['suite']}-{run_name(method)}",
             root=repo_path(args.results),
         )
         result = evaluate(
