@@ -135,7 +135,7 @@ class LearnedPolicy(EnvPolicy):
 
     def requirements(self) -> dict[str, Any]:
         """What the harness must give this policy, checked before any episode runs: the camera
-        images it reads and their size (``rsdlib.libero.evaluate.check_requirements``)."""
+        images it reads and their size (``rsdlib.libero.preflight.check_requirements``)."""
         trunk = self.model.config.trunk
         return {"cameras": CAMERA_KEYS[: trunk.num_cameras], "image_size": trunk.image_size}
 
