@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -119,3 +120,17 @@ class TorchThreadsPolicy(PushPolicy):
         out = super().act(obs)
         out.diagnostics["torch_threads"] = torch.get_num_threads()
         return out
+
+
+def evaluation_script(run_dir, *, suite: str, executor: str, delay_s: float, workers: int = 1) -> str:
+    """Python source that evaluates :class:`PushPolicy` on the fake env, for a test to run in a
+    subprocess and kill midway (episodes of ``delay_s`` per chunk, tasks 0-2, 10 init states)."""
+    tests_dir = Path(__file__).resolve().parent.parent
+    return (
+        f"import sys\n"
+        f"sys.path.insert(0, {str(tests_dir)!r})\n"
+        f"from mocks.fake_libero import PushPolicy, make_fake_env\n"
+        f"from rsdlib.libero.evaluate import evaluate\n"
+        f"evaluate(PushPolicy(delay_s={delay_s}), [{suite!r}], [0, 1, 2], 10, run_dir={str(run_dir)!r},\n"
+        f"         executor={executor!r}, workers={workers}, env_factory=make_fake_env, progress=False)\n"
+    )

@@ -11,17 +11,11 @@ from fake_rfsq import FakeRFSQ, observations
 
 from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
 from rsdlib.decoding.methods import Decoder
-from rsdlib.decoding.monitors import (
-    MONITORS,
-    DepthHistory,
-    DepthMonitor,
-    MonitorInput,
-    entropy,
-    jerk,
-    plan_instability,
-)
+from rsdlib.decoding.monitors import MONITORS, DepthHistory, DepthMonitor, MonitorInput
 from rsdlib.decoding.spec import MethodSpec
 from rsdlib.policies import RandomDrafter
+
+entropy, jerk, plan_instability = (MONITORS[n].value for n in ("entropy", "jerk", "plan_instability"))
 
 L, N, V = 3, 2, 6
 

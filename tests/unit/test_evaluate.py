@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mocks.fake_libero import CRASH_INIT, CRASH_TASK, PushPolicy, make_fake_env
+from mocks.fake_libero import CRASH_INIT, CRASH_TASK, PushPolicy, evaluation_script, make_fake_env
 
 from rsdlib.libero.evaluate import (
     EPISODES_FILE,
@@ -169,16 +168,7 @@ def test_malformed_middle_line_raises_naming_the_file(tmp_path):
 
 def test_resume_after_kill_loses_and_repeats_nothing(tmp_path):
     run_dir = tmp_path / "run"
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(TESTS_DIR)!r})
-        from mocks.fake_libero import PushPolicy, make_fake_env
-        from rsdlib.libero.evaluate import evaluate
-        evaluate(PushPolicy(delay_s=0.05), [{SUITE!r}], [0, 1, 2], 10, run_dir={str(run_dir)!r},
-                 executor="serial", env_factory=make_fake_env, progress=False)
-        """
-    )
+    script = evaluation_script(run_dir, suite=SUITE, executor="serial", delay_s=0.05)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     path = run_dir / EPISODES_FILE
     deadline = time.monotonic() + 120

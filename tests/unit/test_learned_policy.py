@@ -260,17 +260,12 @@ class EightDimFakeEnv(FakeEnv):
 
 def test_an_episode_through_the_harness_records_each_chunks_diagnostics(tmp_path, main):
     policy = rsd(main, random_drafter(), rule="exact", gamma=2)
-    result = evaluate(
-        policy,
-        ["libero_spatial"],
-        [0],
-        [2],
-        run_dir=tmp_path / "run",
-        executor="serial",
-        env_factory=lambda suite, task, options: EightDimFakeEnv(suite, task, options),
-        options=EvalOptions(render=True, protocol=Protocol(camera_resolution=main.config.trunk.image_size)),
-        progress=False,
-    )
+
+    def run(folder: str, init: int, **options):
+        return evaluate(policy, ["libero_spatial"], [0], [init], run_dir=tmp_path / folder, executor="serial",
+                        env_factory=EightDimFakeEnv, options=EvalOptions(**options), progress=False)  # fmt: skip
+
+    result = run("run", 2, render=True, protocol=Protocol(camera_resolution=main.config.trunk.image_size))
     (record,) = result.records
     assert record["error"] is None, record["error"]
     assert record["chunks"] >= 1 and len(record["diagnostics"]) == record["chunks"]
@@ -280,16 +275,7 @@ def test_an_episode_through_the_harness_records_each_chunks_diagnostics(tmp_path
     assert on_disk["diagnostics"] == record["diagnostics"]
     # Without rendering the policy has no images: evaluate says what to do before any episode.
     with pytest.raises(ValueError, match=r"render=True"):
-        evaluate(
-            policy,
-            ["libero_spatial"],
-            [0],
-            [3],
-            run_dir=tmp_path / "blind",
-            executor="serial",
-            env_factory=lambda suite, task, options: EightDimFakeEnv(suite, task, options),
-            progress=False,
-        )
+        run("blind", 3)
     assert not (tmp_path / "blind" / EPISODES_FILE).exists()  # nothing ran, nothing was scored
 
 

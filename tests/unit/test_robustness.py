@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from fake_demos import write_task
-from mocks.fake_libero import CRASH_INIT, CRASH_TASK, PushPolicy, make_fake_env
+from mocks.fake_libero import CRASH_INIT, CRASH_TASK, PushPolicy, evaluation_script, make_fake_env
 
 from rsdlib.libero.evaluate import EPISODES_FILE, EvalOptions, evaluate, read_episodes
 from rsdlib.libero.protocol import Protocol
@@ -212,16 +211,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc (Linux)")
 def test_pool_workers_exit_when_the_evaluation_is_killed(tmp_path):
     run_dir = tmp_path / "run"
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(TESTS_DIR)!r})
-        from mocks.fake_libero import PushPolicy, make_fake_env
-        from rsdlib.libero.evaluate import evaluate
-        evaluate(PushPolicy(delay_s=0.1), [{SUITE!r}], [0, 1, 2], 10, run_dir={str(run_dir)!r},
-                 executor="pool", workers=2, env_factory=make_fake_env, progress=False)
-        """
-    )
+    script = evaluation_script(run_dir, suite=SUITE, executor="pool", delay_s=0.1, workers=2)
     proc = subprocess.Popen([sys.executable, "-c", script])
     path = run_dir / EPISODES_FILE
     workers: set[int] = set()
