@@ -156,7 +156,9 @@ def plot_depth_frontier(rows: Sequence[Mapping[str, Any]], *, device: str = "") 
                 f"{r['layers']:.1f} layers", (x, y), xytext=(3, -9), textcoords="offset points", fontsize=5
             )
     n = sorted({r["n"] for r in rows if r.get("n")})
-    slowest = max((r["latency_median_ms"] for r in rows if r.get("latency_median_ms") is not None), default=1.0)
+    slowest = max(
+        (r["latency_median_ms"] for r in rows if r.get("latency_median_ms") is not None), default=1.0
+    )
     ax.set_xlim(0, 1.2 * slowest)  # room for the labels right of the slowest point
     ax.set(
         xlabel=f"chunk latency in episodes, ms (median{', ' + device if device else ''})",
