@@ -175,13 +175,6 @@ class MethodSpec:
             raise ValueError(f"{self}: plain decoding has no acceptance rule")
         return make_rule(self.rule, tokenizer=tokenizer, **self.rule_params)
 
-    def replace(self, **changes: Any) -> MethodSpec:
-        """A copy with some fields changed (validated like a new spec)."""
-        fields = {k: getattr(self, k) for k in self.__dataclass_fields__} | changes
-        if fields.get("rule") != self.rule and "param" not in changes:
-            fields["param"] = None  # another rule: the old parameter does not carry over
-        return MethodSpec(**fields)
-
     # -- text -----------------------------------------------------------------------------------
 
     def __str__(self) -> str:
@@ -260,8 +253,3 @@ def _number(value: float | int) -> str:
     """The shortest text that reads back as ``value`` (0.5, not 0.50000; 1e-05 where needed)."""
     text = f"{value:g}"
     return text if type(value)(text) == value else repr(value)
-
-
-def parse_specs(texts: list[str] | tuple[str, ...]) -> list[MethodSpec]:
-    """Several specs (a profile's ``methods``), each validated."""
-    return [MethodSpec.parse(t) for t in texts]

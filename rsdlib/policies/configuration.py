@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from rsdlib.actions import ACTION_DIM
+from rsdlib.observations import PROPRIO_DIM
 
 if TYPE_CHECKING:
     from rsdlib.tokenizers.base import ActionTokenizer
@@ -52,7 +53,7 @@ class TrunkConfig:
     image_size: int = 128
     num_cameras: int = 2
     image_channels: tuple[int, ...] = (16, 32, 64, 64, 128)
-    proprio_dim: int = 8
+    proprio_dim: int = PROPRIO_DIM
     max_instruction_tokens: int = 20
     instruction_vocab: tuple[str, ...] = ()
     attn_implementation: str = "sdpa"
