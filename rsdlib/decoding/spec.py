@@ -243,7 +243,8 @@ class MethodSpec:
             try:
                 param = RULES[rule].param_type(parts[2])
             except ValueError:
-                raise ValueError(f"{text!r}: the parameter of {rule} must be a number ({usage})") from None
+                kind = "an integer" if RULES[rule].param_type is int else "a number"
+                raise ValueError(f"{text!r}: {rule}'s {RULES[rule].param} must be {kind} ({usage})") from None
         elif RULES[rule].param is not None:
             raise ValueError(f"{text!r}: rule {rule!r} needs its {RULES[rule].param}: {usage}")
         return cls("rsd", drafter, int(parts[0][1:]), rule, param, temperature, redraft, **adaptive)
