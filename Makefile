@@ -22,7 +22,7 @@ notebooks: paper
 ## JupyterLab on the workbench (open notebooks/06_step_through_rsd.ipynb first: it needs only the shipped models).
 ## Headless or remote: make lab LAB_ARGS="--no-browser --ip=0.0.0.0"
 lab: setup
-	$(PY) -m jupyter lab --notebook-dir=. notebooks/06_step_through_rsd.ipynb $(LAB_ARGS)
+	$(PY) -m jupyter lab --notebook-dir=. notebooks/06_step_through_rsd.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 ## Unit tests, then a smoke run of every notebook (papermill) and an nbval re-run of the executed copies.
 test: setup
