@@ -116,9 +116,10 @@ def decode_rfsq_ar(
             active &= go_on
             if not bool(active.any()):
                 break
-    tokens = mask_past_depth(tokens, depth)
+    if monitor is not None:  # plain full-depth decoding keeps its hot path as it was
+        tokens = mask_past_depth(tokens, depth)
     with clock.step("detokenize"):
-        actions = decode_actions(tokenizer, tokens, depth)
+        actions = decode_actions(tokenizer, tokens, None if monitor is None else depth)
     timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize")
     traces = _plain_traces("rfsq_ar", tokens, L, timings, temperature)
     if monitor is not None:
