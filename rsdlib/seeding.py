@@ -26,6 +26,13 @@ def episode_seed(base_seed: int, suite: str, task_id: int, init_index: int, repe
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
+def placement_seed(base_seed: int, suite: str, task_id: int, index: int) -> int:
+    """The seed of the ``index``-th sampled start of a task (LIBERO's placement samplers draw
+    from numpy's global generator, which takes seeds below 2**32)."""
+    words = [base_seed, *suite.encode(), task_id, index, *b"placement"]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run a block with all global generators seeded, then put their old state back.

@@ -3,11 +3,14 @@
 Usage::
 
     python scripts/generate_demos.py --suite libero_spatial                   # 50 per task, with images
-    python scripts/generate_demos.py --suite libero_spatial --no-images       # stage 1 only (actions, states)
+    python scripts/generate_demos.py --suite libero_spatial --no-images       # stage 1 only (lowdim: enough)
+    python scripts/generate_demos.py --suite libero_spatial --no-images --episodes 100 --root data/demos_lowdim
     python scripts/generate_demos.py --suite libero_object --tasks 0 1 --workers 2
 
 Writes ``data/demos/<suite>/<task_name>_demo.hdf5`` and appends a report per task to
-``data/demos/<suite>/generation_log.jsonl``. Re-running skips what is done.
+``data/demos/<suite>/generation_log.jsonl``. Re-running skips what is done. Episodes start
+from placements sampled from each task's BDDL regions (never the benchmark's init states;
+``--start benchmark`` reproduces the old, labelled, behaviour), with DART noise.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128, help="camera images, pixels square")
     parser.add_argument("--noise-std", type=float, default=DemoConfig.noise_std, help="expert action noise")
     parser.add_argument(
+        "--dart-std", type=float, default=DemoConfig.dart_std, help="DART noise on executed actions (0: off)"
+    )
+    parser.add_argument("--start", choices=("sampled", "benchmark"), default=DemoConfig.start)
+    parser.add_argument(
         "--repeats", type=int, default=1, help="demos per init state (a goal with alternatives: each in turn)"
     )
     parser.add_argument("--root", default=str(DEMOS_DIR))
@@ -50,6 +57,8 @@ def main() -> None:
         repeats=args.repeats,
         seed=args.seed,
         noise_std=args.noise_std,
+        dart_std=args.dart_std,
+        start=args.start,
         fast_render=args.fast_render,
         protocol=Protocol(camera_resolution=args.resolution),
     )

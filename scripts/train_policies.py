@@ -21,8 +21,9 @@ from pathlib import Path
 
 from rsdlib.experiments.cards import write_cards
 from rsdlib.experiments.distill import distill_head_drafter
-from rsdlib.experiments.prepare import prepare
-from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, train_models
+from rsdlib.experiments.prepare import prepare, read_prepared
+from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, default_sizes, train_models
+from rsdlib.observations import MODALITIES
 
 
 def main() -> None:
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--rfsq-steps", type=int, default=3000)
     p.add_argument("--jpeg-quality", type=int, default=None, help="store images as JPEG (smaller, lossy)")
+    p.add_argument("--modality", choices=MODALITIES, default="rgb", help="lowdim: object poses, no images")
     t = sub.add_parser("train", help="train models on a prepared folder")
     t.add_argument("--prepared", required=True)
     t.add_argument("--out", required=True)
@@ -66,7 +68,7 @@ def main() -> None:
     if args.stage == "prepare":
         prepare(
             args.suite, args.out, demos_root=args.demos_root, stride=args.stride,
-            rfsq={"steps": args.rfsq_steps}, jpeg_quality=args.jpeg_quality,
+            rfsq={"steps": args.rfsq_steps}, jpeg_quality=args.jpeg_quality, modality=args.modality,
         )  # fmt: skip
         print((Path(args.out) / "prepared.json").read_text())
     elif args.stage == "train":
@@ -89,7 +91,7 @@ def main() -> None:
             schedules=schedules,
             device=args.device,
             deadline_minutes=args.deadline_minutes,
-            sizes=Sizes() if args.trunk == "main" else replace(Sizes(), main=Sizes().tiny),
+            sizes=None if args.trunk == "main" else _tiny_sizes(args.prepared),
         )
         print(json.dumps({"seconds": seconds}))
     elif args.stage == "distill":
@@ -100,6 +102,12 @@ def main() -> None:
     else:
         cards = write_cards(args.out, prepared_dir=args.prepared)
         print(json.dumps({name: card["validation"] for name, card in cards.items()}, indent=1))
+
+
+def _tiny_sizes(prepared: str) -> Sizes:
+    """The recipe's sizes for the prepared folder's modality, with the tiny trunk as the main one."""
+    sizes = default_sizes(read_prepared(prepared))
+    return replace(sizes, main=sizes.tiny)
 
 
 if __name__ == "__main__":

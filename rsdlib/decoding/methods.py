@@ -20,6 +20,7 @@ import torch
 from rsdlib.decoding.acceptance import AcceptanceRule
 from rsdlib.decoding.monitors import DepthHistory
 from rsdlib.decoding.plain import (
+    FastLengthConstraint,
     Observations,
     decode_fast_ar,
     decode_l1_regression,
@@ -57,6 +58,9 @@ class Decoder:
         tokenizer: the RFSQ tokenizer the policy was trained with (RFSQ methods), or the FAST
             tokenizer (``fast_ar``): turns tokens into environment units.
         normaliser: for ``l1_regression``: maps its normalised output to environment units.
+        fast_constraint: for ``fast_ar``, built from the FAST tokenizer: keeps every decoded
+            sequence to exactly one chunk. None for a tokenizer that cannot say how many
+            coefficients its ids spell (a test double): such a decode may be malformed.
 
     Raises:
         ValueError: a head, tokenizer, normaliser or drafter that does not fit the method.
@@ -68,6 +72,7 @@ class Decoder:
     tokenizer: ActionTokenizer | None = None
     normaliser: Normaliser | None = None
     rule: AcceptanceRule | None = field(init=False, default=None)
+    fast_constraint: FastLengthConstraint | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         spec, main = MethodSpec.parse(self.spec), self.main
@@ -95,6 +100,8 @@ class Decoder:
                     f"{main.V - 1} (plus its end token): load the tokenizer it was trained with"
                 )
             check_chunk_shape(self.tokenizer, a.horizon, a.action_dim)
+            if hasattr(self.tokenizer, "coefficients_per_token"):
+                self.fast_constraint = FastLengthConstraint.build(self.tokenizer, main)
         if spec.method == "l1_regression" and not getattr(self.normaliser, "fitted", False):
             raise ValueError(
                 "method 'l1_regression' needs the fitted Normaliser of its training data "
@@ -154,13 +161,16 @@ class Decoder:
             )
         if s.method == "l1_regression":
             return decode_l1_regression(m, observations)
-        return decode_fast_ar(m, observations, temperature=s.temperature, generator=g)
+        return decode_fast_ar(
+            m, observations, temperature=s.temperature, generator=g, constraint=self.fast_constraint
+        )
 
     def env_actions(self, result: DecodeResult) -> torch.Tensor:
         """``(B, H, A)`` chunks in environment units.
 
         Raises:
-            MalformedTokens: a ``fast_ar`` sequence that does not decode to a chunk.
+            MalformedTokens: a ``fast_ar`` sequence that does not decode to a chunk (only without
+                :attr:`fast_constraint`).
         """
         if self.spec.method == "l1_regression":
             return self.normaliser.denormalise(result.actions.double().cpu())

@@ -3,7 +3,8 @@
 - :func:`decode_rfsq_ar`: one prefix pass, then L block passes, layer by layer (coarse to fine).
 - :func:`decode_rfsq_parallel`: one prefix pass and one pass for all layers.
 - :func:`decode_l1_regression`: one prefix pass and one pass for the continuous chunk.
-- :func:`decode_fast_ar`: one prefix pass, then one pass per FAST token until the end token.
+- :func:`decode_fast_ar`: one prefix pass, then one pass per FAST token until the end token;
+  with a :class:`FastLengthConstraint` every sequence decodes to exactly one chunk.
 
 All return a :class:`DecodeResult` with one :class:`DecodeTrace` per item.
 """
@@ -11,8 +12,10 @@ All return a :class:`DecodeResult` with one :class:`DecodeTrace` per item.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from rsdlib.decoding.monitors import DepthHistory, DepthMonitor, judge_depth, pooled_prefix
@@ -181,6 +184,104 @@ def decode_l1_regression(policy: L1Regression, observations: Observations) -> De
     return DecodeResult(tokens=None, actions=actions, traces=traces)
 
 
+@dataclass(frozen=True)
+class FastLengthConstraint:
+    """Which FAST ids keep a sequence on course for exactly H*A coefficients within the length cap.
+
+    FAST only decodes a sequence whose tokens expand to exactly H*A DCT coefficients; a model left
+    alone overshoots, or ends too early or too late. Before each token, :meth:`allowed` keeps the
+    content ids that do not overshoot the coefficients still missing *and* leave a remainder that
+    the positions left before the cap can still spell (``fewest_tokens``), allows the end token
+    only when nothing is missing, and so forces it once the chunk is complete. Every sequence
+    decoded under it therefore detokenises.
+
+    Attributes:
+        counts: ``(V,)`` long, coefficients per policy id (the end token's is 0).
+        fewest_tokens: ``(H*A + 1,)`` long, the fewest ids that spell exactly r coefficients
+            (``H*A + 1``, more than any cap allows, where no combination does).
+        chunk_coefficients: H*A.
+        max_content_tokens: ids before the end token at most (``fast_max_tokens - 1``).
+        end_token: the policy's end id.
+    """
+
+    counts: torch.Tensor
+    fewest_tokens: torch.Tensor
+    chunk_coefficients: int
+    max_content_tokens: int
+    end_token: int
+
+    @classmethod
+    def build(cls, tokenizer: Any, policy: FastAutoregressive) -> FastLengthConstraint:
+        """The constraint for ``policy`` decoding the ids of ``tokenizer`` (a fitted FAST tokenizer).
+
+        Raises:
+            ValueError: the tokenizer and policy disagree on the vocabulary or the chunk shape, or
+                the policy's length cap cannot hold any complete chunk (or the tokenizer's own
+                errors from ``coefficients_per_token``).
+        """
+        per_token = np.asarray(tokenizer.coefficients_per_token, dtype=np.int64)
+        a = policy.config.actions
+        chunk = a.horizon * a.action_dim
+        if len(per_token) != policy.V - 1:
+            raise ValueError(
+                f"the FAST tokenizer has {len(per_token)} ids, the policy was built for {policy.V - 1} "
+                "(plus its end token): load the tokenizer it was trained with"
+            )
+        if tokenizer.horizon * tokenizer.action_dim != chunk:
+            raise ValueError(
+                f"the FAST tokenizer spells chunks of {tokenizer.horizon}x{tokenizer.action_dim} "
+                f"coefficients, the policy's chunks are {a.horizon}x{a.action_dim}"
+            )
+        fewest = _fewest_tokens(per_token, chunk)
+        max_content = policy.T - 1
+        if fewest[chunk] > max_content:
+            raise ValueError(
+                f"fast_max_tokens={policy.T} leaves {max_content} ids before the end token, but the "
+                f"shortest FAST sequence of {chunk} coefficients takes {fewest[chunk]}: no chunk fits"
+            )
+        counts = torch.from_numpy(np.append(per_token, 0))  # the end token spells nothing
+        return cls(
+            counts=counts.to(policy.device),
+            fewest_tokens=torch.from_numpy(fewest).to(policy.device),
+            chunk_coefficients=chunk,
+            max_content_tokens=max_content,
+            end_token=policy.end_token,
+        )
+
+    def to(self, device: torch.device) -> FastLengthConstraint:
+        """This constraint with its tensors on ``device`` (itself when they are there already)."""
+        if self.counts.device == torch.device(device):
+            return self
+        return FastLengthConstraint(
+            self.counts.to(device), self.fewest_tokens.to(device), self.chunk_coefficients,
+            self.max_content_tokens, self.end_token,
+        )  # fmt: skip
+
+    def allowed(self, missing: torch.Tensor, step: int) -> torch.Tensor:
+        """``(B, V)`` bool: the ids item b may emit at position ``step`` with ``missing[b]``
+        coefficients still to spell (never empty when every earlier choice was allowed)."""
+        left_after = missing[:, None] - self.counts[None, :]  # (B, V)
+        positions_after = self.max_content_tokens - step - 1  # content positions after this one
+        reachable = self.fewest_tokens[left_after.clamp(min=0)] <= positions_after
+        ok = (left_after >= 0) & reachable
+        ok[:, self.end_token] = missing == 0
+        return ok
+
+
+def _fewest_tokens(per_token: np.ndarray, chunk: int) -> np.ndarray:
+    """``(chunk + 1,)``: the fewest ids whose counts sum to exactly r, for r = 0..chunk (a
+    coin-change table over the distinct counts; ``chunk + 1`` where r cannot be spelt)."""
+    unreachable = chunk + 1
+    fewest = np.full(chunk + 1, unreachable, dtype=np.int64)
+    fewest[0] = 0
+    lengths = np.unique(per_token[(per_token >= 1) & (per_token <= chunk)])
+    for r in range(1, chunk + 1):
+        usable = lengths[lengths <= r]
+        if usable.size:
+            fewest[r] = min(unreachable, int(fewest[r - usable].min()) + 1)
+    return fewest
+
+
 @torch.no_grad()
 def decode_fast_ar(
     policy: FastAutoregressive,
@@ -188,8 +289,13 @@ def decode_fast_ar(
     *,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    constraint: FastLengthConstraint | None = None,
 ) -> DecodeResult:
     """FAST tokens one pass each until every item has emitted the end token (or the length cap).
+
+    With ``constraint`` (built from the FAST tokenizer), ids that would make the sequence
+    undecodable are masked before each greedy or sampled choice, so every row spells exactly one
+    chunk; without it the model decodes freely and may emit a malformed sequence.
 
     Returns tokens ``(B, T)`` padded with -1 after each item's end token (the end token itself is
     not included); detokenising FAST ids is the FAST tokenizer's job.
@@ -200,16 +306,24 @@ def decode_fast_ar(
     tokens = torch.full((B, T), -1, dtype=torch.long, device=policy.device)
     ended = torch.zeros(B, dtype=torch.bool, device=policy.device)
     passes = torch.zeros(B, dtype=torch.long)
+    if constraint is not None:
+        constraint = constraint.to(policy.device)
+        missing = torch.full((B,), constraint.chunk_coefficients, dtype=torch.long, device=policy.device)
     with clock.step("prefix"):
         state = policy.prefix(obs)
     with clock.step("plain"):
         for t in range(T):
             logits = policy.step_logits(state, tokens.clamp(min=0), t)  # (B, V)
+            if constraint is not None:
+                logits = logits.masked_fill(~constraint.allowed(missing, t), float("-inf"))
             x = sample(probabilities(logits, temperature), temperature=temperature, generator=generator)
             passes += (~ended).long().cpu()
             if t == T - 1:
                 x = torch.full_like(x, policy.end_token)  # the cap ends every sequence
-            tokens[:, t] = torch.where(ended, tokens[:, t], x)
+            x = torch.where(ended, tokens[:, t], x)
+            tokens[:, t] = x
+            if constraint is not None:
+                missing = missing - torch.where(ended, 0, constraint.counts[x.clamp(min=0)])
             ended |= x == policy.end_token
             if bool(ended.all()):
                 break

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rsdlib.libero.dataset import DEMOS_DIR, DemoDataset, load_demos
+from rsdlib.observations import MODALITIES
 from rsdlib.policies.configuration import ActionSpace
 from rsdlib.policies.packed import PackedChunks
 from rsdlib.tokenizers import FASTTokenizer, RFSQTokenizer
@@ -39,6 +40,7 @@ def prepare(
     rfsq: dict[str, Any] | None = None,
     fast: dict[str, Any] | None = None,
     jpeg_quality: int | None = None,
+    modality: str = "rgb",
     progress: bool = True,
 ) -> Path:
     """Split, fit the tokenizers, pack: everything :func:`train_models` reads, in ``out``.
@@ -54,13 +56,18 @@ def prepare(
         rfsq: :class:`~rsdlib.tokenizers.RFSQTokenizer` settings over its defaults.
         fast: :class:`~rsdlib.tokenizers.FASTTokenizer` settings over its defaults.
         jpeg_quality: store images as JPEG (see :meth:`PackedChunks.save`); None: exact.
+        modality: ``"rgb"`` packs the camera images, ``"lowdim"`` the object rows (no images
+            needed: stage 1 demonstration files are enough).
     """
 
+    if modality not in MODALITIES:
+        raise ValueError(f"modality ({modality!r}) must be one of {MODALITIES}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    lowdim = modality == "lowdim"
     data = load_demos(
         suite, root=demos_root or DEMOS_DIR, horizon=horizon, val_fraction=val_fraction,
-        rng=np.random.default_rng(seed), images=True,
+        rng=np.random.default_rng(seed), images=not lowdim, objects=lowdim,
     )  # fmt: skip
     actions_only = DemoDataset(data.train.refs, data.normaliser, horizon, images=False)
     chunks = np.stack(
@@ -79,7 +86,7 @@ def prepare(
     fast_lengths = [len(ids) for ids in fast_tok.encode(all_chunks)]
     fast_end, fast_max = fast_tok.vocab_size, max(fast_lengths) + 1
     space = ActionSpace.from_tokenizer(rfsq_tok, fast_vocab=fast_end + 1, fast_max_tokens=fast_max)
-    sizes = {}
+    sizes, kinds, max_objects = {}, set(), 0
     for split, dataset in (("train", data.train), ("val", data.val)):
         packed = PackedChunks.from_dataset(
             dataset, stride=stride, tokenizer=rfsq_tok, fast_tokenizer=fast_tok,
@@ -87,11 +94,17 @@ def prepare(
         )  # fmt: skip
         packed.save(out / (TRAIN_FILE if split == "train" else VAL_FILE), jpeg_quality=jpeg_quality)
         sizes[split] = {"chunks": len(packed), "episodes": len(dataset.refs)}
+        kinds |= set(packed.kinds)
+        max_objects = max(max_objects, packed.max_objects)
     instructions = sorted({r.instruction for r in data.train.refs} | {r.instruction for r in data.val.refs})
     info = {
         "generation": _generation_config(data.train.refs[0].path),
         "suite": suite,
         "demos_root": str(demos_root or DEMOS_DIR),
+        "starts": _starts(data.train.refs + data.val.refs),
+        "modality": modality,
+        "object_kinds": sorted(kinds),
+        "max_objects": max_objects,
         "image_size": packed.image_size,
         "horizon": horizon,
         "stride": stride,
@@ -115,6 +128,18 @@ def _generation_config(path: str | Path) -> dict[str, Any] | None:
     with h5py.File(path, "r") as f:
         raw = f["data"].attrs.get("generation_config")
         return None if raw is None else json.loads(raw)
+
+
+def _starts(refs) -> str:
+    """Where the demonstrations started: ``"sampled"`` (held out from the benchmark's init
+    states), ``"benchmark"`` (the evaluation's own init states), or ``"mixed"``."""
+    import h5py
+
+    found = set()
+    for path in sorted({r.path for r in refs}):
+        with h5py.File(path, "r") as f:
+            found |= {str(f["data"][r.demo].attrs.get("start", "benchmark")) for r in refs if r.path == path}
+    return found.pop() if len(found) == 1 else "mixed"
 
 
 def read_prepared(folder: str | Path) -> dict[str, Any]:

@@ -60,6 +60,20 @@ class Sizes:
     head_blocks: int = 2
 
 
+#: The lowdim track's sizes: its prefix is a few object tokens, so a narrower trunk trains in
+#: minutes on a CPU.
+LOWDIM_SIZES = Sizes(
+    main=TrunkConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=384),
+    tiny=TrunkConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192),
+    head_hidden=128,
+)
+
+
+def default_sizes(prepared: dict[str, Any]) -> Sizes:
+    """The recipe's sizes for the modality a prepared folder was packed for."""
+    return LOWDIM_SIZES if prepared.get("modality", "rgb") == "lowdim" else Sizes()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Optimisation of one model (``rsdlib.train.TrainConfig`` plus batch size).
@@ -79,13 +93,20 @@ class Schedule:
 
 
 def model_config(
-    name: str, prepared: dict[str, Any], sizes: Sizes = Sizes()
+    name: str, prepared: dict[str, Any], sizes: Sizes | None = None
 ) -> PolicyConfig | HeadDrafterConfig:
     """The config of model ``name`` for the data described by ``prepared``."""
+    sizes = sizes or default_sizes(prepared)
     space = ActionSpace(**prepared["actions"])
     vocab = build_instruction_vocab(prepared["instructions"])
     trunk = sizes.tiny if name == "tiny_policy" else sizes.main
-    trunk = replace(trunk, image_size=prepared["image_size"], instruction_vocab=vocab)
+    if prepared.get("modality", "rgb") == "lowdim":
+        trunk = replace(
+            trunk, modality="lowdim", object_kinds=tuple(prepared["object_kinds"]),
+            max_objects=prepared["max_objects"], instruction_vocab=vocab,
+        )  # fmt: skip
+    else:
+        trunk = replace(trunk, image_size=prepared["image_size"], instruction_vocab=vocab)
     if name == "head_drafter":
         return HeadDrafterConfig(
             trunk_hidden_size=sizes.main.hidden_size, hidden_size=sizes.head_hidden,
@@ -112,7 +133,7 @@ def train_models(
     *,
     models: Sequence[str] = MODELS,
     schedules: dict[str, Schedule] | None = None,
-    sizes: Sizes = Sizes(),
+    sizes: Sizes | None = None,
     device: str | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -139,6 +160,7 @@ def train_models(
         raise ValueError(f"unknown models {unknown}; known: {MODELS}")
     prepared_dir, out = Path(prepared_dir), Path(out)
     info = read_prepared(prepared_dir)
+    sizes = sizes or default_sizes(info)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -208,9 +230,11 @@ def train_models(
         )  # fmt: skip
         seconds[name] = time.perf_counter() - t0
         # The shipped checkpoint is the last one without its optimizer state (``last/`` keeps
-        # that for resuming and is not shipped).
+        # that for resuming and is not shipped), its weights stored in float16 (half the bytes;
+        # upcast on load, see checkpoints.compact for what that changes).
         for file in (checkpoints.WEIGHTS, checkpoints.CONFIG):
             shutil.copy2(out / name / "last" / file, out / name / file)
+        checkpoints.compact(out / name)
         write_json(out / name / "training.json", {
             "model": name, "device": describe_device(device), "seconds": seconds[name],
             "schedule": meta["schedule"], "steps_done": result.steps_done, "parameters": sum(p.numel() for p in model.parameters()),

@@ -34,6 +34,7 @@ from rsdlib.actions import GRIPPER, chunk_episode
 from rsdlib.libero.demos import (
     DEMOS_DIR,
     FIXTURES_ATTR,
+    OBJECTS_KEY,
     DemoFileError,
     _is_opengl,
     _open,
@@ -216,13 +217,15 @@ class DemoDataset:
         normaliser: the fitted action normaliser (environment units to [-1, 1]).
         horizon: chunk length H.
         images: read camera images (lazily, from the HDF5 files; one open handle per process).
+        objects: read the object rows of the ``lowdim`` modality (all at once; they are small).
         preloaded: ``{(path, demo): (actions, proprio)}`` already read (see :func:`read_episode`),
             so that :func:`load_demos` reads each episode's arrays once.
 
     Each item is a dict: ``actions`` (H, 7) float32 normalised, ``actions_raw`` (H, 7) float32 in
     env units, ``valid`` (H,) bool, ``proprio`` (8,) float32, ``agentview_rgb`` and
-    ``eye_in_hand_rgb`` (128, 128, 3) uint8 upright (with ``images``), ``instruction``,
-    ``task_name``, ``episode`` (index into ``refs``), ``step``.
+    ``eye_in_hand_rgb`` (128, 128, 3) uint8 upright (with ``images``), ``objects`` (K, 10) and
+    ``object_kinds`` (with ``objects``), ``instruction``, ``task_name``, ``episode`` (index into
+    ``refs``), ``step``.
     """
 
     def __init__(
@@ -232,6 +235,7 @@ class DemoDataset:
         horizon: int = 8,
         *,
         images: bool = True,
+        objects: bool = False,
         preloaded: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if horizon < 1:
@@ -242,6 +246,8 @@ class DemoDataset:
         self.normaliser = normaliser
         self.horizon = horizon
         self.images = images
+        self.objects = objects
+        self._objects = [read_objects(ref) for ref in self.refs] if objects else []
         self._actions: list[np.ndarray] = []
         self._proprio: list[np.ndarray] = []
         for ref in self.refs:
@@ -285,6 +291,9 @@ class DemoDataset:
         }
         if images:
             item |= self.episode_images(episode, step)
+        if self.objects:
+            rows, kinds = self._objects[episode]
+            item |= {"objects": rows[step], "object_kinds": kinds}
         return item
 
     def episode_images(self, episode: int, steps: int | slice = slice(None)) -> dict[str, np.ndarray]:
@@ -345,6 +354,26 @@ def read_episode(ref: EpisodeRef) -> tuple[np.ndarray, np.ndarray]:
             ) from err
 
 
+def read_objects(ref: EpisodeRef) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The (T, K, 10) float32 object rows of one episode and the K kinds (``lowdim``).
+
+    Raises:
+        DemoFileError: the file holds no object poses (official LIBERO files, or ours from before
+            they were recorded): the message says how to get them.
+    """
+    with _open(Path(ref.path)) as f:
+        data = f["data"]
+        obs = data[ref.demo].get("obs", {})
+        if OBJECTS_KEY not in obs or "object_kinds" not in data.attrs:
+            raise DemoFileError(
+                f"{ref.path}: {ref.demo} holds no object poses (obs/{OBJECTS_KEY}), which a lowdim policy "
+                "trains on. Official LIBERO files and files generated before they were recorded have none: "
+                "generate the demonstrations again with scripts/generate_demos.py (about 2 s per episode "
+                "without images), or train an rgb policy on this file"
+            )
+        return obs[OBJECTS_KEY][()].astype(np.float32), tuple(json.loads(data.attrs["object_kinds"]))
+
+
 @dataclass
 class DemoData:
     """What :func:`load_demos` returns."""
@@ -364,6 +393,7 @@ def load_demos(
     val_fraction: float = 0.1,
     rng: np.random.Generator,
     images: bool = True,
+    objects: bool = False,
     files: Sequence[str | Path] | None = None,
 ) -> DemoData:
     """Train and validation chunk datasets from the demonstration files of ``suites``.
@@ -379,6 +409,7 @@ def load_demos(
         val_fraction: share of each task's episodes held out.
         rng: generator for the split.
         images: read camera images (files must hold them).
+        objects: read object rows (the ``lowdim`` modality; files must hold them).
         files: explicit files instead of the suite folders (for example official LIBERO files).
     """
     paths = [Path(p) for p in files] if files is not None else demo_files(suites, root)
@@ -399,8 +430,8 @@ def load_demos(
         raise ValueError(f"no training episodes left after holding out {val_fraction:.0%} of {len(refs)}")
     normaliser = Normaliser().fit(np.concatenate([episodes[(r.path, r.demo)][0] for r in train_refs]))
     return DemoData(
-        DemoDataset(train_refs, normaliser, horizon, images=images, preloaded=episodes),
-        DemoDataset(val_refs, normaliser, horizon, images=images, preloaded=episodes),
+        DemoDataset(train_refs, normaliser, horizon, images=images, objects=objects, preloaded=episodes),
+        DemoDataset(val_refs, normaliser, horizon, images=images, objects=objects, preloaded=episodes),
         normaliser,
         stats,
         stats_path,

@@ -2,15 +2,20 @@
 
 Generation, per task (``generate_task``):
 
-1. Roll out the expert without rendering (fast), from each of the task's fixed init states,
-   recording the flat sim state before every action, the action as executed (clipped, gripper
-   binarised), rewards, dones and the low-dimensional observations. Keep successful episodes.
+1. Roll out the expert without rendering (fast), from starts sampled from the task's BDDL
+   placement regions (never from the benchmark's 50 init states, which evaluation uses; see
+   ``init_states.py``), recording the flat sim state before every action, the expert's action
+   (clipped, gripper binarised), rewards, dones, the low-dimensional observations and every
+   object's pose. With DART noise (``DemoConfig.dart_std``) the env executes a perturbed action
+   and the file records the expert's clean one, so the data shows how to recover from drift.
+   Keep successful episodes.
 2. Re-render the camera observations by replaying the recorded states in a rendering env at
    the protocol's resolution.
 3. Write one HDF5 file per task in LIBERO's layout::
 
        data/                     attrs: problem_info, env_args, bddl_file_name, num_demos, total, ...
-         demo_0/                 attrs: num_samples, init_state, init_index, seed
+         demo_0/                 attrs: num_samples, init_state, start ("sampled" or "benchmark"),
+                                        sample_seed or init_index (-1 when sampled), seed
            actions   (T, 7)      float64, env units, gripper -1 open / +1 closed
            states    (T, D)      flat MuJoCo states (replayable)
            rewards   (T,)  dones (T,)
@@ -18,6 +23,8 @@ Generation, per task (``generate_task``):
            obs/agentview_rgb (T, H, W, 3) uint8, gzip;  obs/eye_in_hand_rgb (same)
            obs/ee_pos (T, 3)  obs/ee_ori (T, 3 axis-angle)  obs/ee_states (T, 6)
            obs/gripper_states (T, 2)  obs/joint_states (T, 7)
+           obs/object_states (T, K, 10)  every object's pose (``objects.py``; data attrs
+                                        ``object_names`` and ``object_kinds`` name the K rows)
 
 Files are written as ``*.partial`` and renamed when complete, so a file that exists is whole;
 finished tasks are skipped when generation is run again (resumable). Images are stored
@@ -38,16 +45,19 @@ from typing import Any
 import numpy as np
 
 from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
+from rsdlib.libero.init_states import HeldOutError, check_held_out
 from rsdlib.libero.policy import EpisodeContext, as_output
 from rsdlib.libero.protocol import Protocol, postprocess_gripper
 from rsdlib.observations import CAMERAS
 from rsdlib.paths import REPO_ROOT
 from rsdlib.progress import progress as progress_bar
 from rsdlib.results import git_sha
-from rsdlib.seeding import episode_seed
+from rsdlib.seeding import episode_seed, placement_seed
 
 DEMOS_DIR = REPO_ROOT / "data" / "demos"
 LOW_DIM_KEYS = ("ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states")
+OBJECTS_KEY = "object_states"
+STARTS = ("sampled", "benchmark")
 
 
 class DemoFileError(ValueError):
@@ -59,14 +69,19 @@ class Rollout:
     """One recorded episode (before images are rendered).
 
     Attributes:
-        init_index: the init state it started from.
+        init_index: the benchmark init state it started from, or for a sampled start its
+            index among the task's sampled starts.
         seed: the expert's noise seed.
         repeat: which episode from this init state (see ``DemoConfig.repeats``).
         success: whether the goal was reached.
-        actions: (T, 7) executed actions.
+        actions: (T, 7) the policy's actions (what a learner imitates).
+        executed: (T, 7) the actions the env executed (the same without DART noise): replaying
+            them from the start reproduces the episode.
         states: (T, D) flat sim states before each action.
         rewards, dones: (T,).
-        low_dim: ``{key: (T, ...)}`` for :data:`LOW_DIM_KEYS` plus ``robot_states``.
+        low_dim: ``{key: (T, ...)}`` for :data:`LOW_DIM_KEYS` plus ``robot_states`` and
+            :data:`OBJECTS_KEY` (absent from official files).
+        sample_seed: the placement seed of a sampled start (None: a benchmark init state).
     """
 
     init_index: int
@@ -78,6 +93,8 @@ class Rollout:
     dones: np.ndarray
     low_dim: dict[str, np.ndarray]
     repeat: int = 0
+    sample_seed: int | None = None
+    executed: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -85,23 +102,41 @@ class DemoConfig:
     """How demonstrations are generated.
 
     Attributes:
-        episodes: init states tried per task (the first ``episodes``; LIBERO has 50).
-        repeats: episodes per init state, each with its own seed (for a goal with alternatives,
+        episodes: starts tried per task.
+        repeats: episodes per start, each with its own seed (for a goal with alternatives,
             consecutive repeats demonstrate different ones).
-        seed: base seed of the expert's noise (each episode's seed is derived from it).
-        noise_std: expert action noise (action units).
+        start: ``"sampled"``: placements drawn from the task's BDDL regions, each checked to be
+            none of the benchmark's init states; ``"benchmark"``: the first ``episodes`` of the
+            benchmark's 50 (what evaluation uses: a model trained on them is labelled so).
+        seed: base seed of the placements and the expert's noise (each episode's are derived).
+        noise_std: expert action noise, recorded as executed (action units).
         waypoint_noise: expert waypoint jitter (m).
+        dart_std: DART noise on the executed position actions (action units); the file records
+            the expert's clean action. 0: off.
+        dart_correlation: step-to-step correlation of the DART noise (0: white; near 1: slow
+            drifts that the expert must correct).
         fast_render: render without MSAA, reflections and shadows (faster, slightly different images).
         protocol: cameras, resolution, wait steps and step limits.
     """
 
     episodes: int = 50
     repeats: int = 1
+    start: str = "sampled"
     seed: int = 0
-    noise_std: float = 0.05
+    noise_std: float = 0.0
     waypoint_noise: float = 0.004
+    dart_std: float = 0.15
+    dart_correlation: float = 0.8
     fast_render: bool = False
     protocol: Protocol = field(default_factory=Protocol)
+
+    def __post_init__(self) -> None:
+        if self.start not in STARTS:
+            raise ValueError(f"DemoConfig.start ({self.start!r}) must be one of {STARTS}")
+        if self.dart_std < 0 or not 0 <= self.dart_correlation < 1:
+            raise ValueError(
+                f"dart_std ({self.dart_std}) must be >= 0 and dart_correlation ({self.dart_correlation}) in [0, 1)"
+            )
 
 
 #: Set on files whose images were rendered with the fixtures (cabinets, stoves) where the
@@ -115,9 +150,10 @@ def demo_path(suite: str, task_name: str, root: str | Path = DEMOS_DIR) -> Path:
     return Path(root) / suite / f"{task_name}_demo.hdf5"
 
 
-def _low_dim(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _low_dim(obs: dict[str, Any]) -> dict[str, np.ndarray]:
     from rsdlib.libero.env import quat_xyzw_to_axis_angle
 
+    state = obs["state"]
     pos, quat = state["robot0_eef_pos"], state["robot0_eef_quat"]
     ori = quat_xyzw_to_axis_angle(quat)
     grip = state["robot0_gripper_qpos"]
@@ -128,27 +164,55 @@ def _low_dim(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "gripper_states": grip,
         "joint_states": state["robot0_joint_pos"],
         "robot_states": np.concatenate([grip, pos, quat]),
+        OBJECTS_KEY: obs["objects"],
     }
 
 
-def record_rollout(env, policy, init_index: int, seed: int, repeat: int = 0) -> Rollout:
-    """Run ``policy`` from init state ``init_index`` and record what LIBERO's files hold.
+def record_rollout(
+    env,
+    policy,
+    init_index: int,
+    seed: int,
+    repeat: int = 0,
+    *,
+    sample_seed: int | None = None,
+    dart_std: float = 0.0,
+    dart_correlation: float = 0.0,
+) -> Rollout:
+    """Run ``policy`` and record what LIBERO's files hold.
 
-    The episode ends at success or at the suite's step limit; ``dones`` is 1 at the last step
-    of a successful episode only.
+    The episode starts from benchmark init state ``init_index``, or with ``sample_seed`` from
+    a placement sampled with that seed (refused with :class:`HeldOutError` if it is one of the
+    benchmark's). With ``dart_std`` the env executes the policy's action plus correlated
+    Gaussian noise on the position dimensions (seeded by ``seed``) and the clean action is
+    recorded. The episode ends at success or at the suite's step limit; ``dones`` is 1 at the
+    last step of a successful episode only.
     """
 
-    obs = env.reset(init_index)
+    if sample_seed is None:
+        obs = env.reset(init_index)
+    else:
+        env.reset_sampled(sample_seed, wait=False)
+        check_held_out(env, env.sim_state())
+        obs = env.wait()
     task = env.task
     policy.reset(EpisodeContext(task.suite, task.task_id, init_index, seed, task.language, env, repeat))
-    actions, states, rewards, low = [], [], [], []
+    rng = np.random.default_rng([seed, 0xDA27])
+    drift = np.zeros(3)
+    actions, executed, states, rewards, low = [], [], [], [], []
     success = False
     while not success and env.steps < env.max_steps:
         chunk = as_output(policy.act(obs)).actions
         for action in chunk[: env.protocol.open_loop_steps]:
             states.append(env.sim_state())
-            low.append(_low_dim(obs["state"]))
-            actions.append(postprocess_gripper(action, binarize=env.protocol.binarize_gripper))
+            low.append(_low_dim(obs))
+            action = postprocess_gripper(action, binarize=env.protocol.binarize_gripper)
+            actions.append(action)
+            if dart_std > 0:
+                fresh = rng.normal(0.0, dart_std, 3)
+                drift = dart_correlation * drift + np.sqrt(1 - dart_correlation**2) * fresh
+                action = np.concatenate([np.clip(action[:3] + drift, -1, 1), action[3:]])
+            executed.append(action)
             obs, success, info = env.step(action)
             rewards.append(float(success))
             if success or env.steps >= env.max_steps:
@@ -164,8 +228,13 @@ def record_rollout(env, policy, init_index: int, seed: int, repeat: int = 0) -> 
         states=np.asarray(states, dtype=np.float64),
         rewards=np.asarray(rewards, dtype=np.uint8),
         dones=dones,
-        low_dim={k: np.asarray([step[k] for step in low], dtype=np.float64) for k in low[0]},
+        low_dim={
+            k: np.asarray([step[k] for step in low], dtype=np.float32 if k == OBJECTS_KEY else np.float64)
+            for k in low[0]
+        },
         repeat=repeat,
+        sample_seed=sample_seed,
+        executed=np.asarray(executed, dtype=np.float64),
     )
 
 
@@ -233,17 +302,25 @@ def write_demo_file(
             group = data.create_group(f"demo_{i}")
             group.attrs["num_samples"] = len(rollout.actions)
             group.attrs["init_state"] = rollout.states[0]
-            group.attrs["init_index"] = rollout.init_index
+            sampled = rollout.sample_seed is not None
+            group.attrs["start"] = "sampled" if sampled else "benchmark"
+            group.attrs["init_index"] = -1 if sampled else rollout.init_index
+            if sampled:
+                group.attrs["sample_seed"] = rollout.sample_seed
+                group.attrs["sample_index"] = rollout.init_index
             group.attrs["seed"] = rollout.seed
             group.attrs["repeat"] = rollout.repeat
             group.create_dataset("actions", data=rollout.actions)
+            if rollout.executed is not None:
+                group.create_dataset("executed_actions", data=rollout.executed)
             group.create_dataset("states", data=rollout.states)
             group.create_dataset("rewards", data=rollout.rewards)
             group.create_dataset("dones", data=rollout.dones)
             group.create_dataset("robot_states", data=rollout.low_dim["robot_states"])
             obs = group.create_group("obs")
-            for key in LOW_DIM_KEYS:
-                obs.create_dataset(key, data=rollout.low_dim[key])
+            for key in (*LOW_DIM_KEYS, OBJECTS_KEY):
+                if key in rollout.low_dim:
+                    obs.create_dataset(key, data=rollout.low_dim[key])
             for key, frames in images.items():
                 obs.create_dataset(
                     key, data=frames, compression="gzip", compression_opts=4, chunks=(1, *frames.shape[1:])
@@ -272,9 +349,13 @@ def _rollouts_from_file(path: Path) -> tuple[list[Rollout], dict[str, Any]]:
             try:
                 low = {k: g["obs"][k][()] for k in LOW_DIM_KEYS}
                 low["robot_states"] = g["robot_states"][()]
+                if OBJECTS_KEY in g["obs"]:
+                    low[OBJECTS_KEY] = g["obs"][OBJECTS_KEY][()]
+                sampled = str(g.attrs.get("start", "benchmark")) == "sampled"
                 rollouts.append(
                     Rollout(
-                        init_index=int(g.attrs["init_index"]),
+                        init_index=int(g.attrs["sample_index"] if sampled else g.attrs["init_index"]),
+                        sample_seed=int(g.attrs["sample_seed"]) if sampled else None,
                         seed=int(g.attrs["seed"]),
                         success=True,
                         actions=g["actions"][()],
@@ -283,6 +364,7 @@ def _rollouts_from_file(path: Path) -> tuple[list[Rollout], dict[str, Any]]:
                         dones=g["dones"][()],
                         low_dim=low,
                         repeat=int(g.attrs.get("repeat", 0)),
+                        executed=g["executed_actions"][()] if "executed_actions" in g else None,
                     )
                 )
             except KeyError as err:  # h5py names the missing key, not the file
@@ -345,14 +427,23 @@ def generate_task(
         rollouts, failed = [], []
         start = time.perf_counter()
         with LiberoEnv(suite, task_id, config.protocol, RenderOptions(enabled=False)) as env:
-            inits = range(min(config.episodes, len(env.init_states)))
+            sampled = config.start == "sampled"
+            inits = range(config.episodes if sampled else min(config.episodes, len(env.init_states)))
             episodes = [(i, r) for i in inits for r in range(config.repeats)]
+            coincided = []
             for init_index, repeat in progress_bar(
                 episodes, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
             ):
                 seed = episode_seed(config.seed, suite, task_id, init_index, repeat)
                 try:
-                    rollout = record_rollout(env, expert, init_index, seed, repeat)
+                    rollout = record_rollout(
+                        env, expert, init_index, seed, repeat,
+                        sample_seed=placement_seed(config.seed, suite, task_id, init_index) if sampled else None,
+                        dart_std=config.dart_std, dart_correlation=config.dart_correlation,
+                    )  # fmt: skip
+                except HeldOutError:  # never train where the evaluation starts; recorded, not hidden
+                    coincided.append(init_index)
+                    continue
                 except Exception as err:  # an expert crash loses this demo only; it is reported
                     print(
                         f"{suite} task {task_id} init {init_index}: expert failed with {type(err).__name__}: {err}"
@@ -376,6 +467,10 @@ def generate_task(
                 "generation_config": json.dumps(asdict(config), default=str),
                 "num_attempted": len(inits),
                 "failed_init_indices": json.dumps(failed),
+                "start": config.start,
+                "starts_on_benchmark_refused": json.dumps(coincided),
+                "object_names": json.dumps([obj.name for obj in env.objects]),
+                "object_kinds": json.dumps(list(env.object_kinds)),
                 "has_images": False,
             }
         )
@@ -391,6 +486,8 @@ def generate_task(
             for rollout in progress_bar(
                 rollouts, desc=f"{suite} task {task_id} render", disable=not progress, leave=False
             ):
+                if rollout.sample_seed is not None:  # the fixtures stood where this seed put them
+                    env.reset_sampled(rollout.sample_seed, wait=False)
                 demos.append((rollout, render_states(env, rollout.states)))
         attrs["has_images"] = True
         attrs["fast_render"] = config.fast_render
@@ -584,7 +681,10 @@ def demo_frames(
 
     with _open(path) as f:
         suite, task_id = str(f["data"].attrs["suite"]), int(f["data"].attrs["task_id"])
+        sample_seed = f["data"][name].attrs.get("sample_seed")
     with LiberoEnv(suite, task_id, protocol or Protocol(), RenderOptions(enabled=True)) as env:
+        if sample_seed is not None:  # the fixtures stood where this start's seed put them
+            env.reset_sampled(int(sample_seed), wait=False)
         return render_states(env, demo["states"][steps])
 
 

@@ -5,6 +5,7 @@ the same :class:`LiberoEnv`::
 
     env = LiberoEnv("libero_spatial", 0)             # renders both cameras at 128x128
     obs = env.reset(init_index=3)                    # seed, reset, init state, 10 wait steps
+    obs = env.reset_sampled(seed=1234)               # a new placement from the BDDL regions
     obs, done, info = env.step(action)               # 7-D OSC_POSE delta action, gripper -1/+1
     env.success                                      # the task's goal predicate, from the env
 
@@ -12,6 +13,8 @@ An observation is a dict:
 
 - ``agentview_rgb``, ``eye_in_hand_rgb``: (H, W, 3) uint8, upright (only when rendering);
 - ``proprio``: (8,) float32, end-effector position, axis-angle orientation, gripper qpos;
+- ``objects``: (K, 10) float32, the pose of every task object and fixture (the ``lowdim``
+  modality, see ``objects.py``), and ``object_kinds``: their K kinds;
 - ``instruction``: the task's language instruction;
 - ``state``: robosuite's raw observation dict (object poses etc., privileged; for experts).
 """
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rsdlib.libero.goals import has_alternatives, install_goal_check
+from rsdlib.libero.objects import object_states, task_objects
 from rsdlib.libero.protocol import WAIT_ACTION, Protocol, postprocess_gripper
 from rsdlib.libero.render import configure_rendering
 from rsdlib.libero.tasks import TaskSpec, get_task, init_states
@@ -116,6 +120,9 @@ class LiberoEnv:
         self.steps = 0  # steps taken since the wait ended
         self.physics_blowup_step: int | None = None  # when the physics blew up this episode (see step)
         self._free_dofs = self._free_joint_dofs()
+        self.objects = task_objects(self)
+        self.object_kinds = tuple(obj.kind for obj in self.objects)
+        self.sample_seed: int | None = None  # the placement seed of an episode from reset_sampled
 
     def _make(self):
         from libero.libero.envs import OffScreenRenderEnv
@@ -151,11 +158,35 @@ class LiberoEnv:
         self._env.reset()
         self._forget_previous_episode()
         self._apply_fast_render()
+        self.sample_seed = None
         raw = self._env.set_init_state(self.init_states[init_index])
         self.steps, self.physics_blowup_step = 0, None
-        if wait:
-            for _ in range(self.protocol.num_wait_steps):
-                raw = self._step_physics(np.asarray(WAIT_ACTION), step=0)[0]
+        return self.wait() if wait else self._observation(raw)
+
+    def reset_sampled(self, seed: int, *, wait: bool = True) -> dict[str, Any]:
+        """Start an episode from a placement drawn from the task's BDDL regions with ``seed``.
+
+        LIBERO's placement samplers draw every object and fixture from numpy's global generator
+        at ``reset``; seeding it first makes the draw reproducible. These are the init states
+        demonstrations start from: the benchmark's fixed ones are kept for evaluation
+        (:func:`rsdlib.libero.init_states.check_held_out` proves the two apart).
+        """
+        self._env.seed(int(seed))
+        raw = self._env.reset()
+        self._forget_previous_episode()
+        self._apply_fast_render()
+        self.sample_seed = int(seed)
+        self.steps, self.physics_blowup_step = 0, None
+        return self.wait() if wait else self._observation(raw)
+
+    def wait(self) -> dict[str, Any]:
+        """The protocol's settling: ``num_wait_steps`` no-op steps with the gripper open (the
+        resets do it unless told ``wait=False``)."""
+        raw = None
+        for _ in range(self.protocol.num_wait_steps):
+            raw = self._step_physics(np.asarray(WAIT_ACTION), step=0)[0]
+        if raw is None:
+            raw = self._env.env._get_observations(force_update=True)
         self.steps = 0
         return self._observation(raw)
 
@@ -241,6 +272,8 @@ class LiberoEnv:
         obs: dict[str, Any] = {
             "proprio": proprio_from_state(raw),
             "instruction": self.task.language,
+            "objects": object_states(self._env.sim, self.objects),
+            "object_kinds": self.object_kinds,
             "state": raw,
         }
         if self.render.enabled:

@@ -135,8 +135,11 @@ class LearnedPolicy(EnvPolicy):
 
     def requirements(self) -> dict[str, Any]:
         """What the harness must give this policy, checked before any episode runs: the camera
-        images it reads and their size (``rsdlib.libero.preflight.check_requirements``)."""
+        images it reads and their size (``rsdlib.libero.preflight.check_requirements``); a
+        lowdim policy reads none, so its episodes run without rendering."""
         trunk = self.model.config.trunk
+        if trunk.modality == "lowdim":
+            return {}
         return {"cameras": CAMERA_KEYS[: trunk.num_cameras], "image_size": trunk.image_size}
 
     def config(self) -> dict[str, Any]:
@@ -160,17 +163,20 @@ class LearnedPolicy(EnvPolicy):
         """The keys the processor reads; the privileged ``state`` never reaches the model."""
         if not isinstance(obs, Mapping):
             raise ValueError(f"{self.name}: an observation is a dict, got {type(obs).__name__}")
-        cams = CAMERA_KEYS[: self.model.config.trunk.num_cameras]
-        missing = [k for k in cams if k not in obs]
-        if missing:
+        trunk = self.model.config.trunk
+        observed = (
+            ("objects", "object_kinds") if trunk.modality == "lowdim" else CAMERA_KEYS[: trunk.num_cameras]
+        )
+        missing = [k for k in observed if k not in obs]
+        if missing and trunk.modality == "rgb":
             raise ValueError(
-                f"{self.name} reads camera images {list(cams)}, the observation lacks {missing} "
+                f"{self.name} reads camera images {list(observed)}, the observation lacks {missing} "
                 f"(it has {sorted(obs)}): evaluate with rendering on, EvalOptions(render=True)"
             )
         instruction = obs.get("instruction")
         if instruction is None and self._context is not None:
             instruction = self._context.instruction
-        out = {k: obs[k] for k in (*cams, "proprio") if k in obs}
+        out = {k: obs[k] for k in (*observed, "proprio") if k in obs}
         if instruction is not None:
             out["instruction"] = instruction
         return out  # the processor names whatever is still missing or misshapen

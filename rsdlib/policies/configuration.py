@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from rsdlib.actions import ACTION_DIM
-from rsdlib.observations import PROPRIO_DIM
+from rsdlib.observations import MODALITIES, PROPRIO_DIM
 
 if TYPE_CHECKING:
     from rsdlib.tokenizers.base import ActionTokenizer
@@ -44,6 +44,10 @@ class TrunkConfig:
             its text hidden size must equal ``hidden_size``.
         vlm_path: for ``"llava"``: a local folder with pretrained weights to start from (never
             downloaded); None builds random weights from ``vlm_config``.
+        modality: ``"rgb"`` (camera images) or ``"lowdim"`` (one token per task object; the
+            image fields are then unused): see :mod:`rsdlib.observations`.
+        object_kinds: ``lowdim``: the object kinds it knows (each gets a learned embedding).
+        max_objects: ``lowdim``: object tokens in the prefix (fewer are padded).
     """
 
     hidden_size: int = 128
@@ -60,10 +64,28 @@ class TrunkConfig:
     kind: str = "llama"
     vlm_config: dict[str, Any] = field(default_factory=dict)
     vlm_path: str | None = None
+    modality: str = "rgb"
+    object_kinds: tuple[str, ...] = ()
+    max_objects: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("llama", "llava"):
             raise ValueError(f"TrunkConfig.kind ({self.kind!r}) must be 'llama' or 'llava'")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"TrunkConfig.modality ({self.modality!r}) must be one of {MODALITIES}")
+        object.__setattr__(self, "object_kinds", tuple(str(k) for k in self.object_kinds))
+        if self.modality == "lowdim":
+            if self.kind != "llama":
+                raise ValueError("the lowdim modality runs on the 'llama' trunk (a VLM reads images)")
+            if (
+                not self.object_kinds
+                or self.max_objects < 1
+                or len(set(self.object_kinds)) != len(self.object_kinds)
+            ):
+                raise ValueError(
+                    f"a lowdim trunk needs distinct object_kinds (got {self.object_kinds}) and max_objects >= 1 "
+                    f"(got {self.max_objects}); prepare() reads both from the demonstrations"
+                )
         # JSON-normal form, so a config equals itself after a checkpoint round trip.
         object.__setattr__(self, "vlm_config", json.loads(json.dumps(self.vlm_config)))
         if self.kind == "llava":
@@ -90,7 +112,11 @@ class TrunkConfig:
             )
         if not self.image_channels:
             raise ValueError("TrunkConfig.image_channels must name at least one conv stage")
-        if self.kind == "llama" and self.image_size % (2 ** len(self.image_channels)):
+        if (
+            self.kind == "llama"
+            and self.modality == "rgb"
+            and self.image_size % (2 ** len(self.image_channels))
+        ):
             raise ValueError(
                 f"TrunkConfig.image_size ({self.image_size}) must be divisible by 2**len(image_channels) "
                 f"({2 ** len(self.image_channels)}): each stage halves the resolution"
@@ -113,16 +139,16 @@ class TrunkConfig:
 
     @property
     def prefix_length(self) -> int:
-        """Prefix tokens of the ``llama`` trunk: image patches, instruction words, one proprio token.
+        """Prefix tokens of the ``llama`` trunk: image patches (or object tokens), instruction
+        words, one proprio token.
 
         A trunk's own ``prefix_length`` attribute is authoritative (the ``llava`` trunk's
         depends on its vision tower).
         """
-        return (
-            self.num_cameras * self.image_tokens_per_camera
-            + self.max_instruction_tokens
-            + (1 if self.proprio_dim else 0)
+        observed = (
+            self.max_objects if self.modality == "lowdim" else self.num_cameras * self.image_tokens_per_camera
         )
+        return observed + self.max_instruction_tokens + (1 if self.proprio_dim else 0)
 
 
 @dataclass(frozen=True)

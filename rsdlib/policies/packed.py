@@ -40,7 +40,8 @@ class PackedChunks:
     """The chunks of one split.
 
     Attributes:
-        images: ``(M, C, 3, S, S)`` uint8, cameras in :data:`CAMERA_KEYS` order.
+        images: ``(M, C, 3, S, S)`` uint8, cameras in :data:`CAMERA_KEYS` order, or None (packed
+            for the ``lowdim`` modality).
         proprio: ``(M, P)`` float32.
         instruction: ``(M,)`` index into ``instructions``.
         actions: ``(M, H, A)`` float32, normalised to [-1, 1].
@@ -50,9 +51,12 @@ class PackedChunks:
         tokens: ``(M, L, N)`` RFSQ ids, or None.
         fast_tokens: ``(M, T)`` FAST ids ending with the end token, padded with -100, or None.
         instructions: the distinct instruction strings.
+        objects: ``(M, K, OBJECT_DIM)`` float32 object rows (``lowdim``), or None.
+        object_kind: ``(M, K)`` long, 0 on padding, else 1 + index into ``kinds``; or None.
+        kinds: the object kinds ``object_kind`` indexes.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | None
     proprio: torch.Tensor
     instruction: torch.Tensor
     actions: torch.Tensor
@@ -62,17 +66,24 @@ class PackedChunks:
     tokens: torch.Tensor | None
     fast_tokens: torch.Tensor | None
     instructions: tuple[str, ...]
+    objects: torch.Tensor | None = None
+    object_kind: torch.Tensor | None = None
+    kinds: tuple[str, ...] = ()
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.actions.shape[0])
 
     @property
     def device(self) -> torch.device:
-        return self.images.device
+        return self.actions.device
 
     @property
-    def image_size(self) -> int:
-        return int(self.images.shape[-1])
+    def image_size(self) -> int | None:
+        return None if self.images is None else int(self.images.shape[-1])
+
+    @property
+    def max_objects(self) -> int:
+        return 0 if self.objects is None else int(self.objects.shape[1])
 
     @classmethod
     def from_dataset(
@@ -89,7 +100,8 @@ class PackedChunks:
         """Stack every ``stride``-th chunk of each episode of a :class:`~rsdlib.libero.dataset.DemoDataset`.
 
         Args:
-            dataset: a dataset over files holding both cameras' images.
+            dataset: a dataset over files holding both cameras' images (``dataset.images``) or
+                the object rows (``dataset.objects``), or both.
             stride: keep steps ``0, stride, 2*stride, ...`` of each episode (neighbouring steps are near-duplicates;
                 2 halves memory and file size and loses little).
             tokenizer: an RFSQ tokenizer: fills ``tokens``.
@@ -105,14 +117,20 @@ class PackedChunks:
         for episode in progress_bar(range(len(dataset.refs)), desc="packing episodes", disable=not progress):
             length = len(dataset.episode_actions(episode))
             steps = list(range(0, length, stride))
-            images = dataset.episode_images(episode, slice(0, length, stride))  # one read per camera
+            images = dataset.episode_images(episode, slice(0, length, stride)) if dataset.images else {}
             for i, step in enumerate(steps):
                 item = dataset.chunk(episode, step)
                 item |= {key: frames[i] for key, frames in images.items()}
                 items.append(item)
         instructions = tuple(sorted({it["instruction"] for it in items}))
         index = {text: i for i, text in enumerate(instructions)}
-        images = np.stack([np.stack([it[k] for k in CAMERA_KEYS]) for it in items])  # (M, C, S, S, 3)
+        images = None
+        if dataset.images:
+            stacked = np.stack([np.stack([it[k] for k in CAMERA_KEYS]) for it in items])  # (M, C, S, S, 3)
+            images = torch.from_numpy(stacked).permute(0, 1, 4, 2, 3).contiguous()
+        objects, object_kind, kinds = (
+            _pack_objects(items) if getattr(dataset, "objects", False) else (None, None, ())
+        )
         raw = torch.as_tensor(np.stack([it["actions_raw"] for it in items]), dtype=torch.float32)
         tokens = fast = None
         if tokenizer is not None:
@@ -122,7 +140,7 @@ class PackedChunks:
                 raise ValueError("a fast_tokenizer needs fast_end_token and fast_max_tokens")
             fast = fast_targets(fast_tokenizer.encode(raw), end_token=fast_end_token, length=fast_max_tokens)
         return cls(
-            images=torch.from_numpy(images).permute(0, 1, 4, 2, 3).contiguous(),
+            images=images,
             proprio=torch.as_tensor(np.stack([it["proprio"] for it in items]), dtype=torch.float32),
             instruction=torch.tensor([index[it["instruction"]] for it in items], dtype=torch.long),
             actions=torch.as_tensor(np.stack([it["actions"] for it in items]), dtype=torch.float32),
@@ -132,6 +150,9 @@ class PackedChunks:
             tokens=tokens,
             fast_tokens=fast,
             instructions=instructions,
+            objects=objects,
+            object_kind=object_kind,
+            kinds=kinds,
         )
 
     def to(self, device: torch.device | str) -> PackedChunks:
@@ -160,7 +181,8 @@ class PackedChunks:
             if isinstance(getattr(self, f.name), torch.Tensor)
         }
         arrays["instructions"] = np.array(self.instructions, dtype=np.str_)
-        if jpeg_quality is not None:
+        arrays["kinds"] = np.array(self.kinds, dtype=np.str_)
+        if jpeg_quality is not None and self.images is not None:
             arrays.pop("images")
             arrays |= _jpeg_encode(self.images.cpu().numpy(), jpeg_quality)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -189,14 +211,21 @@ class PackedChunks:
             raise PackedFileError(
                 f"{path} is not a readable packed-chunks file ({err}); prepare it again"
             ) from err
-        required = [f.name for f in fields(cls) if f.name not in ("tokens", "fast_tokens")]
+        optional = ("images", "tokens", "fast_tokens", "objects", "object_kind", "kinds")
+        names = ("instructions", "kinds")
+        required = [f.name for f in fields(cls) if f.name not in optional]
         missing = [k for k in required if k not in arrays]
+        if "images" not in arrays and "objects" not in arrays:
+            missing.append("images or objects")
         if missing:
             raise PackedFileError(f"{path} lacks {missing}; prepare it again")
-        kwargs: dict[str, Any] = {k: torch.from_numpy(arrays[k]) for k in required if k != "instructions"}
-        kwargs["instructions"] = tuple(str(s) for s in arrays["instructions"])
-        for name in ("tokens", "fast_tokens"):
-            kwargs[name] = torch.from_numpy(arrays[name]) if name in arrays else None
+        kwargs: dict[str, Any] = {
+            k: torch.from_numpy(arrays[k]) for k in (*required, *optional) if k in arrays and k not in names
+        }
+        for name in names:
+            kwargs[name] = tuple(str(s) for s in arrays.get(name, ()))
+        for name in optional:
+            kwargs.setdefault(name, None)
         sizes = {k: int(v.shape[0]) for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
         if len(set(sizes.values())) != 1:
             raise PackedFileError(f"{path}: arrays disagree on the number of chunks: {sizes}")
@@ -218,19 +247,25 @@ class PackedChunks:
     ) -> dict[str, Any]:
         """A batch for ``policy.loss``: ``obs``, ``actions``, ``actions_raw``, ``valid`` and the
         token targets there are."""
-        if trunk_config.image_size != self.image_size:
-            raise ValueError(
-                f"the packed images are {self.image_size} px but the trunk expects {trunk_config.image_size}; "
-                "pack the demonstrations at the trunk's resolution"
-            )
         ids, mask = self._instruction_ids(trunk_config)
         which = self.instruction[index]
         obs = ObservationBatch(
-            images=self.images[index, : trunk_config.num_cameras].to(dtype) / 255.0,
+            images=None,
             instruction_ids=ids[which],
             instruction_mask=mask[which],
             proprio=self.proprio[index].to(dtype),
         )
+        if trunk_config.modality == "lowdim":
+            obs.objects, obs.object_kinds = self._objects_for(trunk_config, index, dtype)
+        else:
+            if self.images is None:
+                raise ValueError("these chunks were packed without images (lowdim); an rgb trunk needs them")
+            if trunk_config.image_size != self.image_size:
+                raise ValueError(
+                    f"the packed images are {self.image_size} px but the trunk expects {trunk_config.image_size}; "
+                    "pack the demonstrations at the trunk's resolution"
+                )
+            obs.images = self.images[index, : trunk_config.num_cameras].to(dtype) / 255.0
         batch: dict[str, Any] = {
             "obs": obs,
             "actions": self.actions[index].to(dtype),
@@ -251,6 +286,29 @@ class PackedChunks:
             index = torch.arange(start, min(start + batch_size, len(self)), device=self.device)
             yield self.batch(index, trunk_config=trunk_config, dtype=dtype)
 
+    def _objects_for(
+        self, trunk_config: Any, index: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Object rows and the trunk's kind ids for ``index``, padded to its ``max_objects``."""
+        if self.objects is None or self.object_kind is None:
+            raise ValueError("these chunks were packed without object rows; a lowdim trunk needs them")
+        K = trunk_config.max_objects
+        if self.max_objects > K:
+            raise ValueError(
+                f"the packed chunks hold {self.max_objects} objects; the trunk reads at most {K}"
+            )
+        cache = self.__dict__.setdefault("_kind_maps", {})
+        if trunk_config.object_kinds not in cache:
+            from rsdlib.policies.processor import object_kind_ids
+
+            ids = [0, *object_kind_ids(self.kinds, trunk_config)]  # packed id -> trunk id
+            cache[trunk_config.object_kinds] = torch.tensor(ids, dtype=torch.long, device=self.device)
+        rows = torch.zeros(len(index), K, self.objects.shape[-1], dtype=dtype, device=self.device)
+        kinds = torch.zeros(len(index), K, dtype=torch.long, device=self.device)
+        rows[:, : self.max_objects] = self.objects[index].to(dtype)
+        kinds[:, : self.max_objects] = cache[trunk_config.object_kinds][self.object_kind[index]]
+        return rows, kinds
+
     def _instruction_ids(self, trunk_config: Any) -> tuple[torch.Tensor, torch.Tensor]:
         key = (trunk_config.instruction_vocab, trunk_config.max_instruction_tokens)
         cache = self.__dict__.setdefault("_ids", {})
@@ -261,6 +319,20 @@ class PackedChunks:
             ids, mask = tok(list(self.instructions))
             cache[key] = (ids.to(self.device), mask.to(self.device))
         return cache[key]
+
+
+def _pack_objects(items: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Object rows of items from several tasks, padded to the most objects any has."""
+    kinds = tuple(sorted({kind for it in items for kind in it["object_kinds"]}))
+    ids = {kind: i + 1 for i, kind in enumerate(kinds)}
+    K = max(len(it["object_kinds"]) for it in items)
+    rows = torch.zeros(len(items), K, np.asarray(items[0]["objects"]).shape[-1])
+    kind = torch.zeros(len(items), K, dtype=torch.long)
+    for i, it in enumerate(items):
+        n = len(it["object_kinds"])
+        rows[i, :n] = torch.as_tensor(np.asarray(it["objects"], dtype=np.float32))
+        kind[i, :n] = torch.tensor([ids[k] for k in it["object_kinds"]], dtype=torch.long)
+    return rows, kind, kinds
 
 
 def fast_targets(sequences: Sequence[torch.Tensor], *, end_token: int, length: int) -> torch.Tensor:
@@ -304,7 +376,7 @@ class PackedBatches:
     def __call__(self, step: int, generator: torch.Generator) -> dict[str, Any]:
         index = torch.randint(0, len(self.packed), (self.batch_size,), generator=generator)
         batch = self.packed.batch(index.to(self.packed.device), trunk_config=self.trunk_config)
-        if self.augment:
+        if self.augment and batch["obs"].images is not None:
             batch["obs"].images = augment_images(batch["obs"].images, generator)
         return batch
 

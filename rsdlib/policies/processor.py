@@ -1,4 +1,4 @@
-"""How observations are shaped for a trunk: camera images, instruction word ids, proprio.
+"""How observations are shaped for a trunk: camera images or object rows, instruction word ids, proprio.
 
 The instruction tokenizer is word-level (``tokenizers``' ``WordLevel`` with lower-casing and
 whitespace/punctuation splitting). Its vocabulary is a sorted word list stored in the trunk's
@@ -8,14 +8,14 @@ config, so a checkpoint's JSON rebuilds exactly the tokenizer its embedding was 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from rsdlib.observations import CAMERA_KEYS
+from rsdlib.observations import CAMERA_KEYS, OBJECT_DIM
 from rsdlib.policies.configuration import TrunkConfig
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -75,37 +75,46 @@ class ObservationBatch:
     """Trunk inputs for B observations.
 
     Attributes:
-        images: ``(B, C, 3, S, S)`` float in [0, 1], cameras in :data:`CAMERA_KEYS` order.
+        images: ``rgb``: ``(B, C, 3, S, S)`` float in [0, 1], cameras in :data:`CAMERA_KEYS`
+            order; None for ``lowdim``.
         instruction_ids: ``(B, T)`` word ids.
         instruction_mask: ``(B, T)`` True on real words.
         proprio: ``(B, P)`` float.
+        objects: ``lowdim``: ``(B, K, OBJECT_DIM)`` float object rows; None for ``rgb``.
+        object_kinds: ``lowdim``: ``(B, K)`` long, 0 on padding, else 1 + the kind's index in
+            the trunk's ``object_kinds``.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | None
     instruction_ids: torch.Tensor
     instruction_mask: torch.Tensor
     proprio: torch.Tensor
+    objects: torch.Tensor | None = None
+    object_kinds: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.instruction_ids.shape[0])
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ObservationBatch:
         """Move to a device (float tensors also to ``dtype``)."""
-        return ObservationBatch(
-            images=self.images.to(device=device, dtype=dtype or self.images.dtype),
-            instruction_ids=self.instruction_ids.to(device),
-            instruction_mask=self.instruction_mask.to(device),
-            proprio=self.proprio.to(device=device, dtype=dtype or self.proprio.dtype),
-        )
+
+        def move(x: torch.Tensor | None) -> torch.Tensor | None:
+            if x is None:
+                return None
+            return x.to(
+                device=device, dtype=dtype if dtype is not None and x.is_floating_point() else x.dtype
+            )
+
+        return ObservationBatch(*(move(getattr(self, f.name)) for f in fields(self)))
 
     def repeat(self, times: int) -> ObservationBatch:
         """Each observation ``times`` times in a row (for many draws from one observation)."""
         return ObservationBatch(
-            images=self.images.repeat_interleave(times, 0),
-            instruction_ids=self.instruction_ids.repeat_interleave(times, 0),
-            instruction_mask=self.instruction_mask.repeat_interleave(times, 0),
-            proprio=self.proprio.repeat_interleave(times, 0),
+            *(
+                None if (x := getattr(self, f.name)) is None else x.repeat_interleave(times, 0)
+                for f in fields(self)
+            )
         )
 
 
@@ -115,20 +124,24 @@ def prepare_observations(
     """Stack LIBERO observation dicts into an :class:`ObservationBatch`.
 
     Args:
-        observations: dicts with ``agentview_rgb`` and ``eye_in_hand_rgb`` ``(S, S, 3)`` uint8
-            (upright), ``proprio`` ``(P,)`` and ``instruction`` str.
-        config: the trunk's config (image size, cameras, proprio size).
+        observations: dicts with ``proprio`` ``(P,)``, ``instruction`` str and, for an ``rgb``
+            trunk, ``agentview_rgb`` and ``eye_in_hand_rgb`` ``(S, S, 3)`` uint8 (upright); for
+            a ``lowdim`` trunk, ``objects`` ``(K, OBJECT_DIM)`` and ``object_kinds`` (K names).
+        config: the trunk's config (modality, image size, cameras, object kinds, proprio size).
         tokenizer: the instruction tokenizer built from ``config.instruction_vocab``.
 
     Raises:
-        ValueError: a missing key, or an image or proprio of the wrong shape.
+        ValueError: a missing key, an image, object rows or proprio of the wrong shape, or an
+            object kind the trunk does not know.
     """
     if not observations:
         raise ValueError("prepare_observations got no observations")
-    cams = CAMERA_KEYS[: config.num_cameras]
+    lowdim = config.modality == "lowdim"
+    cams = () if lowdim else CAMERA_KEYS[: config.num_cameras]
+    observed = ("objects", "object_kinds") if lowdim else cams
     images, proprio, texts = [], [], []
     for i, obs in enumerate(observations):
-        missing = [k for k in (*cams, "proprio", "instruction") if k not in obs]
+        missing = [k for k in (*observed, "proprio", "instruction") if k not in obs]
         if missing:
             raise ValueError(f"observation {i} lacks {missing}; it has {sorted(obs)}")
         per_cam = []
@@ -141,7 +154,8 @@ def prepare_observations(
                     "render at the trunk's image_size or resize first"
                 )
             per_cam.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))  # (3, S, S)
-        images.append(torch.stack(per_cam))  # (C, 3, S, S)
+        if per_cam:
+            images.append(torch.stack(per_cam))  # (C, 3, S, S)
         p = np.asarray(obs["proprio"], dtype=np.float32).reshape(-1)
         if p.shape[0] != config.proprio_dim:
             raise ValueError(
@@ -150,9 +164,50 @@ def prepare_observations(
         proprio.append(torch.from_numpy(p))
         texts.append(str(obs["instruction"]))
     ids, mask = tokenizer(texts)
+    objects, kinds = object_rows(observations, config) if lowdim else (None, None)
     return ObservationBatch(
-        images=torch.stack(images).float() / 255.0,  # (B, C, 3, S, S)
+        images=torch.stack(images).float() / 255.0 if images else None,  # (B, C, 3, S, S)
         instruction_ids=ids,
         instruction_mask=mask,
         proprio=torch.stack(proprio),  # (B, P)
+        objects=objects,
+        object_kinds=kinds,
     )
+
+
+def object_kind_ids(kinds: Sequence[str], config: TrunkConfig) -> list[int]:
+    """1 + the index of each kind in ``config.object_kinds`` (0 is padding).
+
+    Raises:
+        ValueError: a kind the trunk was not trained with.
+    """
+    known = {kind: i + 1 for i, kind in enumerate(config.object_kinds)}
+    unknown = sorted({k for k in kinds if k not in known})
+    if unknown:
+        raise ValueError(
+            f"object kinds {unknown} are unknown to this policy (it knows {list(config.object_kinds)}): "
+            "a lowdim policy acts only in scenes made of the objects it was trained on"
+        )
+    return [known[k] for k in kinds]
+
+
+def object_rows(
+    observations: Sequence[Mapping[str, Any]], config: TrunkConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, max_objects, OBJECT_DIM)`` float rows and ``(B, max_objects)`` kind ids, padded."""
+    B, K = len(observations), config.max_objects
+    rows = torch.zeros(B, K, OBJECT_DIM)
+    kinds = torch.zeros(B, K, dtype=torch.long)
+    for i, obs in enumerate(observations):
+        values = np.asarray(obs["objects"], dtype=np.float32)
+        names = list(obs["object_kinds"])
+        if values.ndim != 2 or values.shape[1] != OBJECT_DIM or len(names) != len(values):
+            raise ValueError(
+                f"observation {i}: objects is {values.shape} with {len(names)} kinds; expected "
+                f"(K, {OBJECT_DIM}) rows and K kinds"
+            )
+        if len(values) > K:
+            raise ValueError(f"observation {i} has {len(values)} objects; this policy reads at most {K}")
+        rows[i, : len(values)] = torch.from_numpy(values)
+        kinds[i, : len(values)] = torch.tensor(object_kind_ids(names, config), dtype=torch.long)
+    return rows, kinds

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaModel
 
+from rsdlib.observations import OBJECT_DIM
 from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.processor import ObservationBatch
 
@@ -117,12 +118,16 @@ class Trunk(nn.Module, ABC):
 
     # -- shared logic -------------------------------------------------------------------------
 
+    def prefix_positions(self, batch: int, length: int, device: torch.device) -> torch.Tensor:
+        """``(B, P)`` rotary positions of the prefix tokens: in order, unless a trunk says otherwise."""
+        return torch.arange(length, device=device).expand(batch, length)
+
     def prefix(self, obs: ObservationBatch, *, use_cache: bool = True) -> TrunkState:
         """One pass over the prefix; returns the state to run blocks after."""
         embeds, valid = self.embed_prefix(obs)  # (B, P, D), (B, P)
         B, P, _ = embeds.shape
         block = torch.full((B, P), PREFIX_BLOCK, dtype=torch.long, device=embeds.device)
-        positions = torch.arange(P, device=embeds.device).expand(B, P)
+        positions = self.prefix_positions(B, P, embeds.device)
         cache = self.new_cache() if use_cache else None
         mask = block_causal_mask(block, valid, block)
         hidden = self.body(embeds, mask=mask, positions=positions, cache=cache)  # (B, P, D)
@@ -195,7 +200,7 @@ class Trunk(nn.Module, ABC):
         prefix_embeds, prefix_valid = self.embed_prefix(obs)
         B, P, _ = prefix_embeds.shape
         prefix_block = torch.full((B, P), PREFIX_BLOCK, dtype=torch.long, device=embeds.device)
-        prefix_pos = torch.arange(P, device=embeds.device).expand(B, P)
+        prefix_pos = self.prefix_positions(B, P, embeds.device)
         all_block = torch.cat([prefix_block, block], dim=1)
         all_valid = torch.cat([prefix_valid, valid], dim=1)
         mask = block_causal_mask(all_block, all_valid, all_block)
@@ -233,8 +238,32 @@ class ImageEncoder(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, s*s, D)
 
 
+class ObjectEncoder(nn.Module):
+    """One token per object row: an MLP over its pose (also relative to the end effector) plus a
+    learned embedding of its kind; two bowls are two tokens of one kind, apart only by pose.
+
+    ``(B, K, OBJECT_DIM)`` rows, ``(B, K)`` kind ids (0: padding), ``(B, 3)`` eef position ->
+    ``(B, K, D)`` tokens.
+    """
+
+    #: Offsets to the hand are a few decimetres; in decimetres they span what the MLP expects.
+    RELATIVE_SCALE = 10.0
+
+    def __init__(self, *, num_kinds: int, hidden_size: int) -> None:
+        super().__init__()
+        self.kind_embed = nn.Embedding(num_kinds + 1, hidden_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(OBJECT_DIM + 3, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, rows: torch.Tensor, kinds: torch.Tensor, eef_pos: torch.Tensor) -> torch.Tensor:
+        relative = (rows[..., :3] - eef_pos[:, None, :]) * self.RELATIVE_SCALE  # (B, K, 3)
+        return self.mlp(torch.cat([rows, relative], dim=-1)) + self.kind_embed(kinds)
+
+
 class LlamaTrunk(Trunk):
-    """The default trunk: CNN image patches + instruction words + proprio, into a ``LlamaModel``.
+    """The default trunk: CNN image patches (``rgb``) or object tokens (``lowdim``), instruction
+    words and proprio, into a ``LlamaModel``.
 
     Args:
         config: sizes; ``config.instruction_vocab`` fixes the word embedding size.
@@ -246,12 +275,17 @@ class LlamaTrunk(Trunk):
         self.hidden_size = config.hidden_size
         self.prefix_length = config.prefix_length
         D = config.hidden_size
-        self.image_encoder = ImageEncoder(channels=config.image_channels, hidden_size=D)
-        self.camera_embed = nn.Parameter(torch.zeros(config.num_cameras, config.image_tokens_per_camera, D))
+        if config.modality == "lowdim":
+            self.object_encoder = ObjectEncoder(num_kinds=len(config.object_kinds), hidden_size=D)
+        else:
+            self.image_encoder = ImageEncoder(channels=config.image_channels, hidden_size=D)
+            self.camera_embed = nn.Parameter(
+                torch.zeros(config.num_cameras, config.image_tokens_per_camera, D)
+            )
+            nn.init.normal_(self.camera_embed, std=0.02)
         self.word_embed = nn.Embedding(len(config.instruction_vocab) + 2, D)
         self.word_pos_embed = nn.Parameter(torch.zeros(config.max_instruction_tokens, D))
         self.proprio_proj = nn.Linear(config.proprio_dim, D) if config.proprio_dim else None
-        nn.init.normal_(self.camera_embed, std=0.02)
         nn.init.normal_(self.word_pos_embed, std=0.02)
         self.llama_config = LlamaConfig(
             vocab_size=1,
@@ -271,21 +305,39 @@ class LlamaTrunk(Trunk):
         self.body_model.embed_tokens.requires_grad_(False)
 
     def embed_prefix(self, obs: ObservationBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        words = self.word_embed(obs.instruction_ids) + self.word_pos_embed  # (B, T, D)
+        observed, observed_valid = self._embed_observed(obs)  # (B, O, D), (B, O)
+        parts, valid = [observed, words], [observed_valid, obs.instruction_mask]
+        if self.proprio_proj is not None:
+            parts.append(self.proprio_proj(obs.proprio)[:, None])  # (B, 1, D)
+            valid.append(torch.ones(words.shape[0], 1, dtype=torch.bool, device=words.device))
+        return torch.cat(parts, dim=1), torch.cat(valid, dim=1)  # (B, P, D), (B, P)
+
+    def prefix_positions(self, batch: int, length: int, device: torch.device) -> torch.Tensor:
+        """Object tokens share one position, the one just before the instruction: a set, not a
+        sequence, so the policy sees the same scene whatever order the objects come in, and
+        however many padding slots the trunk has (every offset to them is the same)."""
+        positions = super().prefix_positions(batch, length, device)
+        if self.config.modality == "lowdim":
+            positions = positions.clone()
+            positions[:, : self.config.max_objects] = self.config.max_objects - 1
+        return positions
+
+    def _embed_observed(self, obs: ObservationBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The modality's tokens: object tokens (padding invalid) or every camera's patches."""
+        if self.config.modality == "lowdim":
+            if obs.objects is None or obs.object_kinds is None:
+                raise ValueError("a lowdim trunk reads object rows; this batch has none (an rgb batch?)")
+            tokens = self.object_encoder(obs.objects, obs.object_kinds, obs.proprio[:, :3])
+            return tokens, obs.object_kinds > 0
+        if obs.images is None:
+            raise ValueError("an rgb trunk reads camera images; this batch has none (a lowdim batch?)")
         B, C = obs.images.shape[:2]
         if self.config.num_cameras != C:
             raise ValueError(f"got {C} cameras, the trunk was built for {self.config.num_cameras}")
         patches = self.image_encoder(obs.images.flatten(0, 1))  # (B*C, s*s, D)
-        patches = patches.unflatten(0, (B, C)) + self.camera_embed  # (B, C, s*s, D)
-        words = self.word_embed(obs.instruction_ids) + self.word_pos_embed  # (B, T, D)
-        parts = [patches.flatten(1, 2), words]
-        valid = [
-            torch.ones(B, patches.shape[1] * patches.shape[2], dtype=torch.bool, device=words.device),
-            obs.instruction_mask,
-        ]
-        if self.proprio_proj is not None:
-            parts.append(self.proprio_proj(obs.proprio)[:, None])  # (B, 1, D)
-            valid.append(torch.ones(B, 1, dtype=torch.bool, device=words.device))
-        return torch.cat(parts, dim=1), torch.cat(valid, dim=1)  # (B, P, D), (B, P)
+        patches = (patches.unflatten(0, (B, C)) + self.camera_embed).flatten(1, 2)  # (B, C*s*s, D)
+        return patches, torch.ones(B, patches.shape[1], dtype=torch.bool, device=patches.device)
 
     def body(
         self,

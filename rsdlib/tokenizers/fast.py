@@ -85,6 +85,7 @@ class FASTTokenizer(ActionTokenizer):
         self.normaliser = normaliser or Normaliser(action_dim=action_dim)
         self.bpe: Tokenizer | None = None
         self._vocab: list[str] = []
+        self._coefficient_counts: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -95,6 +96,44 @@ class FASTTokenizer(ActionTokenizer):
     @property
     def fitted(self) -> bool:
         return self.bpe is not None
+
+    @property
+    def coefficients_per_token(self) -> np.ndarray:
+        """``(vocab_size,)`` int64: how many DCT coefficients each id expands to in :meth:`decode`.
+
+        Lets a decoder steer a sequence to exactly H*A coefficients (the only length that decodes).
+        A BPE token is a string of coefficient characters (no prefixes or suffixes: see :meth:`fit`),
+        so its count is its length. Computed once per vocabulary.
+
+        Raises:
+            ValueError: a token holds a character that is no coefficient (it could not be decoded),
+                or some coefficient the quantiser can produce has no single-character token (such
+                a vocabulary cannot encode every chunk, nor finish every partial sequence).
+        """
+        self._check_fitted()
+        if self._coefficient_counts is None:
+            self._coefficient_counts = self._count_coefficients()
+        return self._coefficient_counts
+
+    def _count_coefficients(self) -> np.ndarray:
+        low, high = _CHAR_BASE, _CHAR_BASE + 2 * self.max_coefficient
+        for index, token in enumerate(self._vocab):
+            strays = [c for c in token if not low <= ord(c) <= high]
+            if strays:
+                raise ValueError(
+                    f"FAST token id {index} ({token!r}) holds {len(strays)} character(s) outside the "
+                    f"coefficient alphabet [-{self.max_coefficient}, {self.max_coefficient}], so its "
+                    "coefficient count is unknown; the vocabulary is not this tokenizer's, refit it"
+                )
+        singles = {ord(token) - low - self.max_coefficient for token in self._vocab if len(token) == 1}
+        missing = sorted(set(range(-self.max_coefficient, self.max_coefficient + 1)) - singles)
+        if missing:
+            raise ValueError(
+                f"the FAST vocabulary has no single-coefficient token for the value(s) {missing[:10]} "
+                f"(of [-{self.max_coefficient}, {self.max_coefficient}]): chunks using them cannot be "
+                "encoded and a decoder cannot always finish a chunk; refit the tokenizer"
+            )
+        return np.array([len(token) for token in self._vocab], dtype=np.int64)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -148,6 +187,7 @@ class FASTTokenizer(ActionTokenizer):
         if "" in self._vocab:
             raise ValueError("the BPE vocabulary has gaps in its ids; refit the FAST tokenizer")
         self.bpe = bpe
+        self._coefficient_counts = None  # a new vocabulary: count again when asked
 
     def encode(self, chunks: Tensor | np.ndarray) -> list[Tensor]:
         """Chunks (B, H, A) in environment units -> B 1-D LongTensors of ids (lengths vary)."""

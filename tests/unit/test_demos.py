@@ -144,7 +144,8 @@ def test_dataset_works_in_a_torch_dataloader(tmp_path):
 @pytest.mark.libero
 @pytest.mark.slow
 def test_generated_demo_replays_to_success(tmp_path):
-    """One real demonstration: written, rendered, and its actions replayed open loop succeed."""
+    """One real demonstration: from a sampled start, written, rendered, and its executed actions
+    replayed open loop succeed."""
     from rsdlib.libero.demos import DemoConfig, generate_task
     from rsdlib.libero.env import LiberoEnv, RenderOptions
     from rsdlib.libero.protocol import Protocol
@@ -181,10 +182,19 @@ def test_generated_demo_replays_to_success(tmp_path):
     )
     with pytest.raises(DemoFileError, match="from 1 init states, fewer than the 2"):
         generate_task(SUITE, 0, DemoConfig(episodes=2, protocol=config.protocol), root=tmp_path)
+    with h5py.File(report["path"], "r") as f:
+        group = f["data/demo_0"]
+        assert group.attrs["start"] == "sampled" and group.attrs["init_index"] == -1
+        seed, executed = int(group.attrs["sample_seed"]), group["executed_actions"][()]
+        objects = group["obs/object_states"][()]
+    # DART: the env executed perturbed actions; the file keeps the expert's clean ones to learn from.
+    assert np.abs(executed[:, :3] - demo["actions"][:, :3]).max() > 0.05
+    np.testing.assert_array_equal(executed[:, 3:], demo["actions"][:, 3:])
     with LiberoEnv(SUITE, 0, render=RenderOptions(enabled=False)) as env:
-        env.reset(0)
+        obs = env.reset_sampled(seed)
         np.testing.assert_allclose(env.sim_state(), demo["states"][0], atol=1e-8)
+        np.testing.assert_allclose(obs["objects"], objects[0], atol=1e-6)
         done = False
-        for action in demo["actions"]:
+        for action in executed:
             _, done, _ = env.step(action)
-        assert done, "replaying the recorded actions from the init state must reach the goal"
+        assert done, "replaying the executed actions from the sampled start must reach the goal"
