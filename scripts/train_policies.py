@@ -10,6 +10,10 @@ Usage::
     python scripts/train_policies.py cards --out checkpoints/libero_spatial --prepared build/prepared/libero_spatial
 
 ``--steps`` and ``--batch-size`` override every model's schedule; ``--models`` picks some.
+
+The lowdim track in one command (prepare, train every model in its time budget, cards)::
+
+    python scripts/train_policies.py lowdim --suite libero_spatial     # about an hour on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from rsdlib.experiments.cards import write_cards
 from rsdlib.experiments.distill import distill_head_drafter
 from rsdlib.experiments.prepare import prepare, read_prepared
+from rsdlib.experiments.recipe import LOWDIM_DEMOS, train_lowdim_suite
 from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, default_sizes, train_models
 from rsdlib.observations import MODALITIES
 
@@ -55,6 +60,12 @@ def main() -> None:
         "--trunk", choices=("main", "tiny"), default="main",
         help="trunk of the main policy and baselines: the default, or the tiny drafter's (small checkpoints)",
     )  # fmt: skip
+    lo = sub.add_parser("lowdim", help="the lowdim recipe: prepare, train every model, cards (~1 h on a CPU)")
+    lo.add_argument("--suite", default="libero_spatial")
+    lo.add_argument("--demos-root", default=str(LOWDIM_DEMOS))
+    lo.add_argument("--out", default=None, help="default: checkpoints/lowdim/<suite>")
+    lo.add_argument("--scale", type=float, default=1.0, help="multiply every model's minutes (quick: 0.1)")
+    lo.add_argument("--device", default=None)
     d = sub.add_parser("distill", help="fine-tune the head drafter on the main policy's greedy tokens")
     d.add_argument("--models", required=True)
     d.add_argument("--prepared", required=True)
@@ -94,6 +105,11 @@ def main() -> None:
             sizes=None if args.trunk == "main" else _tiny_sizes(args.prepared),
         )
         print(json.dumps({"seconds": seconds}))
+    elif args.stage == "lowdim":
+        record = train_lowdim_suite(
+            args.suite, demos_root=args.demos_root, out=args.out, scale=args.scale, device=args.device
+        )
+        print(json.dumps(record, indent=1))
     elif args.stage == "distill":
         report = distill_head_drafter(
             args.models, args.prepared, out=args.out, steps=args.steps, batch_size=args.batch_size

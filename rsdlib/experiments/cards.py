@@ -65,7 +65,14 @@ def write_cards(
         card = {
             "model": name,
             "suite": info["suite"],
-            "data": {"splits": info["splits"], "stride": info["stride"], "image_size": info["image_size"]},
+            "data": {
+                "splits": info["splits"],
+                "stride": info["stride"],
+                "image_size": info["image_size"],
+                "modality": info.get("modality", "rgb"),
+                "starts": training_starts(info),
+                "training_data": training_data_label(info),
+            },  # fmt: skip
             "training": training,
             "validation": metrics,
         }
@@ -78,16 +85,39 @@ def write_cards(
     return cards
 
 
+def training_starts(info: dict[str, Any]) -> str:
+    """Where a prepared folder's demonstrations started: ``sampled``, ``benchmark`` or ``mixed``
+    (folders prepared before starts were recorded all used the benchmark's init states)."""
+    return str(info.get("starts", "benchmark"))
+
+
+def training_data_label(info: dict[str, Any]) -> str:
+    """How every table and card names a model's training data."""
+    modality = info.get("modality", "rgb")
+    starts = training_starts(info)
+    if starts == "sampled":
+        return f"{modality}, demonstrations from sampled init states (held out from evaluation)"
+    return f"{modality}, trained on the evaluation init states" + (" (in part)" if starts == "mixed" else "")
+
+
 def _generation_lines(gen: dict[str, Any] | None) -> list[str]:
     if not gen:
         return []
+    start = gen.get("start", "benchmark")
+    where = (
+        f"{gen['episodes']} starts per task sampled from the BDDL regions (none of the benchmark's)"
+        if start == "sampled"
+        else f"{gen['episodes']} of the benchmark's init states per task (the evaluation's own)"
+    )
+    dart = (
+        f", DART noise {gen['dart_std']} (correlation {gen['dart_correlation']})"
+        if gen.get("dart_std")
+        else ""
+    )
     return [
-        f"Demonstrations: the scripted expert on {gen['episodes']} init states per task"
+        f"Demonstrations: the scripted expert from {where}"
         + (f", {gen['repeats']} episodes from each" if gen.get("repeats", 1) > 1 else "")
-        + f", action noise "
-        f"{gen['noise_std']}, waypoint noise {gen['waypoint_noise']} m, seed {gen['seed']}, "
-        f"{gen['protocol']['camera_resolution']} px cameras, fast rendering {gen['fast_render']} "
-        "(evaluate with the same resolution and rendering).",
+        + f", action noise {gen['noise_std']}{dart}, waypoint noise {gen['waypoint_noise']} m, seed {gen['seed']}.",
         "",
     ]
 
@@ -97,12 +127,15 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
     layers = info["actions"]["num_layers"]
     head = ["model", "parameters", "steps", "train time", "device"] + [f"acc L{i}" for i in range(layers)]
     head += ["action MAE", "val loss"]
+    observed = "object poses" if info.get("modality") == "lowdim" else f"{info['image_size']} px images"
     lines = [
         f"# Shipped models: {info['suite']}",
         "",
+        f"Training data: **{training_data_label(info)}**.",
+        "",
         f"Trained on the scripted-expert demonstrations of {info['suite']} "
         f"({info['splits']['train']['episodes']} training and {info['splits']['val']['episodes']} validation "
-        f"episodes, split by episode; a chunk starting every {info['stride']} steps; {info['image_size']} px images). "
+        f"episodes, split by episode; a chunk starting every {info['stride']} steps; {observed}). "
         "Regenerate with `scripts/train_policies.py` (see the main README). Metrics are on the validation "
         "episodes: token accuracy is teacher-forced (the true coarser layers given), action MAE is the "
         "mean absolute error of the greedy decoded chunk in environment units.",

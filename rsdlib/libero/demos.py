@@ -95,6 +95,7 @@ class Rollout:
     repeat: int = 0
     sample_seed: int | None = None
     executed: np.ndarray | None = None
+    dart_std: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ class DemoConfig:
         noise_std: expert action noise, recorded as executed (action units).
         waypoint_noise: expert waypoint jitter (m).
         dart_std: DART noise on the executed position actions (action units); the file records
-            the expert's clean action. 0: off.
+            the expert's clean action. Where the expert fails under it, the start is tried again
+            with half, a quarter, then none (each demo records what it got). 0: off.
         dart_correlation: step-to-step correlation of the DART noise (0: white; near 1: slow
             drifts that the expert must correct).
         fast_render: render without MSAA, reflections and shadows (faster, slightly different images).
@@ -313,6 +315,7 @@ def write_demo_file(
             group.create_dataset("actions", data=rollout.actions)
             if rollout.executed is not None:
                 group.create_dataset("executed_actions", data=rollout.executed)
+                group.attrs["dart_std"] = rollout.dart_std
             group.create_dataset("states", data=rollout.states)
             group.create_dataset("rewards", data=rollout.rewards)
             group.create_dataset("dones", data=rollout.dones)
@@ -430,17 +433,13 @@ def generate_task(
             sampled = config.start == "sampled"
             inits = range(config.episodes if sampled else min(config.episodes, len(env.init_states)))
             episodes = [(i, r) for i in inits for r in range(config.repeats)]
-            coincided = []
+            coincided, dart_used = [], []
             for init_index, repeat in progress_bar(
                 episodes, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
             ):
                 seed = episode_seed(config.seed, suite, task_id, init_index, repeat)
                 try:
-                    rollout = record_rollout(
-                        env, expert, init_index, seed, repeat,
-                        sample_seed=placement_seed(config.seed, suite, task_id, init_index) if sampled else None,
-                        dart_std=config.dart_std, dart_correlation=config.dart_correlation,
-                    )  # fmt: skip
+                    rollout = _noisy_rollout(env, expert, config, init_index, seed, repeat)
                 except HeldOutError:  # never train where the evaluation starts; recorded, not hidden
                     coincided.append(init_index)
                     continue
@@ -452,6 +451,7 @@ def generate_task(
                     continue
                 if rollout.success:
                     rollouts.append(rollout)
+                    dart_used.append(rollout.dart_std)
                 else:
                     failed.append(init_index)
             attrs = _env_info(env, config)
@@ -469,6 +469,7 @@ def generate_task(
                 "failed_init_indices": json.dumps(failed),
                 "start": config.start,
                 "starts_on_benchmark_refused": json.dumps(coincided),
+                "dart_std_kept": json.dumps(dart_used),
                 "object_names": json.dumps([obj.name for obj in env.objects]),
                 "object_kinds": json.dumps(list(env.object_kinds)),
                 "has_images": False,
@@ -503,6 +504,28 @@ def generate_task(
         skipped=skipped,
     )
     return report
+
+
+def _noisy_rollout(env, expert, config: DemoConfig, init_index: int, seed: int, repeat: int) -> Rollout:
+    """One episode with DART noise; where the expert fails under it (a bowl in a drawer leaves a
+    few millimetres), the same start again with half the noise, down to none. Each kept demo
+    records the noise it was made with."""
+    task = env.task
+    sample_seed = (
+        placement_seed(config.seed, task.suite, task.task_id, init_index)
+        if config.start == "sampled"
+        else None
+    )
+    levels = [config.dart_std / 2**k for k in range(3)] + [0.0] if config.dart_std > 0 else [0.0]
+    for dart_std in levels:
+        rollout = record_rollout(
+            env, expert, init_index, seed, repeat, sample_seed=sample_seed,
+            dart_std=dart_std, dart_correlation=config.dart_correlation,
+        )  # fmt: skip
+        rollout.dart_std = dart_std
+        if rollout.success:
+            break
+    return rollout
 
 
 def _generate_task_star(args: tuple) -> dict[str, Any]:

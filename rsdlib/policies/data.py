@@ -58,6 +58,22 @@ def augment_images(
     return out.clamp(0, 1).unflatten(0, (B, C))
 
 
+def jitter_objects(
+    rows: torch.Tensor, kinds: torch.Tensor, generator: torch.Generator, *, std: float = 0.003
+) -> torch.Tensor:
+    """The lowdim counterpart of :func:`augment_images`: Gaussian noise of ``std`` metres on every
+    real object's position (padding rows stay zero), so a policy does not key on millimetres.
+
+    Args:
+        rows: ``(B, K, OBJECT_DIM)`` object rows.
+        kinds: ``(B, K)`` kind ids, 0 on padding.
+        generator: the source of every draw.
+    """
+    noise = torch.randn(rows.shape[:-1] + (3,), generator=generator, dtype=torch.float64)
+    noise = noise.to(rows.device, rows.dtype) * std * (kinds > 0)[..., None]
+    return torch.cat([rows[..., :3] + noise, rows[..., 3:]], dim=-1)
+
+
 def collate(
     items: Sequence[Item], *, policy: Policy, tokenizer: ActionTokenizer | None = None
 ) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from rsdlib.observations import CAMERA_KEYS
-from rsdlib.policies.data import augment_images
+from rsdlib.policies.data import augment_images, jitter_objects
 from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch
 from rsdlib.progress import progress as progress_bar
 
@@ -376,8 +376,11 @@ class PackedBatches:
     def __call__(self, step: int, generator: torch.Generator) -> dict[str, Any]:
         index = torch.randint(0, len(self.packed), (self.batch_size,), generator=generator)
         batch = self.packed.batch(index.to(self.packed.device), trunk_config=self.trunk_config)
-        if self.augment and batch["obs"].images is not None:
-            batch["obs"].images = augment_images(batch["obs"].images, generator)
+        obs = batch["obs"]
+        if self.augment and obs.images is not None:
+            obs.images = augment_images(obs.images, generator)
+        if self.augment and obs.objects is not None:
+            obs.objects = jitter_objects(obs.objects, obs.object_kinds, generator)
         return batch
 
 

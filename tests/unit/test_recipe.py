@@ -263,3 +263,54 @@ def test_the_main_policy_as_its_own_drafter_agrees_on_every_layer(prepared):
     acc = layer_accuracy({"rfsq_ar": main, "tiny_policy": main}, val, batch_size=5)
     assert acc["tiny_policy (agrees with main)"] == [1.0] * 3
     assert acc["rfsq_ar (teacher-forced)"] == acc["tiny_policy (teacher-forced)"]
+
+
+def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrations_started(tmp_path):
+    """prepare(modality="lowdim") packs object rows and no images; every model trains on them;
+    the cards name the training data; RSD with exact acceptance reproduces plain decoding."""
+    from rsdlib.experiments.cards import training_data_label
+    from rsdlib.experiments.train_models import LOWDIM_SIZES
+
+    for t, task in enumerate(("pick_the_bowl", "place_the_cup")):
+        write_task(tmp_path / "demos", task, [12, 15, 11, 14, 13], seed=t, images=False, objects=True)
+    prepared = prepare(
+        SUITE, tmp_path / "prepared", demos_root=tmp_path / "demos", val_fraction=0.2, modality="lowdim",
+        rfsq=TINY_RFSQ, progress=False,
+    )  # fmt: skip
+    info = json.loads((prepared / "prepared.json").read_text())
+    assert (info["modality"], info["starts"], info["max_objects"]) == ("lowdim", "sampled", 3)
+    assert info["object_kinds"] == ["akita_black_bowl", "plate"] and info["image_size"] is None
+    assert PackedChunks.load(prepared / "train.npz").images is None
+    sizes = replace(LOWDIM_SIZES, main=TINY_TRUNK, tiny=TINY_TRUNK, head_hidden=16, head_blocks=1)
+    schedules = {m: Schedule(steps=3, batch_size=4, warmup_steps=1, eval_every=0) for m in MODELS}
+    train_models(
+        prepared, tmp_path / "models", schedules=schedules, sizes=sizes, device="cpu", progress=False
+    )
+    cards = write_cards(tmp_path / "models", prepared_dir=prepared)
+    assert cards["rfsq_ar"]["data"]["training_data"] == training_data_label(info)
+    assert "held out from evaluation" in (tmp_path / "models" / "README.md").read_text()
+    data = PackedChunks.load(prepared / "val.npz")
+    n = int((data.object_kind[0] > 0).sum())
+    obs = {
+        "objects": data.objects[0, :n].numpy(),
+        "object_kinds": tuple(data.kinds[k - 1] for k in data.object_kind[0, :n].tolist()),
+        "proprio": data.proprio[0].numpy(),
+        "instruction": data.instructions[0],
+    }
+    actions = {}
+    for method in ("rfsq_ar", "rsd_head:g2:exact", "fast_ar", "l1_regression"):
+        policy = policy_from_spec(method, tmp_path / "models")
+        assert policy.requirements() == {}  # no cameras: episodes run without rendering
+        policy.reset(EpisodeContext(SUITE, 0, 0, 0, obs["instruction"], None))
+        actions[method] = policy.act(obs).actions
+        assert np.all(np.isfinite(actions[method])), method
+    np.testing.assert_array_equal(actions["rsd_head:g2:exact"], actions["rfsq_ar"])
+
+
+def test_training_data_labels_old_folders_as_trained_on_the_evaluation_init_states():
+    from rsdlib.experiments.cards import training_data_label
+
+    assert training_data_label({}) == "rgb, trained on the evaluation init states"
+    assert training_data_label({"modality": "lowdim", "starts": "sampled"}).endswith(
+        "(held out from evaluation)"
+    )

@@ -1,0 +1,89 @@
+"""The lowdim track's recipe: one suite's every model, from demonstrations to cards, in an hour.
+
+::
+
+    python scripts/generate_demos.py --suite libero_spatial --no-images --episodes 100 --workers 2 \
+        --root data/demos_lowdim
+    python scripts/train_policies.py lowdim --suite libero_spatial
+
+:func:`train_lowdim_suite` prepares the demonstrations (object rows, no images), trains the
+main policy, the baselines and both drafters for the minutes :data:`LOWDIM_MINUTES` gives each
+(steps are timed on the machine first, so the budget holds on a slower or faster one), writes
+the cards, and records the wall time of every stage in ``recipe.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rsdlib.experiments.cards import write_cards
+from rsdlib.experiments.prepare import prepare
+from rsdlib.experiments.train_models import MODELS, Schedule, train_models
+from rsdlib.paths import REPO_ROOT
+from rsdlib.results import describe_device, write_json
+
+#: Training minutes per model on a 2-core CPU: 53 in all, so that preparing (about 5 minutes)
+#: and training a suite fit in an hour. The main policy gets the most: everything rests on it.
+LOWDIM_MINUTES = {
+    "rfsq_ar": 18.0,
+    "rfsq_parallel": 8.0,
+    "l1_regression": 6.0,
+    "fast_ar": 10.0,
+    "tiny_policy": 5.0,
+    "head_drafter": 6.0,
+}
+LOWDIM_DEMOS = REPO_ROOT / "data" / "demos_lowdim"
+LOWDIM_CHECKPOINTS = REPO_ROOT / "checkpoints" / "lowdim"
+
+
+def train_lowdim_suite(
+    suite: str,
+    *,
+    demos_root: str | Path = LOWDIM_DEMOS,
+    out: str | Path | None = None,
+    prepared_dir: str | Path | None = None,
+    minutes: dict[str, float] | None = None,
+    scale: float = 1.0,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Prepare, train and describe every model of the lowdim track for ``suite``.
+
+    Args:
+        demos_root: where ``<suite>/*_demo.hdf5`` (with object poses) are.
+        out: the checkpoints folder (default ``checkpoints/lowdim/<suite>``).
+        prepared_dir: the prepared folder (default ``build/prepared/<suite>_lowdim``); reused
+            when it already holds a prepared split.
+        minutes: training minutes per model (default :data:`LOWDIM_MINUTES`).
+        scale: multiplies every model's minutes (a quick run: 0.1).
+
+    Returns:
+        The recipe record (also written to ``<out>/recipe.json``): seconds per stage and model.
+    """
+    out = Path(out or LOWDIM_CHECKPOINTS / suite)
+    prepared_dir = Path(prepared_dir or REPO_ROOT / "build" / "prepared" / f"{suite}_lowdim")
+    budget = {name: m * scale for name, m in (minutes or LOWDIM_MINUTES).items()}
+    unknown = sorted(set(budget) - set(MODELS))
+    if unknown:
+        raise ValueError(f"minutes names unknown models {unknown}; known: {MODELS}")
+    record: dict[str, Any] = {"suite": suite, "device": describe_device(device or "cpu"), "minutes": budget}
+    start = time.perf_counter()
+    if not (prepared_dir / "prepared.json").is_file():
+        prepare(suite, prepared_dir, demos_root=demos_root, modality="lowdim", progress=progress)
+    record["prepare_s"] = round(time.perf_counter() - start, 1)
+    schedules = {name: replace(Schedule(), minutes=m) for name, m in budget.items()}
+    record["train_s"] = train_models(
+        prepared_dir, out, models=[m for m in MODELS if m in budget], schedules=schedules,
+        device=device, progress=progress,
+    )  # fmt: skip
+    start = time.perf_counter()
+    write_cards(out, prepared_dir=prepared_dir)
+    record["cards_s"] = round(time.perf_counter() - start, 1)
+    record["total_min"] = round(
+        (record["prepare_s"] + sum(record["train_s"].values()) + record["cards_s"]) / 60, 1
+    )
+    write_json(out / "recipe.json", record)
+    return record
