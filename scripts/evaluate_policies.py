@@ -5,11 +5,13 @@ Usage::
     python scripts/evaluate_policies.py --models checkpoints/libero_spatial --episodes 5 --workers 2
     python scripts/evaluate_policies.py --methods rfsq_ar rsd_head:g3:exact --episodes 50   # more, resumed
     python scripts/evaluate_policies.py --methods rfsq_ar+entropy:0.2 rsd_head:g3:match_rate:0.5
+    python scripts/evaluate_policies.py --models checkpoints/lowdim/libero_spatial --episodes 50 --methods rfsq_ar
 
 Methods are method specs, as notebook 08 writes them (``rsdlib.decoding.spec.MethodSpec``): the
 four heads (``rfsq_ar``, ``rfsq_parallel``, ``l1_regression``, ``fast_ar``), RSD as
 ``rsd_<head|tiny>:g<gamma>:<rule>[:<threshold>]``, adaptive depth as ``+<monitor>:<threshold>``,
 sampling as ``@<temperature>``. Each goes to ``<results>/libero_eval/<suite>-<method>/``
+(``<suite>-lowdim-<method>/`` for lowdim models, whose episodes run without rendering)
 (``episodes.jsonl``, ``metrics.json``, videos of failures); re-running with more episodes adds
 only the missing ones. Prints one summary line per
 method (success with a 95% Wilson interval, mean chunk latency, main passes per chunk).
@@ -44,24 +46,31 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=5, help="init states per task (the first ones)")
     parser.add_argument("--tasks", nargs="*", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--video", default="failures", choices=("none", "failures", "all"))
+    parser.add_argument(
+        "--video",
+        default=None,
+        choices=("none", "failures", "all"),
+        help="default: failures for rgb models (their frames are there), none for lowdim (replaying costs ~40 s each)",
+    )
     parser.add_argument("--results", default="results")
     args = parser.parse_args()
     models = repo_path(args.models)
     info = read_prepared(models)
+    rgb = info.get("modality", "rgb") == "rgb"
     options = EvalOptions(
-        protocol=Protocol(camera_resolution=info["image_size"]),
-        render=True,
+        protocol=Protocol(camera_resolution=info["image_size"]) if rgb else Protocol(),
+        render=rgb,
         fast_render=True,
-        video=args.video,
+        video=args.video or ("failures" if rgb else "none"),
     )
+    prefix = info["suite"] if rgb else f"{info['suite']}-lowdim"
     for method in args.methods:
         policy = policy_from_spec(method, models)
         config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
         run_dir = new_run(
             "libero_eval",
             config,
-            run=f"{info['suite']}-{run_name(method)}",
+            run=f"{prefix}-{run_name(method)}",
             root=repo_path(args.results),
         )
         result = evaluate(

@@ -368,6 +368,7 @@ def _rollouts_from_file(path: Path) -> tuple[list[Rollout], dict[str, Any]]:
                         low_dim=low,
                         repeat=int(g.attrs.get("repeat", 0)),
                         executed=g["executed_actions"][()] if "executed_actions" in g else None,
+                        dart_std=float(g.attrs.get("dart_std", 0.0)),
                     )
                 )
             except KeyError as err:  # h5py names the missing key, not the file
