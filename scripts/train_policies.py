@@ -27,7 +27,7 @@ from rsdlib.experiments.cards import write_cards
 from rsdlib.experiments.distill import distill_head_drafter
 from rsdlib.experiments.prepare import prepare, read_prepared
 from rsdlib.experiments.recipe import LOWDIM_DEMOS, train_lowdim_suite
-from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, default_sizes, train_models
+from rsdlib.experiments.train_models import MODELS, Sizes, default_schedule, default_sizes, train_models
 from rsdlib.observations import MODALITIES
 
 
@@ -83,7 +83,6 @@ def main() -> None:
         )  # fmt: skip
         print((Path(args.out) / "prepared.json").read_text())
     elif args.stage == "train":
-        base = Schedule()
         overrides = {
             k: v
             for k, v in (
@@ -94,7 +93,7 @@ def main() -> None:
             )
             if v is not None
         }
-        schedules = {m: replace(base, **overrides) for m in args.models}
+        schedules = {m: replace(default_schedule(m), **overrides) for m in args.models}
         seconds = train_models(
             args.prepared,
             args.out,

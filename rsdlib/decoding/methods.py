@@ -12,13 +12,13 @@ a latency table and in a success rate::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from rsdlib.decoding.acceptance import AcceptanceRule
-from rsdlib.decoding.monitors import DepthHistory
+from rsdlib.decoding.monitors import MISSING_DEPTH_HEAD, DepthHistory, DepthMonitor
 from rsdlib.decoding.plain import (
     FastLengthConstraint,
     Observations,
@@ -30,6 +30,7 @@ from rsdlib.decoding.plain import (
 from rsdlib.decoding.result import DecodeResult, check_tokenizer, decode_actions
 from rsdlib.decoding.spec import RFSQ_METHODS, MethodSpec
 from rsdlib.decoding.speculative_loop import speculative_decode
+from rsdlib.policies.depth_head import ResidualNormHead, check_depth_head
 from rsdlib.policies.drafters import Drafter, HeadDrafter, PolicyDrafter
 from rsdlib.policies.heads import FastAutoregressive, L1Regression, Policy, RFSQAutoregressive, RFSQParallel
 
@@ -58,6 +59,10 @@ class Decoder:
         tokenizer: the RFSQ tokenizer the policy was trained with (RFSQ methods), or the FAST
             tokenizer (``fast_ar``): turns tokens into environment units.
         normaliser: for ``l1_regression``: maps its normalised output to environment units.
+        depth_head: for the ``learned`` depth monitor: the depth head trained on the main
+            policy's trunk (on the main model's device).
+        monitor: the spec's depth monitor as the loops call it (with the depth head attached for
+            ``learned``), or None.
         fast_constraint: for ``fast_ar``, built from the FAST tokenizer: keeps every decoded
             sequence to exactly one chunk. None for a tokenizer that cannot say how many
             coefficients its ids spell (a test double): such a decode may be malformed.
@@ -71,7 +76,9 @@ class Decoder:
     drafter: Drafter | None = None
     tokenizer: ActionTokenizer | None = None
     normaliser: Normaliser | None = None
+    depth_head: ResidualNormHead | None = None
     rule: AcceptanceRule | None = field(init=False, default=None)
+    monitor: DepthMonitor | None = field(init=False, default=None, repr=False)
     fast_constraint: FastLengthConstraint | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +119,12 @@ class Decoder:
                 raise ValueError("method 'rsd' needs a drafter (a head drafter or a small rfsq_ar policy)")
             check_drafter(self.drafter, main)
             self.rule = spec.make_rule(self.tokenizer)
+        self.monitor = spec.depth_monitor
+        if self.monitor is not None and self.monitor.reads_prediction:
+            if self.depth_head is None:
+                raise ValueError(f"{str(spec)!r}: {MISSING_DEPTH_HEAD}")
+            check_depth_head(self.depth_head, main)
+            self.monitor = replace(self.monitor, predictor=self.depth_head.predict_remaining)
 
     def decode(
         self,
@@ -145,7 +158,7 @@ class Decoder:
     ) -> DecodeResult:
         s, m, tok = self.spec, self.main, self.tokenizer
         g = generator if s.temperature > 0 else None
-        depth = {"monitor": s.depth_monitor, "history": history} if s.monitor is not None else {}
+        depth = {"monitor": self.monitor, "history": history} if self.monitor is not None else {}
         if s.is_rsd:
             return speculative_decode(
                 m, self.drafter, observations, rule=self.rule, gamma=s.gamma, temperature=s.temperature,

@@ -20,6 +20,10 @@ The monitors the project's original plan named:
   difference in normalised action units over the steps both cover (the new chunk's first steps
   against the old chunk's steps after those executed since); when the old chunk was executed
   whole (open loop = H, LIBERO's protocol), the new chunk's first step against the old one's last.
+- ``learned``: what a small trained head (:class:`~rsdlib.policies.depth_head.ResidualNormHead`,
+  trained on the demonstrations, reading the pooled prefix state) predicts the layers after k still
+  add to the chunk, in normalised action units (as ``plan_instability``). It needs the head: a
+  :class:`DepthMonitor` with ``predictor``, which the ``Decoder`` attaches from its ``depth_head``.
 - ``fixed``: a fixed depth (stops once ``threshold`` layers are decoded): the baseline every
   monitor is compared with.
 - ``never``: never stops (full depth), for tests and as a reference.
@@ -34,6 +38,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+# the loops pool the prefix here for jerk and learned (it lives with the trunk, which the depth head reads too)
+from rsdlib.policies.trunk import pooled_prefix as pooled_prefix
+
+#: What a ``learned`` monitor without its head says.
+MISSING_DEPTH_HEAD = (
+    "the learned depth monitor needs the depth head trained on this main policy's trunk "
+    "(rsdlib.policies.depth_head.ResidualNormHead): train it with "
+    "train_models(prepared, models_dir, models=['depth_head']) (it goes to <models_dir>/depth_head), "
+    "then pass it: policy_from_spec finds <models_dir>/depth_head, "
+    "from_checkpoint(..., depth_head_path=<models_dir>/depth_head), Decoder(..., depth_head=head), "
+    "or DepthMonitor('learned', threshold, predictor=head.predict_remaining)"
+)
 
 
 @dataclass
@@ -84,6 +101,8 @@ class MonitorInput:
         chunk: ``(B, H, A)`` the chunk decoded from the first k layers, normalised units (None
             when no monitor in use reads it).
         history: the episode's memory (empty for a first chunk or outside episodes).
+        remaining: ``(B, L)`` the depth head's predicted remaining residual after k = 1..L layers
+            (None when no monitor in use reads it).
     """
 
     layers: int
@@ -92,6 +111,7 @@ class MonitorInput:
     hidden: torch.Tensor
     chunk: torch.Tensor | None = None
     history: DepthHistory = field(default_factory=DepthHistory)
+    remaining: torch.Tensor | None = None
 
 
 def entropy(inp: MonitorInput) -> torch.Tensor:
@@ -134,6 +154,13 @@ def plan_instability(inp: MonitorInput) -> torch.Tensor:
     return diff.abs().mean(dim=(1, 2))
 
 
+def learned(inp: MonitorInput) -> torch.Tensor:
+    """What the depth head predicts the layers after the first k still add: ``(B,)`` normalised units."""
+    if inp.remaining is None:
+        raise ValueError(MISSING_DEPTH_HEAD)
+    return inp.remaining[:, inp.layers - 1].double().cpu()
+
+
 def fixed(inp: MonitorInput) -> torch.Tensor:
     """The layers decoded so far, negated: with threshold -k decoding stops after k layers."""
     return torch.full((inp.probs.shape[0],), -float(inp.layers), dtype=torch.float64)
@@ -152,6 +179,7 @@ class MonitorKind:
         name: its name in method specs.
         value: the pure function (``MonitorInput -> (B,)``); decoding goes on while value > threshold.
         reads_chunk: whether it needs the chunk decoded at each depth (a tokenizer call per layer).
+        reads_prediction: whether it needs the depth head's predictions (``DepthMonitor.predictor``).
         unit: what its value and threshold measure (for tables and the stepper).
     """
 
@@ -159,6 +187,7 @@ class MonitorKind:
     value: Callable[[MonitorInput], torch.Tensor] = field(repr=False)
     reads_chunk: bool = False
     unit: str = ""
+    reads_prediction: bool = False
 
 
 MONITORS: dict[str, MonitorKind] = {
@@ -169,6 +198,9 @@ MONITORS: dict[str, MonitorKind] = {
         MonitorKind("jerk", jerk, unit="1 - cos(prefix state, previous)"),
         MonitorKind(
             "plan_instability", plan_instability, reads_chunk=True, unit="mean |new - old| (normalised)"
+        ),
+        MonitorKind(
+            "learned", learned, unit="predicted remaining |residual| (normalised)", reads_prediction=True
         ),
         MonitorKind("fixed", fixed, unit="layers (threshold k: stop after k)"),
         MonitorKind("never", never, unit="-"),
@@ -185,11 +217,15 @@ class DepthMonitor:
         name: one of :data:`MONITOR_NAMES`.
         threshold: go on past a layer while the value is above it (``fixed``: the depth k).
         min_layers: never stop before this many layers.
+        predictor: for ``learned``: ``(B, D)`` pooled prefix states -> ``(B, L)`` predicted
+            remaining residual (``ResidualNormHead.predict_remaining``). A model, not a setting:
+            left out of equality, hashing and repr.
     """
 
     name: str
     threshold: float
     min_layers: int = 1
+    predictor: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.name not in MONITORS:
@@ -203,6 +239,10 @@ class DepthMonitor:
     def reads_chunk(self) -> bool:
         return MONITORS[self.name].reads_chunk
 
+    @property
+    def reads_prediction(self) -> bool:
+        return MONITORS[self.name].reads_prediction
+
     def values(self, inp: MonitorInput) -> torch.Tensor:
         """``(B,)`` the monitor's value (float64, CPU) for what was decoded so far."""
         return MONITORS[self.name].value(inp).double().cpu()
@@ -215,12 +255,6 @@ class DepthMonitor:
             return torch.ones(inp.probs.shape[0], dtype=torch.bool)
         threshold = -self.threshold if self.name == "fixed" else self.threshold
         return self.values(inp) > threshold
-
-
-def pooled_prefix(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``(B, D)`` mean of the real prefix positions of ``(B, P, D)`` hidden states."""
-    w = valid.to(hidden.dtype)[..., None]  # (B, P, 1)
-    return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)
 
 
 def judge_depth(
@@ -242,6 +276,10 @@ def judge_depth(
         tokenizer: the RFSQ tokenizer (its ``decode_normalised`` gives the chunk at this depth);
             needed only by monitors that read the chunk.
 
+    Raises:
+        ValueError: a monitor that reads the chunk without a tokenizer, or ``learned`` without
+            its predictor.
+
     Returns:
         ``(go_on, values)``: ``(B,)`` bool and ``(B,)`` float64, both on the CPU.
     """
@@ -252,5 +290,10 @@ def judge_depth(
         # normalised units where the tokenizer offers them (rsdlib's RFSQTokenizer does)
         decode = getattr(tokenizer, "decode_normalised", None) or tokenizer.decode
         chunk = decode(tokens[:, :layers].transpose(1, 2))
-    inp = MonitorInput(layers, tokens.shape[1], probs, hidden, chunk, history)
+    remaining = None
+    if monitor.reads_prediction:
+        if monitor.predictor is None:
+            raise ValueError(MISSING_DEPTH_HEAD)
+        remaining = monitor.predictor(hidden)
+    inp = MonitorInput(layers, tokens.shape[1], probs, hidden, chunk, history, remaining)
     return monitor.go_on(inp), monitor.values(inp)

@@ -31,6 +31,7 @@ MONITOR_COLOURS = {
     "action_variance": "#55A868",
     "jerk": "#DD8452",
     "plan_instability": "#937860",
+    "learned": "#DA8BC3",
     "never": "#999999",
 }
 

@@ -25,7 +25,7 @@ from rsdlib.decoding.methods import Decoder
 from rsdlib.decoding.result import DecodeResult
 from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
 from rsdlib.decoding.trace import summarize
-from rsdlib.experiments.comparison import DRAFTER_DIRS
+from rsdlib.experiments.comparison import DEPTH_HEAD_DIR, DRAFTER_DIRS
 from rsdlib.experiments.prepare import FAST_DIR, RFSQ_DIR
 from rsdlib.policies import checkpoints
 from rsdlib.policies.drafters import PolicyDrafter
@@ -44,6 +44,9 @@ class ModelSet:
             "head": load(DRAFTER_DIRS["head"]),
             "tiny": PolicyDrafter(policy=load(DRAFTER_DIRS["tiny"])),
         }
+        # the learned depth monitor's head, where the folder has one (older folders do not)
+        has_depth_head = (folder / DEPTH_HEAD_DIR / checkpoints.CONFIG).is_file()
+        self.depth_head = load(DEPTH_HEAD_DIR) if has_depth_head else None
         try:
             from rsdlib.tokenizers import load_tokenizer
         except ImportError as err:  # a bare GPU machine: tokens, acceptance and timings, no actions
@@ -68,8 +71,9 @@ class ModelSet:
         tokenizer = self.fast_tokenizer if spec.method == "fast_ar" else self.tokenizer
         drafter = self.drafters[spec.drafter] if spec.is_rsd else None
         return Decoder(
-            spec, self.heads[spec.head], drafter, tokenizer, self.tokenizer and self.tokenizer.normaliser
-        )
+            spec, self.heads[spec.head], drafter, tokenizer, self.tokenizer and self.tokenizer.normaliser,
+            self.depth_head,
+        )  # fmt: skip
 
     def decoders(self, specs: Sequence[MethodSpec | str]) -> dict[str, Decoder]:
         """``{spec text: decoder}`` for the plain methods and each given RSD spec."""

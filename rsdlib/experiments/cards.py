@@ -16,6 +16,7 @@ from rsdlib.experiments.prepare import FAST_DIR, RFSQ_DIR, VAL_FILE, read_prepar
 from rsdlib.experiments.train_models import MODELS
 from rsdlib.experiments.validation import evaluate_policy, validation_loss
 from rsdlib.policies import checkpoints
+from rsdlib.policies.depth_head import ResidualNormHead, evaluate_depth_head, remaining_residual
 from rsdlib.policies.drafters import HeadDrafter, head_drafter_loss
 from rsdlib.policies.packed import PackedChunks
 from rsdlib.results import write_json
@@ -34,7 +35,8 @@ def write_cards(
     Each ``<folder>/<name>/card.json`` holds the data, the training run (steps, wall time,
     device) and the validation metrics: teacher-forced per-layer token accuracy (token models),
     and ``action_mae``, the mean absolute action error of the greedy decoded chunk in environment
-    units. ``<folder>/README.md`` tabulates them.
+    units; for the depth head, how well it predicts the remaining residual
+    (:func:`~rsdlib.policies.depth_head.evaluate_depth_head`). ``<folder>/README.md`` tabulates them.
 
     Args:
         folder: what :func:`train_models` wrote.
@@ -56,6 +58,10 @@ def write_cards(
         if isinstance(model, HeadDrafter):
             main = checkpoints.load(folder / "rfsq_ar")
             metrics = validation_loss(model, val_set, main.config.trunk, head_drafter_loss(main, model))
+        elif isinstance(model, ResidualNormHead):
+            main = checkpoints.load(folder / "rfsq_ar")
+            targets = remaining_residual(rfsq_tok, val_set.tokens)
+            metrics = evaluate_depth_head(model, main, val_set, targets, batch_size=batch_size)
         else:
             metrics = evaluate_policy(
                 model, val_set, tokenizer=rfsq_tok, fast_tokenizer=fast_tok,

@@ -20,24 +20,30 @@ from rsdlib.libero.learned_policy import LearnedPolicy, from_checkpoint
 
 #: The checkpoint folder (under a models folder) of each drafter an RSD spec can name.
 DRAFTER_DIRS = {"head": "head_drafter", "tiny": "tiny_policy"}
+#: The checkpoint folder (under a models folder) of the depth head the ``learned`` monitor reads.
+DEPTH_HEAD_DIR = "depth_head"
 
 
 def policy_from_spec(spec: MethodSpec | str, models: str | Path) -> LearnedPolicy:
     """The LIBERO policy that decodes with ``spec`` the models of a folder; its name is the spec.
 
+    A ``learned`` depth monitor reads the folder's ``depth_head``.
+
     Raises:
         ValueError: a spec that does not parse, or a drafter the folder does not hold.
+        CheckpointError: a model the spec needs that is missing or does not fit (the message names it).
     """
     spec = MethodSpec.parse(spec)
     models = Path(models)
+    depth = {"depth_head_path": models / DEPTH_HEAD_DIR} if spec.monitor == "learned" else {}
     if not spec.is_rsd:
-        return from_checkpoint(models / spec.method, spec, name=str(spec))
+        return from_checkpoint(models / spec.method, spec, name=str(spec), **depth)
     if spec.drafter not in DRAFTER_DIRS:
         raise ValueError(
             f"{spec}: a models folder holds the drafters {sorted(DRAFTER_DIRS)}, not {spec.drafter!r}"
         )
     return from_checkpoint(
-        models / "rfsq_ar", spec, drafter_path=models / DRAFTER_DIRS[spec.drafter], name=str(spec)
+        models / "rfsq_ar", spec, drafter_path=models / DRAFTER_DIRS[spec.drafter], name=str(spec), **depth
     )
 
 

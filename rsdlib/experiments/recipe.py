@@ -7,7 +7,7 @@
     python scripts/train_policies.py lowdim --suite libero_spatial
 
 :func:`train_lowdim_suite` prepares the demonstrations (object rows, no images), trains the
-main policy, the baselines and both drafters for the minutes :data:`LOWDIM_MINUTES` gives each
+main policy, the baselines, both drafters and the depth head for the minutes :data:`LOWDIM_MINUTES` gives each
 (steps are timed on the machine first, so the budget holds on a slower or faster one), writes
 the cards, and records the wall time of every stage in ``recipe.json``.
 """
@@ -25,7 +25,7 @@ from rsdlib.experiments.train_models import MODELS, Schedule, train_models
 from rsdlib.paths import REPO_ROOT
 from rsdlib.results import describe_device, write_json
 
-#: Training minutes per model on a 2-core CPU: 53 in all, so that preparing (about 5 minutes)
+#: Training minutes per model on a 2-core CPU: 55 in all, so that preparing (about 5 minutes)
 #: and training a suite fit in an hour. The main policy gets the most: everything rests on it.
 LOWDIM_MINUTES = {
     "rfsq_ar": 18.0,
@@ -34,6 +34,7 @@ LOWDIM_MINUTES = {
     "fast_ar": 10.0,
     "tiny_policy": 5.0,
     "head_drafter": 6.0,
+    "depth_head": 2.0,
 }
 #: Optimisation of every lowdim model; its minutes come from :data:`LOWDIM_MINUTES`. A short
 #: run on a small trunk takes a higher peak learning rate than the rgb recipe's 3e-4.

@@ -5,12 +5,17 @@ was copied to). Each model gets ``<out>/<name>/`` with its checkpoint and ``log.
 resumes from there.
 
 The models (:data:`MODELS`): the main policy ``rfsq_ar``, the baselines ``rfsq_parallel``,
-``l1_regression`` and ``fast_ar`` on the same trunk, and the two drafters: ``head_drafter``
+``l1_regression`` and ``fast_ar`` on the same trunk, the two drafters: ``head_drafter``
 (reads the main trunk's prefix states; trained after the main policy, on its frozen trunk) and
-``tiny_policy`` (a small independent ``rfsq_ar``). Both drafters imitate the demonstrations'
-tokens. Distilling them from the main policy's own greedy tokens would target acceptance more
-directly, but the main policy is trained in the same run, so imitation keeps the drafters
-trainable in parallel with it and their accuracy comparable with the main policy's.
+``tiny_policy`` (a small independent ``rfsq_ar``), and ``depth_head``, the ``learned`` depth
+monitor's model (reads the main trunk's pooled prefix state; trained after the main policy, on its
+frozen trunk, to predict how much the finer RFSQ layers still add to each demonstration chunk,
+its targets decoded once from the packed tokens with the prepared folder's RFSQ tokenizer).
+
+Both drafters imitate the demonstrations' tokens. Distilling them from the main policy's own
+greedy tokens would target acceptance more directly, but the main policy is trained in the same
+run, so imitation keeps the drafters trainable in parallel with it and their accuracy comparable
+with the main policy's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from rsdlib.experiments.prepare import FAST_DIR, PREPARED_FILE, RFSQ_DIR, TRAIN_
 from rsdlib.experiments.validation import evaluate_policy, validation_loss
 from rsdlib.policies import checkpoints
 from rsdlib.policies.configuration import ActionSpace, HeadDrafterConfig, PolicyConfig, TrunkConfig
+from rsdlib.policies.depth_head import (
+    DepthHeadConfig,
+    ResidualNormHead,
+    depth_head_loss,
+    evaluate_depth_head,
+    remaining_residual,
+)
 from rsdlib.policies.drafters import HeadDrafter, head_drafter_loss
 from rsdlib.policies.heads import RFSQAutoregressive, build_policy
 from rsdlib.policies.packed import PackedBatches, PackedChunks
@@ -35,14 +47,15 @@ from rsdlib.policies.processor import build_instruction_vocab
 from rsdlib.results import describe_device, write_json
 from rsdlib.train import TrainConfig, train
 
-#: Every model the recipe knows, in training order (the head drafter needs the main policy).
-MODELS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar", "tiny_policy", "head_drafter")
+#: Every model the recipe knows, in training order (the head drafter and the depth head need the
+#: main policy).
+MODELS = ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar", "tiny_policy", "head_drafter", "depth_head")
 
 
 @dataclass(frozen=True)
 class Sizes:
     """Trunk sizes of the main policy and baselines (``main``) and of the tiny drafter (``tiny``),
-    and the head drafter's width."""
+    the head drafter's width and blocks, and the depth head's width."""
 
     main: TrunkConfig = field(
         default_factory=lambda: TrunkConfig(
@@ -58,6 +71,7 @@ class Sizes:
     )  # fmt: skip
     head_hidden: int = 192
     head_blocks: int = 2
+    depth_head_hidden: int = 64
 
 
 #: The lowdim track's sizes: its prefix is a few object tokens, so a narrower trunk trains in
@@ -92,9 +106,21 @@ class Schedule:
     minutes: float | None = None  # set: ``steps`` is what fits in this time, timed on the device first
 
 
+#: Models whose default schedule is not :class:`Schedule`'s: the depth head is a small MLP with one
+#: number per layer to learn, so a short run at a higher rate does.
+DEFAULT_SCHEDULES: dict[str, Schedule] = {
+    "depth_head": Schedule(steps=1500, batch_size=128, lr=1e-3, warmup_steps=100, eval_every=500),
+}
+
+
+def default_schedule(name: str) -> Schedule:
+    """The schedule model ``name`` trains with when none is given."""
+    return DEFAULT_SCHEDULES.get(name, Schedule())
+
+
 def model_config(
     name: str, prepared: dict[str, Any], sizes: Sizes | None = None
-) -> PolicyConfig | HeadDrafterConfig:
+) -> PolicyConfig | HeadDrafterConfig | DepthHeadConfig:
     """The config of model ``name`` for the data described by ``prepared``."""
     sizes = sizes or default_sizes(prepared)
     space = ActionSpace(**prepared["actions"])
@@ -111,6 +137,11 @@ def model_config(
         return HeadDrafterConfig(
             trunk_hidden_size=sizes.main.hidden_size, hidden_size=sizes.head_hidden,
             num_blocks=sizes.head_blocks, actions=space,
+        )  # fmt: skip
+    if name == "depth_head":
+        return DepthHeadConfig(
+            trunk_hidden_size=sizes.main.hidden_size, hidden_size=sizes.depth_head_hidden,
+            num_layers=space.num_layers,
         )  # fmt: skip
     head = "rfsq_ar" if name == "tiny_policy" else name
     if head not in ("rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar"):
@@ -145,7 +176,7 @@ def train_models(
     (``../tokenizer_rfsq``, ``../tokenizer_fast``) resolve wherever ``out`` is moved.
 
     Args:
-        schedules: per-model :class:`Schedule` (missing names use the default schedule).
+        schedules: per-model :class:`Schedule` (missing names use :func:`default_schedule`).
         device: ``cuda``, ``cpu`` or None (cuda when there is one).
         deadline_minutes: per model, stop after this much wall time even if steps remain (a
             checkpoint is written there; calling again resumes). A safety net for time limits.
@@ -176,29 +207,45 @@ def train_models(
     schedules = schedules or {}
     seconds = {}
     for name in models:
-        schedule = schedules.get(name, Schedule())
+        schedule = schedules.get(name) or default_schedule(name)
         config = model_config(name, info, sizes)
         meta = _metadata(name) | {"model": name, "suite": info["suite"], "schedule": asdict(schedule)}
-        if isinstance(config, HeadDrafterConfig):
+        per_chunk, evaluate_fn, record = None, None, {}
+        if isinstance(config, HeadDrafterConfig | DepthHeadConfig):
             meta["main"] = "../rfsq_ar"
-            main = checkpoints.load(out / "rfsq_ar")
-            if not isinstance(main, RFSQAutoregressive):
-                raise checkpoints.CheckpointError(f"{out / 'rfsq_ar'} is not an rfsq_ar policy")
-            main.to(device).eval().requires_grad_(False)
+            main = _frozen_main(out / "rfsq_ar", device)
+            trunk = main.config.trunk
+        if isinstance(config, HeadDrafterConfig):
             model = HeadDrafter(config=replace(config, metadata=meta)).to(device)
 
             def make_loss(m, main=main):
                 return head_drafter_loss(main, m)
 
             loss_fn = make_loss(model)
-            trunk = main.config.trunk
+        elif isinstance(config, DepthHeadConfig):
+            train_targets, val_targets = (
+                _depth_targets(part, decoders, prepared_dir).to(device) for part in (train_set, val_set)
+            )
+            per_chunk = {"remaining": train_targets}
+            record["targets"] = _target_summary(train_targets)
+            model = ResidualNormHead(config=replace(config, metadata=meta)).to(device)
+            model.start_at(train_targets)
+
+            def make_loss(m, main=main):
+                return depth_head_loss(main, m)
+
+            def evaluate_fn(m, main=main, val_targets=val_targets):
+                return evaluate_depth_head(m, main, val_set, val_targets)
+
+            loss_fn = make_loss(model)
         else:
             model = build_policy(replace(config, metadata=meta)).to(device)
             loss_fn = make_loss = None
             trunk = config.trunk
         batches = PackedBatches(
-            train_set, trunk_config=trunk, batch_size=schedule.batch_size, augment=schedule.augment
-        )
+            train_set, trunk_config=trunk, batch_size=schedule.batch_size, augment=schedule.augment,
+            per_chunk=per_chunk,
+        )  # fmt: skip
         if schedule.minutes is not None:
             saved = out / name / "last" / checkpoints.CONFIG
             if saved.is_file():  # resuming: keep the step count chosen when the run began
@@ -212,7 +259,9 @@ def train_models(
             schedule = replace(schedule, steps=meta["schedule"]["steps"], minutes=None)
             model = checkpoints.with_metadata(model, meta)
 
-        def validate(m, loss_fn=loss_fn, trunk=trunk) -> dict[str, float]:
+        def validate(m, loss_fn=loss_fn, trunk=trunk, evaluate_fn=evaluate_fn) -> dict[str, float]:
+            if evaluate_fn is not None:  # the depth head: its own metrics
+                return evaluate_fn(m)
             if loss_fn is not None or decoders is None:  # the head drafter, or no tokenizer code here
                 return validation_loss(m, val_set, trunk, loss_fn)
             return evaluate_policy(m, val_set, batch_size=256, **decoders)
@@ -238,9 +287,42 @@ def train_models(
         write_json(out / name / "training.json", {
             "model": name, "device": describe_device(device), "seconds": seconds[name],
             "schedule": meta["schedule"], "steps_done": result.steps_done, "parameters": sum(p.numel() for p in model.parameters()),
-            "train_chunks": len(train_set), "val_chunks": len(val_set),
+            "train_chunks": len(train_set), "val_chunks": len(val_set), **record,
         })  # fmt: skip
     return seconds
+
+
+def _frozen_main(folder: Path, device: str) -> RFSQAutoregressive:
+    """The trained main policy, frozen, for the models trained on its trunk."""
+    main = checkpoints.load(folder)
+    if not isinstance(main, RFSQAutoregressive):
+        raise checkpoints.CheckpointError(f"{folder} is not an rfsq_ar policy")
+    return main.to(device).eval().requires_grad_(False)
+
+
+def _depth_targets(data: PackedChunks, decoders: dict[str, Any] | None, prepared_dir: Path) -> torch.Tensor:
+    """``(M, L)`` the depth head's targets for packed chunks (see ``remaining_residual``)."""
+    if decoders is None:
+        raise RuntimeError(
+            "the depth head's targets are decoded with the RFSQ tokenizer of "
+            f"{prepared_dir / RFSQ_DIR}, whose code (rsdlib.tokenizers) cannot be imported here: "
+            "install the project's tokenizer dependencies, or train depth_head where they are"
+        )
+    if data.tokens is None:
+        raise ValueError(
+            f"the chunks of {prepared_dir} hold no RFSQ tokens: prepare them with the RFSQ tokenizer"
+        )
+    return remaining_residual(decoders["tokenizer"], data.tokens)
+
+
+def _target_summary(targets: torch.Tensor) -> dict[str, list[float]]:
+    """Per layer k, the training chunks' remaining residual: where a threshold would cut."""
+    t = targets.double().cpu()
+    return {
+        "remaining_mean": t.mean(dim=0).tolist(),
+        "remaining_median": t.median(dim=0).values.tolist(),
+        "remaining_p90": t.quantile(0.9, dim=0).tolist(),
+    }
 
 
 def time_steps(model, batches: PackedBatches, make_loss=None, *, warmup: int = 5, timed: int = 15) -> float:

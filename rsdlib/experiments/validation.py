@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from rsdlib.decoding.plain import decode_fast_ar, decode_l1_regression, decode_rfsq_ar, decode_rfsq_parallel
+from rsdlib.decoding.plain import (
+    FastLengthConstraint,
+    decode_fast_ar,
+    decode_l1_regression,
+    decode_rfsq_ar,
+    decode_rfsq_parallel,
+)
 from rsdlib.policies.data import Item, collate
 from rsdlib.policies.drafters import PolicyDrafter, head_drafter_loss
 from rsdlib.policies.heads import FastAutoregressive, L1Regression, Policy, RFSQAutoregressive, RFSQParallel
@@ -39,9 +45,10 @@ def evaluate_policy(
 
     ``action_mae`` is the mean absolute error of the decoded chunk against ``actions_raw`` over
     valid steps, in environment units: the RFSQ heads decode with ``tokenizer``, ``fast_ar`` with
-    ``fast_tokenizer`` (a sequence that does not decode counts in ``fast_malformed``, the share of
-    such chunks, and not in the error), the L1 head's normalised output goes through ``denormalize``
-    (e.g. ``Normaliser.denormalise``). Without the needed tokenizer the error is left out.
+    ``fast_tokenizer`` under the length constraint it acts with (every chunk decodes), the L1
+    head's normalised output goes through ``denormalize`` (e.g. ``Normaliser.denormalise``).
+    ``fast_malformed`` is the share of chunks that the free, unconstrained decode would not have
+    decoded: what the constraint saves. Without the needed tokenizer the error is left out.
 
     Args:
         data: demonstration items (targets encoded here with ``tokenizer``) or packed chunks
@@ -83,10 +90,17 @@ def evaluate_policy(
             out = decode_l1_regression(policy, batch["obs"]).actions.double().cpu().numpy()
             pred = torch.as_tensor(denormalize(out))
         elif isinstance(policy, FastAutoregressive) and fast_tokenizer is not None:
-            pred, keep = _decode_fast(
+            _, free = _decode_fast(
                 decode_fast_ar(policy, batch["obs"]).tokens, fast_tokenizer, raw, MalformedTokens
             )
-            malformed += int((~keep).sum())
+            malformed += int((~free).sum())
+            constraint = (
+                FastLengthConstraint.build(fast_tokenizer, policy)
+                if hasattr(fast_tokenizer, "coefficients_per_token")
+                else None  # a test double that cannot count its coefficients
+            )
+            tokens = decode_fast_ar(policy, batch["obs"], constraint=constraint).tokens
+            pred, keep = _decode_fast(tokens, fast_tokenizer, raw, MalformedTokens)
         else:
             continue
         valid = batch["valid"].cpu() & keep[:, None]

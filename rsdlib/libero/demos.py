@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
-from rsdlib.libero.init_states import HeldOutError, check_held_out
+from rsdlib.libero.init_states import HeldOutError, UnstableStartError, check_held_out, check_settled
 from rsdlib.libero.policy import EpisodeContext, as_output
 from rsdlib.libero.protocol import Protocol, postprocess_gripper
 from rsdlib.observations import CAMERAS
@@ -185,7 +185,7 @@ def record_rollout(
 
     The episode starts from benchmark init state ``init_index``, or with ``sample_seed`` from
     a placement sampled with that seed (refused with :class:`HeldOutError` if it is one of the
-    benchmark's). With ``dart_std`` the env executes the policy's action plus correlated
+    benchmark's), or with :class:`UnstableStartError` if an object was thrown while it settled. With ``dart_std`` the env executes the policy's action plus correlated
     Gaussian noise on the position dimensions (seeded by ``seed``) and the clean action is
     recorded. The episode ends at success or at the suite's step limit; ``dones`` is 1 at the
     last step of a successful episode only.
@@ -195,8 +195,10 @@ def record_rollout(
         obs = env.reset(init_index)
     else:
         env.reset_sampled(sample_seed, wait=False)
-        check_held_out(env, env.sim_state())
+        placed = env.sim_state()
+        check_held_out(env, placed)
         obs = env.wait()
+        check_settled(env, placed, env.sim_state())
     task = env.task
     policy.reset(EpisodeContext(task.suite, task.task_id, init_index, seed, task.language, env, repeat))
     rng = np.random.default_rng([seed, 0xDA27])
@@ -434,7 +436,7 @@ def generate_task(
             sampled = config.start == "sampled"
             inits = range(config.episodes if sampled else min(config.episodes, len(env.init_states)))
             episodes = [(i, r) for i in inits for r in range(config.repeats)]
-            coincided, dart_used = [], []
+            coincided, unstable, dart_used = [], [], []
             for init_index, repeat in progress_bar(
                 episodes, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
             ):
@@ -443,6 +445,9 @@ def generate_task(
                     rollout = _noisy_rollout(env, expert, config, init_index, seed, repeat)
                 except HeldOutError:  # never train where the evaluation starts; recorded, not hidden
                     coincided.append(init_index)
+                    continue
+                except UnstableStartError:  # LIBERO's sampler overlapped two objects; recorded
+                    unstable.append(init_index)
                     continue
                 except Exception as err:  # an expert crash loses this demo only; it is reported
                     print(
@@ -470,6 +475,7 @@ def generate_task(
                 "failed_init_indices": json.dumps(failed),
                 "start": config.start,
                 "starts_on_benchmark_refused": json.dumps(coincided),
+                "starts_unstable_refused": json.dumps(unstable),
                 "dart_std_kept": json.dumps(dart_used),
                 "object_names": json.dumps([obj.name for obj in env.objects]),
                 "object_kinds": json.dumps(list(env.object_kinds)),

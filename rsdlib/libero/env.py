@@ -172,6 +172,7 @@ class LiberoEnv:
         (:func:`rsdlib.libero.init_states.check_held_out` proves the two apart).
         """
         self._env.seed(int(seed))
+        self._unplace_fixtures()
         raw = self._env.reset()
         self._forget_previous_episode()
         self._apply_fast_render()
@@ -294,6 +295,22 @@ class LiberoEnv:
         """
         self._env.seed(self.protocol.env_seed)
         self._env.reset()
+
+    def _unplace_fixtures(self) -> None:
+        """Put the fixtures back at the origin before a placement draw, as a freshly built model has them.
+
+        LIBERO places an object that starts on a fixture (a bowl on the stove, in a drawer) at
+        the fixture's newly drawn pose *plus* the site's position as the sim holds it, which is
+        right only when the fixture still stands at the origin: after a hard reset. After a soft
+        reset the fixture stands where the last draw put it, the offset counts twice, and the bowl
+        starts a metre up and half a metre off, then falls to the floor.
+        """
+        problem = self._env.env
+        model = problem.sim.model
+        for fixture in problem.fixtures_dict.values():
+            body = model.body_name2id(fixture.root_body)
+            model.body_pos[body] = 0.0
+            model.body_quat[body] = (1.0, 0.0, 0.0, 0.0)
 
     def _forget_previous_episode(self) -> None:
         """Clear the state a soft reset keeps, so an episode does not depend on the one before.

@@ -15,8 +15,29 @@ import numpy as np
 SAME_PLACEMENT_M = 0.002
 
 
+#: An object that moves further than this (m) sideways while a sampled start settles was thrown
+#: by the physics (LIBERO's samplers can overlap a bowl with the plate's rim), not placed. (Every
+#: object drops a few centimetres: the samplers place them above their surface.)
+SETTLE_MOVE_M = 0.05
+
+
 class HeldOutError(ValueError):
     """A sampled start that coincides with one of the benchmark's evaluation init states."""
+
+
+class UnstableStartError(ValueError):
+    """A sampled start whose objects did not stay where they were placed while it settled."""
+
+
+def check_settled(env, before: np.ndarray, after: np.ndarray) -> None:
+    """Raise :class:`UnstableStartError` when an object moved more than :data:`SETTLE_MOVE_M`
+    sideways between two flat states of a start (placed, and after the protocol's wait)."""
+    moved = np.linalg.norm((placement(env, after) - placement(env, before))[:, :2], axis=-1)
+    if moved.max() > SETTLE_MOVE_M:
+        raise UnstableStartError(
+            f"{env.task.suite} task {env.task.task_id}: an object moved {moved.max() * 100:.0f} cm while the "
+            "sampled start settled (placed overlapping another); the start is not used"
+        )
 
 
 def placement(env, flat_state: np.ndarray) -> np.ndarray:

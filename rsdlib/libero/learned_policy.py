@@ -34,6 +34,7 @@ from rsdlib.decoding.spec import RFSQ_METHODS, MethodSpec
 from rsdlib.libero.policy import EnvPolicy, EpisodeContext, PolicyOutput
 from rsdlib.observations import CAMERA_KEYS
 from rsdlib.policies import checkpoints
+from rsdlib.policies.depth_head import ResidualNormHead, check_depth_head
 from rsdlib.policies.drafters import Drafter, HeadDrafter
 from rsdlib.policies.heads import Policy as HeadPolicy
 from rsdlib.tokenizers.base import NORMALISER_FILE, ActionTokenizer, load_tokenizer
@@ -51,6 +52,8 @@ class LearnedPolicy(EnvPolicy):
             with (``rsd``, ``rfsq_ar``, ``rfsq_parallel``) or the FAST tokenizer (``fast_ar``).
         normaliser: for ``l1_regression``: maps its normalised output to environment units.
         drafter: for ``rsd``: the drafter (on the main model's device).
+        depth_head: for the ``learned`` depth monitor: the depth head trained on the main
+            policy's trunk (on the main model's device).
         name: recorded in results (default: the spec's text).
         sources: where the model, drafter and tokenizer came from (recorded in :meth:`config`).
 
@@ -66,13 +69,14 @@ class LearnedPolicy(EnvPolicy):
         tokenizer: ActionTokenizer | None = None,
         normaliser: Normaliser | None = None,
         drafter: Drafter | None = None,
+        depth_head: ResidualNormHead | None = None,
         name: str | None = None,
         sources: Mapping[str, str | None] | None = None,
     ) -> None:
         a = model.config.actions
         if a.action_dim != ACTION_DIM:
             raise ValueError(f"LIBERO actions have {ACTION_DIM} dims; the policy predicts {a.action_dim}")
-        self.decoder = Decoder(MethodSpec.parse(spec), model, drafter, tokenizer, normaliser)
+        self.decoder = Decoder(MethodSpec.parse(spec), model, drafter, tokenizer, normaliser, depth_head)
         self.spec = self.decoder.spec
         self.model, self.tokenizer, self.normaliser, self.drafter = model, tokenizer, normaliser, drafter
         self.rule = self.decoder.rule
@@ -238,6 +242,7 @@ def from_checkpoint(
     spec: MethodSpec | str | None = None,
     *,
     drafter_path: str | Path | None = None,
+    depth_head_path: str | Path | None = None,
     tokenizer: ActionTokenizer | str | Path | None = None,
     normaliser: Normaliser | str | Path | None = None,
     dtype: torch.dtype | None = None,
@@ -252,6 +257,8 @@ def from_checkpoint(
             :class:`~rsdlib.decoding.spec.MethodSpec`); None decodes plainly with the head's own
             method.
         drafter_path: for RSD: a head-drafter checkpoint or a small ``rfsq_ar`` policy.
+        depth_head_path: for the ``learned`` depth monitor (``rfsq_ar+learned:0.02``): the
+            depth head trained on this policy's trunk (``<models>/depth_head``); ignored otherwise.
         tokenizer: a tokenizer or its folder; None reads ``metadata["tokenizer"]`` of the
             policy's config (a folder, relative to the checkpoint folder or absolute).
         normaliser: for ``l1_regression``: a :class:`~rsdlib.tokenizers.Normaliser`, its JSON
@@ -266,7 +273,8 @@ def from_checkpoint(
         CheckpointError: a checkpoint that cannot be loaded, or whose head or drafter does not
             fit the method; the message names the file.
         FileNotFoundError: a tokenizer or normaliser that is not where it is said to be.
-        ValueError: a spec that does not parse, or RSD without a drafter.
+        ValueError: a spec that does not parse, RSD without a drafter, or the ``learned``
+            monitor without a depth head.
     """
     path = Path(path)
     model = checkpoints.load(path, dtype=dtype)
@@ -296,6 +304,11 @@ def from_checkpoint(
             check_drafter(drafter, model)
         except ValueError as err:
             raise checkpoints.CheckpointError(f"{Path(drafter_path) / checkpoints.CONFIG}: {err}") from err
+    depth_head = None
+    if spec.monitor is not None and spec.depth_monitor.reads_prediction:
+        depth_head = _load_depth_head(spec, depth_head_path, model, dtype)
+    else:
+        depth_head_path = None  # not read: not recorded as a source
     meta = model.config.metadata
     tokenizer_source = normaliser_source = None
     if spec.method == "l1_regression":
@@ -305,6 +318,7 @@ def from_checkpoint(
     sources = {
         "checkpoint": str(path),
         "drafter": None if drafter_path is None else str(drafter_path),
+        "depth_head": None if depth_head_path is None else str(depth_head_path),
         "tokenizer": tokenizer_source,
         "normaliser": normaliser_source,
     }
@@ -314,9 +328,43 @@ def from_checkpoint(
         tokenizer=tokenizer,
         normaliser=normaliser,
         drafter=drafter,
+        depth_head=depth_head,
         name=name,
         sources={k: v for k, v in sources.items() if v is not None},
     )
+
+
+def _load_depth_head(
+    spec: MethodSpec, path: str | Path | None, main: HeadPolicy, dtype: torch.dtype | None
+) -> ResidualNormHead:
+    """The depth head a ``learned`` monitor reads, on the main model's device and dtype.
+
+    Raises:
+        ValueError: no path given.
+        CheckpointError: no checkpoint there, or not a depth head for this main policy.
+    """
+    train = "train_models(prepared, models_dir, models=['depth_head']) writes <models_dir>/depth_head"
+    if path is None:
+        raise ValueError(
+            f"{str(spec)!r} needs depth_head_path: the depth head trained on this policy's trunk ({train})"
+        )
+    config_file = Path(path) / checkpoints.CONFIG
+    if not config_file.is_file():
+        raise checkpoints.CheckpointError(
+            f"{path} holds no depth head ({config_file} does not exist): {str(spec)!r} reads the depth "
+            f"head trained on this policy's trunk; train it ({train}) or pass depth_head_path"
+        )
+    head = checkpoints.load(path, dtype=dtype)
+    if not isinstance(head, ResidualNormHead):
+        raise checkpoints.CheckpointError(
+            f"{config_file} holds a {type(head).__name__}, not a depth head (ResidualNormHead)"
+        )
+    head.to(device=main.device, dtype=main.dtype)
+    try:
+        check_depth_head(head, main)
+    except ValueError as err:
+        raise checkpoints.CheckpointError(f"{config_file}: {err}") from err
+    return head
 
 
 def _resolve(given: Any, from_meta: Any, checkpoint: Path, what: str) -> tuple[Any, Path | None]:

@@ -1,7 +1,9 @@
-"""Policies: a shared trunk, heads (rfsq_ar, rfsq_parallel, l1_regression, fast_ar), drafters, checkpoints."""
+"""Policies: a shared trunk, heads (rfsq_ar, rfsq_parallel, l1_regression, fast_ar), drafters, the
+depth head, checkpoints."""
 
 from rsdlib.policies.checkpoints import CheckpointError, load, load_drafter, save
 from rsdlib.policies.configuration import ActionSpace, HeadDrafterConfig, PolicyConfig, TrunkConfig
+from rsdlib.policies.depth_head import DepthHeadConfig, ResidualNormHead, remaining_residual
 from rsdlib.policies.drafters import (
     Draft,
     Drafter,
@@ -30,6 +32,7 @@ from rsdlib.policies.trunk import LlamaTrunk, Trunk, TrunkState, block_causal_ma
 __all__ = [
     "ActionSpace",
     "CheckpointError",
+    "DepthHeadConfig",
     "Draft",
     "Drafter",
     "FastAutoregressive",
@@ -46,6 +49,7 @@ __all__ = [
     "RFSQParallel",
     "RandomDrafter",
     "ReplayDrafter",
+    "ResidualNormHead",
     "Trunk",
     "TrunkConfig",
     "TrunkState",
@@ -56,5 +60,6 @@ __all__ = [
     "load_drafter",
     "head_drafter_loss",
     "prepare_observations",
+    "remaining_residual",
     "save",
 ]

@@ -1,6 +1,6 @@
 """Checkpoints: a folder with ``model.safetensors`` and ``config.json``, loaded by path in one call.
 
-``config.json`` holds ``{"format": 1, "kind": "policy" | "head_drafter", "config": {...}}``.
+``config.json`` holds ``{"format": 1, "kind": "policy" | "head_drafter" | "depth_head", "config": {...}}``.
 Shipped weights may be stored in half precision (``save(..., storage_dtype=...)`` or
 :func:`compact`) to halve the download: the weights file's own safetensors metadata then records
 ``storage_dtype`` (so the file describes itself and :func:`compact` rewrites one file atomically),
@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from rsdlib.policies.configuration import HeadDrafterConfig, PolicyConfig
+from rsdlib.policies.depth_head import DepthHeadConfig, ResidualNormHead
 from rsdlib.policies.drafters import HeadDrafter, PolicyDrafter
 from rsdlib.policies.heads import Policy, RFSQAutoregressive, build_policy
 
@@ -33,6 +34,11 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 #: What half-precision stored weights are loaded as: the dtype the models are trained and run in.
 COMPUTE_DTYPE = torch.float32
+#: The checkpoint kinds besides ``policy`` (which builds any head): the class and its config.
+MODULE_KINDS: dict[str, tuple[type[nn.Module], type]] = {
+    "head_drafter": (HeadDrafter, HeadDrafterConfig),
+    "depth_head": (ResidualNormHead, DepthHeadConfig),
+}
 
 
 class CheckpointError(RuntimeError):
@@ -40,7 +46,7 @@ class CheckpointError(RuntimeError):
 
 
 def save(
-    model: Policy | HeadDrafter,
+    model: Policy | HeadDrafter | ResidualNormHead,
     path: str | Path,
     *,
     metadata: dict[str, Any] | None = None,
@@ -49,7 +55,7 @@ def save(
     """Write ``model`` to the folder ``path`` (created if needed).
 
     Args:
-        model: a policy or a head drafter.
+        model: a policy, a head drafter or a depth head.
         path: the checkpoint folder.
         metadata: extra JSON stored beside the config (training run, data, metrics).
         storage_dtype: None stores the weights as they are; ``torch.float16`` or
@@ -65,7 +71,7 @@ def save(
             (float16 overflows past 65504: use bfloat16). Nothing is written then.
     """
     path = Path(path)
-    kind = "head_drafter" if isinstance(model, HeadDrafter) else "policy"
+    kind = next((k for k, (cls, _) in MODULE_KINDS.items() if isinstance(model, cls)), "policy")
     tensors = {k: v.detach().contiguous().cpu() for k, v in _saved_state(model).items()}
     header = {"format": str(FORMAT), "kind": kind}
     if storage_dtype is not None:
@@ -137,7 +143,7 @@ def read_storage_dtype(path: str | Path) -> torch.dtype | None:
     return _stored_dtype(header, w_file)
 
 
-def with_metadata(model: Policy | HeadDrafter, meta: dict[str, Any]) -> Policy | HeadDrafter:
+def with_metadata(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     """``model`` with ``meta`` as its config's metadata (the config is frozen; the weights stay)."""
     model.config = replace(model.config, metadata=meta)
     return model
@@ -228,12 +234,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{file}: format {doc.get('format') if isinstance(doc, dict) else doc!r} is not {FORMAT}"
         )
-    if doc.get("kind") not in ("policy", "head_drafter"):
-        raise CheckpointError(f"{file}: kind {doc.get('kind')!r} is not 'policy' or 'head_drafter'")
+    if doc.get("kind") not in ("policy", *MODULE_KINDS):
+        raise CheckpointError(f"{file}: kind {doc.get('kind')!r} is not one of {['policy', *MODULE_KINDS]}")
     return doc
 
 
-def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | HeadDrafter:
+def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | HeadDrafter | ResidualNormHead:
     """Load a checkpoint folder into the model it describes (in eval mode).
 
     Weights stored in half precision for shipping (``save``'s ``storage_dtype``, or
@@ -250,7 +256,8 @@ def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | Head
         if doc["kind"] == "policy":
             model: nn.Module = build_policy(PolicyConfig.from_dict(doc["config"]))
         else:
-            model = HeadDrafter(config=HeadDrafterConfig.from_dict(doc["config"]))
+            cls, config_cls = MODULE_KINDS[doc["kind"]]
+            model = cls(config=config_cls.from_dict(doc["config"]))
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"{cfg_file}: the config does not build a model: {err}") from err
     tensors, header = _read_weights(w_file, cfg_file)
@@ -305,7 +312,8 @@ def load_drafter(path: str | Path, *, dtype: torch.dtype | None = None) -> HeadD
         return model
     if isinstance(model, RFSQAutoregressive):
         return PolicyDrafter(policy=model)
+    what = f"{model.config.head!r} policy" if isinstance(model, Policy) else type(model).__name__
     raise CheckpointError(
-        f"{Path(path) / CONFIG} holds a {model.config.head!r} policy, which cannot draft RFSQ layers; "
+        f"{Path(path) / CONFIG} holds a {what}, which cannot draft RFSQ layers; "
         "a drafter is a head drafter or an rfsq_ar policy"
     )

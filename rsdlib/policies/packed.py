@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -361,15 +361,27 @@ class PackedBatches:
 
     Indices are drawn from the (CPU) generator, so a run is reproducible on any device; image
     augmentation (:func:`rsdlib.policies.data.augment_images`) runs where the images are.
+    ``per_chunk`` adds targets computed outside the packed file (``{"remaining": (M, L)}`` for
+    the depth head), indexed like the chunks.
     """
 
     def __init__(
-        self, packed: PackedChunks, *, trunk_config: Any, batch_size: int, augment: bool = True
+        self,
+        packed: PackedChunks,
+        *,
+        trunk_config: Any,
+        batch_size: int,
+        augment: bool = True,
+        per_chunk: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         if len(packed) == 0:
             raise ValueError("PackedBatches got no chunks: is the training split empty?")
         if batch_size < 1:
             raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        self.per_chunk = dict(per_chunk or {})
+        for key, value in self.per_chunk.items():
+            if len(value) != len(packed):
+                raise ValueError(f"per_chunk[{key!r}] has {len(value)} rows for {len(packed)} chunks")
         self.packed, self.trunk_config = packed, trunk_config
         self.batch_size, self.augment = batch_size, augment
 
@@ -381,6 +393,8 @@ class PackedBatches:
             obs.images = augment_images(obs.images, generator)
         if self.augment and obs.objects is not None:
             obs.objects = jitter_objects(obs.objects, obs.object_kinds, generator)
+        for key, value in self.per_chunk.items():
+            batch[key] = value[index.to(value.device)]
         return batch
 
 

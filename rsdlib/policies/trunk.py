@@ -33,6 +33,13 @@ from rsdlib.policies.processor import ObservationBatch
 PREFIX_BLOCK = -1
 
 
+def pooled_prefix(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(B, D)`` mean of the real prefix positions of ``(B, P, D)`` hidden states: one summary of
+    what the trunk saw, which the depth monitors (``jerk``, ``learned``) and the depth head read."""
+    w = valid.to(hidden.dtype)[..., None]  # (B, P, 1)
+    return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)
+
+
 @dataclass
 class TrunkState:
     """A batch's KV cache and what each cached key is.

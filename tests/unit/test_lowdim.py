@@ -168,3 +168,15 @@ def test_an_rgb_batch_is_refused_by_a_lowdim_trunk_and_back():
         lowdim.trunk.prefix(rgb.prepare(observations(2)))
     with pytest.raises(ValueError, match="rgb trunk reads camera images"):
         rgb.trunk.prefix(lowdim.prepare(scene(2)))
+
+
+def test_object_jitter_moves_only_real_objects_positions():
+    from rsdlib.policies.data import jitter_objects
+
+    packed = _packed()
+    rows, kinds = packed.objects, packed.object_kind
+    out = jitter_objects(rows, kinds, torch.Generator().manual_seed(0), std=0.01)
+    moved = (out - rows).abs()
+    assert torch.equal(out[..., 3:], rows[..., 3:])  # orientation and joints untouched
+    assert moved[kinds == 0].max() == 0 and moved[kinds > 0][:, :3].min() > 0
+    assert 0.005 < moved[kinds > 0][:, :3].mean() < 0.012  # about std * sqrt(2 / pi)

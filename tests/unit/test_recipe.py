@@ -155,6 +155,16 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         assert stats["chunks"] == 2 and stats["main_passes"] >= 1
         assert ("accepted_layers" in stats) == method.startswith("rsd")
 
+    # the learned depth monitor reads the folder's depth head (trained on the main policy's frozen trunk)
+    assert {"log_mae", "log_corr", "log_corr_within_layer"} <= set(cards["depth_head"]["validation"])
+    targets = json.loads((out / "depth_head" / "training.json").read_text())["targets"]
+    assert len(targets["remaining_mean"]) == 3 and targets["remaining_mean"][-1] == 0
+    plain = policy_from_spec("rfsq_ar+learned:0.02", out).act(obs)
+    speculative = policy_from_spec("rsd_head:g2:exact+learned:0.02", out).act(obs)
+    assert 1 <= plain.diagnostics["depth"] <= 3
+    assert speculative.diagnostics["depth"] == plain.diagnostics["depth"]
+    np.testing.assert_array_equal(speculative.actions, plain.actions)  # exact RSD stops where plain does
+
     lossy = policy_from_spec("rsd_head:g3:match_rate:0.5", out)
     assert (lossy.spec.gamma, lossy.spec.rule, lossy.spec.rule_params) == (3, "match_rate", {"tau": 0.5})
     assert lossy.name == "rsd_head:g3:match_rate:0.5"
