@@ -18,14 +18,7 @@ from rsdlib.decoding.methods import Decoder
 from rsdlib.decoding.monitors import MONITORS, DepthMonitor, MonitorInput
 from rsdlib.decoding.spec import MethodSpec
 from rsdlib.policies import RandomDrafter, checkpoints
-from rsdlib.policies.depth_head import (
-    EPS,
-    DepthHeadConfig,
-    ResidualNormHead,
-    depth_head_loss,
-    log_size,
-    remaining_residual,
-)
+from rsdlib.policies import depth_head as dh
 from rsdlib.policies.trunk import pooled_prefix
 
 L, N, V = 3, 2, 6
@@ -33,10 +26,12 @@ L, N, V = 3, 2, 6
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def depth_head(seed: int = 0, *, width: int = 16) -> ResidualNormHead:
+def depth_head(seed: int = 0, *, width: int = 16) -> dh.ResidualNormHead:
     """A seeded random head for the tiny main policy (float64, as the tiny policies are)."""
     torch.manual_seed(seed)
-    head = ResidualNormHead(config=DepthHeadConfig(trunk_hidden_size=width, hidden_size=16, num_layers=L))
+    head = dh.ResidualNormHead(
+        config=dh.DepthHeadConfig(trunk_hidden_size=width, hidden_size=16, num_layers=L)
+    )
     with torch.no_grad():  # outputs that differ clearly between observations
         for p in head.parameters():
             if p.dim() == 2:
@@ -84,7 +79,7 @@ def fitted_rfsq():
 
 def test_the_remaining_residual_is_what_the_finer_layers_add_to_the_rfsq_decode(fitted_rfsq):
     tok, tokens = fitted_rfsq
-    r = remaining_residual(tok, tokens)
+    r = dh.remaining_residual(tok, tokens)
     assert r.shape == (len(tokens), tok.num_layers) and bool((r >= 0).all())
     assert bool((r[:, -1] == 0).all())  # all L layers decoded: nothing is left
     # by its definition, in normalised units
@@ -98,14 +93,14 @@ def test_the_remaining_residual_is_what_the_finer_layers_add_to_the_rfsq_decode(
     assert all(mean[k] >= mean[k + 1] for k in range(tok.num_layers - 1)), mean.tolist()
     assert mean[0] > 0
     # decoding in batches changes nothing (but float32 rounding in the decoder's matmuls)
-    torch.testing.assert_close(remaining_residual(tok, tokens, batch_size=7), r, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dh.remaining_residual(tok, tokens, batch_size=7), r, rtol=1e-5, atol=1e-6)
 
 
 def test_the_target_checks_its_tokens():
     with pytest.raises(ValueError, match=r"\(M, L, N\)"):
-        remaining_residual(FakeRFSQ(), torch.zeros(4, L, dtype=torch.long))
+        dh.remaining_residual(FakeRFSQ(), torch.zeros(4, L, dtype=torch.long))
     with pytest.raises(ValueError, match="layers"):
-        remaining_residual(FakeRFSQ(), torch.zeros(4, L + 1, N, dtype=torch.long))
+        dh.remaining_residual(FakeRFSQ(), torch.zeros(4, L + 1, N, dtype=torch.long))
 
 
 # -- the head -----------------------------------------------------------------------------------------
@@ -114,20 +109,20 @@ def test_the_target_checks_its_tokens():
 def test_the_head_predicts_sizes_and_nothing_left_after_the_last_layer(pooled):
     head = depth_head()
     log = head(pooled)
-    assert log.shape == (len(pooled), L) and bool((log[:, -1] == math.log(EPS)).all())
+    assert log.shape == (len(pooled), L) and bool((log[:, -1] == math.log(dh.EPS)).all())
     sizes = head.predict_remaining(pooled)
     assert bool((sizes >= 0).all()) and bool((sizes[:, -1] == 0).all())
-    torch.testing.assert_close(sizes[:, :-1], log[:, :-1].exp() - EPS)
+    torch.testing.assert_close(sizes[:, :-1], log[:, :-1].exp() - dh.EPS)
     with pytest.raises(ValueError, match="at least 2"):
-        DepthHeadConfig(num_layers=1)
+        dh.DepthHeadConfig(num_layers=1)
 
 
 def test_training_on_the_frozen_trunk_lowers_the_loss(main):
     obs = main.prepare(observations(12, seed=1))
     tokens = torch.randint(0, V, (12, L, N), generator=torch.Generator().manual_seed(0))
-    batch = {"obs": obs, "remaining": remaining_residual(FakeRFSQ(), tokens)}
+    batch = {"obs": obs, "remaining": dh.remaining_residual(FakeRFSQ(), tokens)}
     head = depth_head(seed=1)
-    loss_fn = depth_head_loss(main, head)
+    loss_fn = dh.depth_head_loss(main, head)
     trunk_before = {k: v.clone() for k, v in main.state_dict().items()}
     first, metrics = loss_fn(batch)
     assert set(metrics) == {"loss", "log_mae"}
@@ -145,9 +140,9 @@ def test_training_on_the_frozen_trunk_lowers_the_loss(main):
     last, _ = loss_fn(batch)
     assert last < 0.5 * started, (float(first), float(started), float(last))
     assert all(torch.equal(v, trunk_before[k]) for k, v in main.state_dict().items())  # frozen
-    # log targets: the loss is the squared error of log(size + EPS)
+    # log targets: the loss is the squared error of log(size + dh.EPS)
     predicted = head(pooled_prefix(*_prefix(main, obs)))[:, :-1]
-    torch.testing.assert_close(last, ((predicted - log_size(batch["remaining"])[:, :-1]) ** 2).mean())
+    torch.testing.assert_close(last, ((predicted - dh.log_size(batch["remaining"])[:, :-1]) ** 2).mean())
 
 
 def _prefix(main, obs):
@@ -158,7 +153,7 @@ def _prefix(main, obs):
 
 def test_a_head_for_another_trunk_is_refused(main):
     with pytest.raises(ValueError, match="width 8"):
-        depth_head_loss(main, depth_head(width=8))
+        dh.depth_head_loss(main, depth_head(width=8))
     with pytest.raises(ValueError, match="width 8"):
         Decoder(MethodSpec.parse("rfsq_ar+learned:0.02"), main, tokenizer=FakeRFSQ(),
                 depth_head=depth_head(width=8))  # fmt: skip
@@ -169,7 +164,7 @@ def test_the_head_saves_loads_and_compacts_as_a_checkpoint(tmp_path, pooled):
     folder = checkpoints.save(head, tmp_path / "depth_head", metadata={"note": "test"})
     assert checkpoints.read_config(folder)["kind"] == "depth_head"
     loaded = checkpoints.load(folder)
-    assert isinstance(loaded, ResidualNormHead) and loaded.config == head.config
+    assert isinstance(loaded, dh.ResidualNormHead) and loaded.config == head.config
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in head.state_dict().items())
     assert torch.equal(loaded.predict_remaining(pooled), head.predict_remaining(pooled))
     checkpoints.compact(folder)  # float16 on disk, float32 in memory
