@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from rsdlib.libero.dataset import DEMOS_DIR, DemoDataset, load_demos
 from rsdlib.observations import MODALITIES
@@ -105,6 +106,7 @@ def prepare(
         "modality": modality,
         "object_kinds": sorted(kinds),
         "max_objects": max_objects,
+        "observation_stats": observation_stats(PackedChunks.load(out / TRAIN_FILE)) if lowdim else {},
         "image_size": packed.image_size,
         "horizon": horizon,
         "stride": stride,
@@ -128,6 +130,26 @@ def _generation_config(path: str | Path) -> dict[str, Any] | None:
     with h5py.File(path, "r") as f:
         raw = f["data"].attrs.get("generation_config")
         return None if raw is None else json.loads(raw)
+
+
+#: The smallest standard deviation a standardised input is divided by: an upright object's
+#: orientation barely varies, and dividing by ~0 would turn noise into signal.
+MIN_STD = 1e-2
+
+
+def observation_stats(train: PackedChunks) -> dict[str, list[float]]:
+    """Mean and standard deviation of the object rows (over real objects) and of proprio in a
+    training split: what a lowdim trunk standardises its inputs with."""
+    if train.objects is None or train.object_kind is None:
+        raise ValueError("observation_stats needs chunks packed with object rows (modality lowdim)")
+    rows = train.objects[train.object_kind > 0].double()  # (objects in all chunks, OBJECT_DIM)
+    proprio = train.proprio.double()
+
+    def stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
+        return x.mean(0).tolist(), x.std(0).clamp(min=MIN_STD).tolist()
+
+    (om, os_), (pm, ps) = stats(rows), stats(proprio)
+    return {"object_mean": om, "object_std": os_, "proprio_mean": pm, "proprio_std": ps}
 
 
 def _starts(refs) -> str:

@@ -130,6 +130,7 @@ def model_config(
         trunk = replace(
             trunk, modality="lowdim", object_kinds=tuple(prepared["object_kinds"]),
             max_objects=prepared["max_objects"], instruction_vocab=vocab,
+            observation_stats=prepared.get("observation_stats", {}),
         )  # fmt: skip
     else:
         trunk = replace(trunk, image_size=prepared["image_size"], instruction_vocab=vocab)

@@ -249,8 +249,9 @@ class ObjectEncoder(nn.Module):
     """One token per object row: an MLP over its pose (also relative to the end effector) plus a
     learned embedding of its kind; two bowls are two tokens of one kind, apart only by pose.
 
-    ``(B, K, OBJECT_DIM)`` rows, ``(B, K)`` kind ids (0: padding), ``(B, 3)`` eef position ->
-    ``(B, K, D)`` tokens.
+    ``(B, K, OBJECT_DIM)`` rows (standardised where the trunk has statistics), ``(B, K, 3)`` their
+    offsets from the end effector (scaled by :attr:`RELATIVE_SCALE`), ``(B, K)`` kind ids (0:
+    padding) -> ``(B, K, D)`` tokens.
     """
 
     #: Offsets to the hand are a few decimetres; in decimetres they span what the MLP expects.
@@ -263,8 +264,7 @@ class ObjectEncoder(nn.Module):
             nn.Linear(OBJECT_DIM + 3, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size)
         )
 
-    def forward(self, rows: torch.Tensor, kinds: torch.Tensor, eef_pos: torch.Tensor) -> torch.Tensor:
-        relative = (rows[..., :3] - eef_pos[:, None, :]) * self.RELATIVE_SCALE  # (B, K, 3)
+    def forward(self, rows: torch.Tensor, relative: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         return self.mlp(torch.cat([rows, relative], dim=-1)) + self.kind_embed(kinds)
 
 
@@ -284,6 +284,9 @@ class LlamaTrunk(Trunk):
         D = config.hidden_size
         if config.modality == "lowdim":
             self.object_encoder = ObjectEncoder(num_kinds=len(config.object_kinds), hidden_size=D)
+            # Standardisation from the config, not the state dict: a checkpoint's JSON rebuilds it.
+            for name, value in config.observation_stats.items():
+                self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
         else:
             self.image_encoder = ImageEncoder(channels=config.image_channels, hidden_size=D)
             self.camera_embed = nn.Parameter(
@@ -316,7 +319,8 @@ class LlamaTrunk(Trunk):
         observed, observed_valid = self._embed_observed(obs)  # (B, O, D), (B, O)
         parts, valid = [observed, words], [observed_valid, obs.instruction_mask]
         if self.proprio_proj is not None:
-            parts.append(self.proprio_proj(obs.proprio)[:, None])  # (B, 1, D)
+            proprio = self._standardise(obs.proprio, "proprio")
+            parts.append(self.proprio_proj(proprio)[:, None])  # (B, 1, D)
             valid.append(torch.ones(words.shape[0], 1, dtype=torch.bool, device=words.device))
         return torch.cat(parts, dim=1), torch.cat(valid, dim=1)  # (B, P, D), (B, P)
 
@@ -330,12 +334,21 @@ class LlamaTrunk(Trunk):
             positions[:, : self.config.max_objects] = self.config.max_objects - 1
         return positions
 
+    def _standardise(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """``(x - mean) / std`` with the config's statistics for ``name``, where it has them."""
+        if f"{name}_mean" not in self.config.observation_stats:
+            return x
+        mean, std = getattr(self, f"{name}_mean"), getattr(self, f"{name}_std")
+        return (x - mean.to(x.dtype)) / std.to(x.dtype)
+
     def _embed_observed(self, obs: ObservationBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """The modality's tokens: object tokens (padding invalid) or every camera's patches."""
         if self.config.modality == "lowdim":
             if obs.objects is None or obs.object_kinds is None:
                 raise ValueError("a lowdim trunk reads object rows; this batch has none (an rgb batch?)")
-            tokens = self.object_encoder(obs.objects, obs.object_kinds, obs.proprio[:, :3])
+            rows = self._standardise(obs.objects, "object")
+            relative = (obs.objects[..., :3] - obs.proprio[:, None, :3]) * ObjectEncoder.RELATIVE_SCALE
+            tokens = self.object_encoder(rows, relative, obs.object_kinds)
             return tokens, obs.object_kinds > 0
         if obs.images is None:
             raise ValueError("an rgb trunk reads camera images; this batch has none (a lowdim batch?)")

@@ -180,3 +180,48 @@ def test_object_jitter_moves_only_real_objects_positions():
     assert torch.equal(out[..., 3:], rows[..., 3:])  # orientation and joints untouched
     assert moved[kinds == 0].max() == 0 and moved[kinds > 0][:, :3].min() > 0
     assert 0.005 < moved[kinds > 0][:, :3].mean() < 0.012  # about std * sqrt(2 / pi)
+
+
+def test_observation_statistics_are_checked_and_rebuild_from_the_config():
+    stats = {"object_mean": [0.0] * OBJECT_DIM, "object_std": [1.0] * OBJECT_DIM}
+    stats |= {"proprio_mean": [0.0] * 8, "proprio_std": [1.0] * 8}
+    with pytest.raises(ValueError, match="observation_stats"):
+        TrunkConfig(**{**lowdim_trunk().__dict__, "observation_stats": {"object_mean": [0.0]}})
+    with pytest.raises(ValueError, match="positive"):
+        TrunkConfig(**{**lowdim_trunk().__dict__, "observation_stats": stats | {"proprio_std": [0.0] * 8}})
+    plain = lowdim_policy()
+    unit = (
+        build_policy(
+            PolicyConfig(
+                **{
+                    **plain.config.__dict__,
+                    "trunk": TrunkConfig(**{**plain.config.trunk.__dict__, "observation_stats": stats}),
+                }
+            )
+        )
+        .double()
+        .eval()
+    )
+    unit.load_state_dict(plain.state_dict())  # statistics are not weights: the same state dict loads
+    obs = scene(4, seed=3)
+    assert torch.equal(greedy_tokens(plain, obs), greedy_tokens(unit, obs))  # mean 0, std 1: no change
+    shifted = {**stats, "object_mean": [0.3] * OBJECT_DIM, "object_std": [0.5] * OBJECT_DIM}
+    moved = (
+        build_policy(
+            PolicyConfig(
+                **{
+                    **plain.config.__dict__,
+                    "trunk": TrunkConfig(**{**plain.config.trunk.__dict__, "observation_stats": shifted}),
+                }
+            )
+        )
+        .double()
+        .eval()
+    )
+    moved.load_state_dict(plain.state_dict())
+
+    def prefix(policy):
+        with torch.no_grad():
+            return policy.trunk.prefix(policy.prepare(obs)).prefix_hidden
+
+    assert torch.equal(prefix(plain), prefix(unit)) and not torch.allclose(prefix(plain), prefix(moved))
