@@ -84,7 +84,7 @@ def main() -> None:
         )
         print(format_table(result.summary))
         suite = result.summary["suites"][0]
-        line = {"method": method, "successes": suite["successes"], "n": suite["n"], "rate": suite["rate"],
+        line = {"method": str(method), "successes": suite["successes"], "n": suite["n"], "rate": suite["rate"],
                 "ci": [suite["ci_low"], suite["ci_high"]], "errors": result.summary["errors"]}  # fmt: skip
         print(json.dumps(line | chunk_stats(result.records)))
 
