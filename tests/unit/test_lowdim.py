@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -190,35 +191,18 @@ def test_observation_statistics_are_checked_and_rebuild_from_the_config():
     with pytest.raises(ValueError, match="positive"):
         TrunkConfig(**{**lowdim_trunk().__dict__, "observation_stats": stats | {"proprio_std": [0.0] * 8}})
     plain = lowdim_policy()
-    unit = (
-        build_policy(
-            PolicyConfig(
-                **{
-                    **plain.config.__dict__,
-                    "trunk": TrunkConfig(**{**plain.config.trunk.__dict__, "observation_stats": stats}),
-                }
-            )
-        )
-        .double()
-        .eval()
-    )
-    unit.load_state_dict(plain.state_dict())  # statistics are not weights: the same state dict loads
+
+    def with_stats(observation_stats: dict) -> torch.nn.Module:
+        """The same weights in a trunk that standardises with ``observation_stats``."""
+        trunk = replace(plain.config.trunk, observation_stats=observation_stats)
+        policy = build_policy(replace(plain.config, trunk=trunk)).double().eval()
+        policy.load_state_dict(plain.state_dict())  # statistics are not weights: the state dict loads
+        return policy
+
+    unit = with_stats(stats)
     obs = scene(4, seed=3)
     assert torch.equal(greedy_tokens(plain, obs), greedy_tokens(unit, obs))  # mean 0, std 1: no change
-    shifted = {**stats, "object_mean": [0.3] * OBJECT_DIM, "object_std": [0.5] * OBJECT_DIM}
-    moved = (
-        build_policy(
-            PolicyConfig(
-                **{
-                    **plain.config.__dict__,
-                    "trunk": TrunkConfig(**{**plain.config.trunk.__dict__, "observation_stats": shifted}),
-                }
-            )
-        )
-        .double()
-        .eval()
-    )
-    moved.load_state_dict(plain.state_dict())
+    moved = with_stats({**stats, "object_mean": [0.3] * OBJECT_DIM, "object_std": [0.5] * OBJECT_DIM})
 
     def prefix(policy):
         with torch.no_grad():
