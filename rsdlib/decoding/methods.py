@@ -107,8 +107,7 @@ class Decoder:
                     f"{main.V - 1} (plus its end token): load the tokenizer it was trained with"
                 )
             check_chunk_shape(self.tokenizer, a.horizon, a.action_dim)
-            if hasattr(self.tokenizer, "coefficients_per_token"):
-                self.fast_constraint = FastLengthConstraint.build(self.tokenizer, main)
+            self.fast_constraint = FastLengthConstraint.for_tokenizer(self.tokenizer, main)
         if spec.method == "l1_regression" and not getattr(self.normaliser, "fitted", False):
             raise ValueError(
                 "method 'l1_regression' needs the fitted Normaliser of its training data "

@@ -243,6 +243,15 @@ class DepthMonitor:
     def reads_prediction(self) -> bool:
         return MONITORS[self.name].reads_prediction
 
+    def predict(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """``(B, L)`` the depth head's predictions for pooled prefix states (they do not change
+        between layers: a decode asks once), or None for a monitor that does not read them."""
+        if not self.reads_prediction:
+            return None
+        if self.predictor is None:
+            raise ValueError(MISSING_DEPTH_HEAD)
+        return self.predictor(hidden)
+
     def values(self, inp: MonitorInput) -> torch.Tensor:
         """``(B,)`` the monitor's value (float64, CPU) for what was decoded so far."""
         return MONITORS[self.name].value(inp).double().cpu()
@@ -266,6 +275,7 @@ def judge_depth(
     tokens: torch.Tensor,
     tokenizer: object | None,
     history: DepthHistory,
+    remaining: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ask ``monitor`` about every item after ``layers`` decoded layers.
 
@@ -275,6 +285,8 @@ def judge_depth(
         tokens: ``(B, L, N)`` the committed tokens (layers ``< layers`` are read).
         tokenizer: the RFSQ tokenizer (its ``decode_normalised`` gives the chunk at this depth);
             needed only by monitors that read the chunk.
+        remaining: ``monitor.predict(hidden)`` where the decode already asked (once per chunk);
+            None asks here.
 
     Raises:
         ValueError: a monitor that reads the chunk without a tokenizer, or ``learned`` without
@@ -290,10 +302,7 @@ def judge_depth(
         # normalised units where the tokenizer offers them (rsdlib's RFSQTokenizer does)
         decode = getattr(tokenizer, "decode_normalised", None) or tokenizer.decode
         chunk = decode(tokens[:, :layers].transpose(1, 2))
-    remaining = None
-    if monitor.reads_prediction:
-        if monitor.predictor is None:
-            raise ValueError(MISSING_DEPTH_HEAD)
-        remaining = monitor.predictor(hidden)
+    if remaining is None:
+        remaining = monitor.predict(hidden)
     inp = MonitorInput(layers, tokens.shape[1], probs, hidden, chunk, history, remaining)
     return monitor.go_on(inp), monitor.values(inp)

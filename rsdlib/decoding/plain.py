@@ -98,6 +98,7 @@ def decode_rfsq_ar(
     with clock.step("prefix"):
         state = policy.prefix(obs)
     hidden = None if monitor is None else pooled_prefix(state.prefix_hidden, state.prefix_valid)
+    remaining = None if monitor is None else monitor.predict(hidden)
     with clock.step("plain"):
         active = torch.ones(B, dtype=torch.bool)
         for layer in range(L):
@@ -110,7 +111,7 @@ def decode_rfsq_ar(
             # Ask the monitor whether the moment needs more than layer + 1 layers.
             go_on, value = judge_depth(
                 monitor, layers=layer + 1, probs=probs, hidden=hidden, tokens=tokens, tokenizer=tokenizer,
-                history=history or DepthHistory(),
+                history=history or DepthHistory(), remaining=remaining,
             )  # fmt: skip
             for i in active.nonzero()[:, 0].tolist():
                 values[i].append(float(value[i]))
@@ -247,6 +248,12 @@ class FastLengthConstraint:
             max_content_tokens=max_content,
             end_token=policy.end_token,
         )
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any, policy: FastAutoregressive) -> FastLengthConstraint | None:
+        """:meth:`build` for a tokenizer that can count its ids' coefficients; None for one that
+        cannot (a test double), whose sequences then decode freely and may be malformed."""
+        return cls.build(tokenizer, policy) if hasattr(tokenizer, "coefficients_per_token") else None
 
     def to(self, device: torch.device) -> FastLengthConstraint:
         """This constraint with its tensors on ``device`` (itself when they are there already)."""

@@ -121,6 +121,7 @@ def speculative_decode(
     depth = torch.full((B,), L, dtype=torch.long, device=dev)
     monitor_values: list[list[float]] = [[] for _ in range(B)]
     hidden = None if monitor is None else pooled_prefix(state.prefix_hidden, state.prefix_valid)
+    remaining = None if monitor is None else monitor.predict(hidden)
 
     while bool((committed < L).any()):
         active = committed < L  # (B,)
@@ -205,7 +206,7 @@ def speculative_decode(
             if monitor is not None:
                 new_committed = _stop_where_deep_enough(
                     monitor, committed, new_committed, depth, monitor_values, p_all=p_all, hidden=hidden,
-                    tokens=tokens, tokenizer=tokenizer, history=history or DepthHistory(),
+                    remaining=remaining, tokens=tokens, tokenizer=tokenizer, history=history or DepthHistory(),
                 )  # fmt: skip
 
             # 5. crop the cache to the committed blocks (block l read layer l-1)
@@ -273,6 +274,7 @@ def _stop_where_deep_enough(
     *,
     p_all: torch.Tensor,
     hidden: torch.Tensor,
+    remaining: torch.Tensor | None,
     tokens: torch.Tensor,
     tokenizer: ActionTokenizer | None,
     history: DepthHistory,
@@ -285,6 +287,7 @@ def _stop_where_deep_enough(
         depth: ``(B,)`` each item's depth (L until it stops), updated in place.
         values: per item, the monitor's values so far (appended to).
         p_all: ``(B, k, N, V)`` the round's main distributions (offset j is layer committed + j).
+        remaining: ``(B, L)`` the depth head's predictions (``monitor.predict``), or None.
     """
     L = tokens.shape[1]
     out = new_committed.clone()
@@ -297,6 +300,7 @@ def _stop_where_deep_enough(
             go_on, value = judge_depth(
                 monitor, layers=k, probs=p_all[rows, j], hidden=hidden[rows], tokens=tokens[rows],
                 tokenizer=tokenizer, history=history.rows(rows),
+                remaining=None if remaining is None else remaining[rows.to(remaining.device)],
             )  # fmt: skip
             for r, v in zip(rows.tolist(), value.tolist(), strict=True):
                 values[r].append(v)

@@ -87,7 +87,7 @@ def prepare(
     fast_lengths = [len(ids) for ids in fast_tok.encode(all_chunks)]
     fast_end, fast_max = fast_tok.vocab_size, max(fast_lengths) + 1
     space = ActionSpace.from_tokenizer(rfsq_tok, fast_vocab=fast_end + 1, fast_max_tokens=fast_max)
-    sizes, kinds, max_objects = {}, set(), 0
+    sizes, kinds, max_objects, stats = {}, set(), 0, {}
     for split, dataset in (("train", data.train), ("val", data.val)):
         packed = PackedChunks.from_dataset(
             dataset, stride=stride, tokenizer=rfsq_tok, fast_tokenizer=fast_tok,
@@ -97,6 +97,8 @@ def prepare(
         sizes[split] = {"chunks": len(packed), "episodes": len(dataset.refs)}
         kinds |= set(packed.kinds)
         max_objects = max(max_objects, packed.max_objects)
+        if lowdim and split == "train":
+            stats = observation_stats(packed)
     instructions = sorted({r.instruction for r in data.train.refs} | {r.instruction for r in data.val.refs})
     info = {
         "generation": _generation_config(data.train.refs[0].path),
@@ -106,7 +108,7 @@ def prepare(
         "modality": modality,
         "object_kinds": sorted(kinds),
         "max_objects": max_objects,
-        "observation_stats": observation_stats(PackedChunks.load(out / TRAIN_FILE)) if lowdim else {},
+        "observation_stats": stats,
         "image_size": packed.image_size,
         "horizon": horizon,
         "stride": stride,
@@ -157,10 +159,13 @@ def _starts(refs) -> str:
     states), ``"benchmark"`` (the evaluation's own init states), or ``"mixed"``."""
     import h5py
 
+    by_file: dict[str, list[str]] = {}
+    for r in refs:
+        by_file.setdefault(r.path, []).append(r.demo)
     found = set()
-    for path in sorted({r.path for r in refs}):
+    for path, demos in by_file.items():
         with h5py.File(path, "r") as f:
-            found |= {str(f["data"][r.demo].attrs.get("start", "benchmark")) for r in refs if r.path == path}
+            found |= {str(f["data"][demo].attrs.get("start", "benchmark")) for demo in demos}
     return found.pop() if len(found) == 1 else "mixed"
 
 

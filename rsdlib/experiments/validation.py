@@ -71,6 +71,9 @@ def evaluate_policy(
             )
             for start in range(0, len(data), batch_size)
         )
+    constraint = None
+    if isinstance(policy, FastAutoregressive) and fast_tokenizer is not None:
+        constraint = FastLengthConstraint.for_tokenizer(fast_tokenizer, policy)
     sums: dict[str, float] = {}
     count = malformed = 0
     abs_err, steps = 0.0, 0.0
@@ -94,11 +97,6 @@ def evaluate_policy(
                 decode_fast_ar(policy, batch["obs"]).tokens, fast_tokenizer, raw, MalformedTokens
             )
             malformed += int((~free).sum())
-            constraint = (
-                FastLengthConstraint.build(fast_tokenizer, policy)
-                if hasattr(fast_tokenizer, "coefficients_per_token")
-                else None  # a test double that cannot count its coefficients
-            )
             tokens = decode_fast_ar(policy, batch["obs"], constraint=constraint).tokens
             pred, keep = _decode_fast(tokens, fast_tokenizer, raw, MalformedTokens)
         else:

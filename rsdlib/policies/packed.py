@@ -22,7 +22,7 @@ import torch
 
 from rsdlib.observations import CAMERA_KEYS
 from rsdlib.policies.data import augment_images, jitter_objects
-from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch
+from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch, object_kind_ids, object_rows
 from rsdlib.progress import progress as progress_bar
 
 if TYPE_CHECKING:
@@ -299,9 +299,7 @@ class PackedChunks:
             )
         cache = self.__dict__.setdefault("_kind_maps", {})
         if trunk_config.object_kinds not in cache:
-            from rsdlib.policies.processor import object_kind_ids
-
-            ids = [0, *object_kind_ids(self.kinds, trunk_config)]  # packed id -> trunk id
+            ids = [0, *object_kind_ids(self.kinds, trunk_config.object_kinds)]  # packed id -> trunk id
             cache[trunk_config.object_kinds] = torch.tensor(ids, dtype=torch.long, device=self.device)
         rows = torch.zeros(len(index), K, self.objects.shape[-1], dtype=dtype, device=self.device)
         kinds = torch.zeros(len(index), K, dtype=torch.long, device=self.device)
@@ -322,16 +320,10 @@ class PackedChunks:
 
 
 def _pack_objects(items: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    """Object rows of items from several tasks, padded to the most objects any has."""
+    """Object rows of items from several tasks, padded to the most objects any has, with the
+    kinds they hold."""
     kinds = tuple(sorted({kind for it in items for kind in it["object_kinds"]}))
-    ids = {kind: i + 1 for i, kind in enumerate(kinds)}
-    K = max(len(it["object_kinds"]) for it in items)
-    rows = torch.zeros(len(items), K, np.asarray(items[0]["objects"]).shape[-1])
-    kind = torch.zeros(len(items), K, dtype=torch.long)
-    for i, it in enumerate(items):
-        n = len(it["object_kinds"])
-        rows[i, :n] = torch.as_tensor(np.asarray(it["objects"], dtype=np.float32))
-        kind[i, :n] = torch.tensor([ids[k] for k in it["object_kinds"]], dtype=torch.long)
+    rows, kind = object_rows(items, kinds, max(len(it["object_kinds"]) for it in items))
     return rows, kind, kinds
 
 

@@ -164,7 +164,9 @@ def prepare_observations(
         proprio.append(torch.from_numpy(p))
         texts.append(str(obs["instruction"]))
     ids, mask = tokenizer(texts)
-    objects, kinds = object_rows(observations, config) if lowdim else (None, None)
+    objects, kinds = (
+        object_rows(observations, config.object_kinds, config.max_objects) if lowdim else (None, None)
+    )
     return ObservationBatch(
         images=torch.stack(images).float() / 255.0 if images else None,  # (B, C, 3, S, S)
         instruction_ids=ids,
@@ -175,27 +177,29 @@ def prepare_observations(
     )
 
 
-def object_kind_ids(kinds: Sequence[str], config: TrunkConfig) -> list[int]:
-    """1 + the index of each kind in ``config.object_kinds`` (0 is padding).
+def object_kind_ids(kinds: Sequence[str], known: Sequence[str]) -> list[int]:
+    """1 + the index of each kind in ``known`` (a trunk's ``object_kinds``; 0 is padding).
 
     Raises:
         ValueError: a kind the trunk was not trained with.
     """
-    known = {kind: i + 1 for i, kind in enumerate(config.object_kinds)}
-    unknown = sorted({k for k in kinds if k not in known})
+    index = {kind: i + 1 for i, kind in enumerate(known)}
+    unknown = sorted({k for k in kinds if k not in index})
     if unknown:
         raise ValueError(
-            f"object kinds {unknown} are unknown to this policy (it knows {list(config.object_kinds)}): "
+            f"object kinds {unknown} are unknown to this policy (it knows {list(known)}): "
             "a lowdim policy acts only in scenes made of the objects it was trained on"
         )
-    return [known[k] for k in kinds]
+    return [index[k] for k in kinds]
 
 
 def object_rows(
-    observations: Sequence[Mapping[str, Any]], config: TrunkConfig
+    observations: Sequence[Mapping[str, Any]], known: Sequence[str], max_objects: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, max_objects, OBJECT_DIM)`` float rows and ``(B, max_objects)`` kind ids, padded."""
-    B, K = len(observations), config.max_objects
+    """``(B, max_objects, OBJECT_DIM)`` float rows and ``(B, max_objects)`` kind ids (into
+    ``known``, see :func:`object_kind_ids`), padded, from observations' ``objects`` and
+    ``object_kinds``."""
+    B, K = len(observations), max_objects
     rows = torch.zeros(B, K, OBJECT_DIM)
     kinds = torch.zeros(B, K, dtype=torch.long)
     for i, obs in enumerate(observations):
@@ -209,5 +213,5 @@ def object_rows(
         if len(values) > K:
             raise ValueError(f"observation {i} has {len(values)} objects; this policy reads at most {K}")
         rows[i, : len(values)] = torch.from_numpy(values)
-        kinds[i, : len(values)] = torch.tensor(object_kind_ids(names, config), dtype=torch.long)
+        kinds[i, : len(values)] = torch.tensor(object_kind_ids(names, known), dtype=torch.long)
     return rows, kinds
