@@ -23,10 +23,9 @@ import argparse
 import json
 
 from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
-from rsdlib.experiments.comparison import chunk_stats, policy_from_spec, run_name
+from rsdlib.experiments.comparison import chunk_stats, eval_options, policy_from_spec, run_name, run_prefix
 from rsdlib.experiments.prepare import read_prepared
-from rsdlib.libero.evaluate import EvalOptions, evaluate, format_table
-from rsdlib.libero.protocol import Protocol
+from rsdlib.libero.evaluate import evaluate, format_table
 from rsdlib.paths import repo_path
 from rsdlib.results import new_run
 
@@ -56,14 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     models = repo_path(args.models)
     info = read_prepared(models)
-    rgb = info.get("modality", "rgb") == "rgb"
-    options = EvalOptions(
-        protocol=Protocol(camera_resolution=info["image_size"]) if rgb else Protocol(),
-        render=rgb,
-        fast_render=True,
-        video=args.video or ("failures" if rgb else "none"),
-    )
-    prefix = info["suite"] if rgb else f"{info['suite']}-lowdim"
+    options = eval_options(info, video=args.video)
+    prefix = run_prefix(info)
     for method in args.methods:
         policy = policy_from_spec(method, models)
         config = {"policy": policy.config(), "episodes": args.episodes, "options": options}

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from rsdlib.decoding.spec import MethodSpec
+from rsdlib.libero.evaluate import EvalOptions
 from rsdlib.libero.learned_policy import LearnedPolicy, from_checkpoint
+from rsdlib.libero.protocol import Protocol
 
 #: The checkpoint folder (under a models folder) of each drafter an RSD spec can name.
 DRAFTER_DIRS = {"head": "head_drafter", "tiny": "tiny_policy"}
@@ -45,6 +47,33 @@ def policy_from_spec(spec: MethodSpec | str, models: str | Path) -> LearnedPolic
     return from_checkpoint(
         models / "rfsq_ar", spec, drafter_path=models / DRAFTER_DIRS[spec.drafter], name=str(spec), **depth
     )
+
+
+def eval_options(info: dict[str, Any], *, video: str | None = None) -> EvalOptions:
+    """How to run the episodes of the models a prepared record (``read_prepared``) describes.
+
+    ``rgb`` models see cameras rendered at the resolution they were trained on; ``lowdim`` models
+    read object poses, so their episodes render nothing (about ten times cheaper).
+    ``video`` defaults to ``failures`` for ``rgb`` (the frames are there anyway) and ``none`` for
+    ``lowdim`` (a video would be rendered by replaying the episode, ~40 s each).
+    """
+    rgb = is_rgb(info)
+    return EvalOptions(
+        protocol=Protocol(camera_resolution=info["image_size"]) if rgb else Protocol(),
+        render=rgb,
+        fast_render=True,
+        video=video or ("failures" if rgb else "none"),
+    )
+
+
+def is_rgb(info: dict[str, Any]) -> bool:
+    """Whether a prepared record describes camera-image models (records before modalities were)."""
+    return info.get("modality", "rgb") == "rgb"
+
+
+def run_prefix(info: dict[str, Any]) -> str:
+    """The start of an evaluation run's folder name: ``<suite>`` or ``<suite>-lowdim``."""
+    return info["suite"] if is_rgb(info) else f"{info['suite']}-lowdim"
 
 
 def run_name(spec: MethodSpec | str) -> str:

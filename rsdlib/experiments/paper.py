@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
 from rsdlib.decoding.spec import MethodSpec
+from rsdlib.experiments.cards import training_data_label
 from rsdlib.paths import REPO_ROOT
 from rsdlib.pipeline import list_notebooks
 from rsdlib.plotting import place_labels
@@ -137,6 +138,7 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
             )
         )
     n = sorted({r["n"] for r in comparison["rows"]})
+    ax.set_title(f"models: {trained_on(comparison)}", fontsize=6)
     ax.set(xlabel=f"chunk latency, ms (median, batch 1, {device_label(latency['device'])})",
            ylabel=f"{comparison['suite']} success, % (n = {', '.join(map(str, n))})", ylim=(-3, 103))  # fmt: skip
     ax.set_xlim(0, 1.08 * max([timing[r["method"]]["latency_median_ms"] for r in rows] + [floor or 0, 1.0]))
@@ -152,6 +154,12 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
         avoid=floor_line,
     )
     return fig
+
+
+def trained_on(comparison: Mapping[str, Any]) -> str:
+    """What a comparison's models were trained on; comparisons from before it was recorded used
+    the rgb models, whose demonstrations started from the evaluation's init states."""
+    return comparison.get("training_data") or training_data_label({})
 
 
 def _timing(

@@ -28,12 +28,12 @@ from rsdlib.results import describe_device, write_json
 #: Training minutes per model on a 2-core CPU: 55 in all, so that preparing (about 5 minutes)
 #: and training a suite fit in an hour. The main policy gets the most: everything rests on it.
 LOWDIM_MINUTES = {
-    "rfsq_ar": 18.0,
-    "rfsq_parallel": 8.0,
-    "l1_regression": 6.0,
-    "fast_ar": 10.0,
-    "tiny_policy": 5.0,
-    "head_drafter": 6.0,
+    "rfsq_ar": 26.0,
+    "rfsq_parallel": 6.0,
+    "l1_regression": 5.0,
+    "fast_ar": 8.0,
+    "tiny_policy": 4.0,
+    "head_drafter": 4.0,
     "depth_head": 2.0,
 }
 #: Optimisation of every lowdim model; its minutes come from :data:`LOWDIM_MINUTES`. A short
