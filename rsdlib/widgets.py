@@ -198,7 +198,10 @@ def plot_refinement(trace: DecodeTrace | TraceStepper, position: int | None = No
 
 def _step_title(stepper: TraceStepper) -> str:
     trace, step = stepper.trace, stepper.current
-    where = "plain" if step.round is None else f"round {step.round}"
+    if step.layer < trace.prefix_layers:
+        where = "in the prefix pass"
+    else:
+        where = "plain" if step.round is None else f"round {step.round}"
     text = (
         f"layer {step.layer} of {trace.num_layers} ({step.kind}, {where}); "
         f"main passes so far {stepper.main_passes_so_far()} of {trace.main_passes}"

@@ -43,6 +43,7 @@ def _plain_traces(
     passes: int,
     timings: dict[str, float],
     temperature: float,
+    prefix_layers: int = 0,
 ) -> list[DecodeTrace]:
     B, L, N = tokens.shape
     rows = tokens.tolist()
@@ -54,6 +55,7 @@ def _plain_traces(
             tokens=rows[i],
             sources=[["plain"] * N for _ in range(L)],
             main_passes=passes,
+            prefix_layers=prefix_layers,
             timings=dict(timings),
             temperature=temperature,
             batch_size=B,
@@ -73,7 +75,8 @@ def decode_rfsq_ar(
     monitor: DepthMonitor | None = None,
     history: DepthHistory | None = None,
 ) -> DecodeResult:
-    """Plain coarse-to-fine decoding: prefix pass, then block l for l = 0..L-1 with the KV cache.
+    """Plain coarse-to-fine decoding: the prefix pass (which also gives layer 0), then block l
+    for l = 1..L-1 with the KV cache: L - 1 main passes after the prefix.
 
     With a depth ``monitor``, an item stops after the first layer k where the monitor says the
     finer layers are not needed: its chunk is the RFSQ decode of its first k layers, its tokens
@@ -96,14 +99,17 @@ def decode_rfsq_ar(
     depth = torch.full((B,), L, dtype=torch.long)
     values: list[list[float]] = [[] for _ in range(B)]
     with clock.step("prefix"):
-        state = policy.prefix(obs)
+        state, first = policy.prefix_and_first_block(obs)  # layer 0's logits come with the prefix
     hidden = None if monitor is None else pooled_prefix(state.prefix_hidden, state.prefix_valid)
     remaining = None if monitor is None else monitor.predict(hidden)
     with clock.step("plain"):
         active = torch.ones(B, dtype=torch.bool)
         for layer in range(L):
-            at = torch.full((B,), layer, dtype=torch.long, device=policy.device)
-            logits = policy.block_logits(state, tokens, at, torch.ones_like(at))[:, 0]  # (B, N, V)
+            if layer == 0:
+                logits = first
+            else:
+                at = torch.full((B,), layer, dtype=torch.long, device=policy.device)
+                logits = policy.block_logits(state, tokens, at, torch.ones_like(at))[:, 0]  # (B, N, V)
             probs = probabilities(logits, temperature)
             tokens[:, layer] = sample(probs, temperature=temperature, generator=generator)
             if monitor is None or layer + 1 == L:
@@ -125,10 +131,12 @@ def decode_rfsq_ar(
     with clock.step("detokenize"):
         actions = decode_actions(tokenizer, tokens, None if monitor is None else depth)
     timings = clock.timings("prefix", "draft", "verify", "plain", "detokenize")
-    traces = _plain_traces("rfsq_ar", tokens, L, timings, temperature)
+    traces = _plain_traces(
+        "rfsq_ar", tokens, L - policy.prefix_layers, timings, temperature, policy.prefix_layers
+    )
     if monitor is not None:
         for i, trace in enumerate(traces):
-            trace.main_passes = int(depth[i])
+            trace.main_passes = int(depth[i]) - policy.prefix_layers
             trace.set_depth(int(depth[i]), monitor.name, monitor.threshold, values[i])
     return DecodeResult(tokens=tokens, actions=actions, traces=traces, pooled_prefix=hidden)
 

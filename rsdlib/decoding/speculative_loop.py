@@ -1,6 +1,8 @@
 """Residual speculative decoding (RSD): draft RFSQ layers cheaply, verify them in one main pass.
 
-Per chunk: one main prefix pass, then rounds. Each round (for every item still decoding):
+Per chunk: one main prefix pass, which also decodes layer 0 (its block reads no token, so there is
+nothing to draft; it is recorded as the first round, without a draft), then rounds. Each round
+(for every item still decoding):
 
 1. draft: the drafter proposes ``g = min(gamma, L - c)`` layers after the c committed ones;
 2. verify: one main pass over blocks ``c .. c + g`` (block l reads layer l-1, drafted or
@@ -12,8 +14,8 @@ Per chunk: one main prefix pass, then rounds. Each round (for every item still d
 4. crop: keep the main cache's blocks below the new committed count (blocks run on a rejected
    draft are dropped) and repeat until L layers are committed.
 
-Sequential main passes per chunk fall from L (plain) to the number of rounds, at best
-``ceil(L / (gamma + 1))``. Items of a batch are judged independently: each keeps its own
+Sequential main passes per chunk after the prefix fall from L - 1 (plain) to the number of
+rounds after the first, at best ``ceil((L - 1) / (gamma + 1))``. Items of a batch are judged independently: each keeps its own
 committed count, and the trunk's per-item block masks let one pass serve them all.
 """
 
@@ -98,7 +100,7 @@ def speculative_decode(
 
     Returns:
         :class:`DecodeResult`; each trace's ``main_passes`` counts the verification passes that
-        item took part in (the prefix pass not included).
+        item took part in (the prefix pass, which decoded layer 0, not included).
     """
     _check_settings(rule, gamma, temperature, generator)
     check_tokenizer(tokenizer, num_layers=main.L, num_latents=main.N, codebook_size=main.V)
@@ -115,13 +117,18 @@ def speculative_decode(
     round_index = 0
 
     with clock.step("prefix"):
-        state = main.prefix(obs)
+        state, first = main.prefix_and_first_block(obs)  # layer 0's logits come with the prefix
     with clock.step("draft"):
         drafter.begin(obs=obs, main_state=state)
     depth = torch.full((B,), L, dtype=torch.long, device=dev)
     monitor_values: list[list[float]] = [[] for _ in range(B)]
     hidden = None if monitor is None else pooled_prefix(state.prefix_hidden, state.prefix_valid)
     remaining = None if monitor is None else monitor.predict(hidden)
+    committed = _commit_prefix_layer(
+        first, tokens, committed, depth, monitor_values, rounds=rounds, sources=sources, monitor=monitor,
+        hidden=hidden, remaining=remaining, tokenizer=tokenizer, history=history, temperature=temperature,
+        generator=generator, top_k=top_k, clock=clock,
+    )  # fmt: skip
 
     while bool((committed < L).any()):
         active = committed < L  # (B,)
@@ -246,6 +253,7 @@ def speculative_decode(
             tokens=rows[i],
             sources=sources[i],
             main_passes=int(passes[i]),
+            prefix_layers=main.prefix_layers,
             rounds=rounds[i],
             timings=dict(timings),
             rule=rule.name,
@@ -263,6 +271,51 @@ def speculative_decode(
         for i, trace in enumerate(traces):
             trace.set_depth(int(depth[i]), monitor.name, monitor.threshold, monitor_values[i])
     return DecodeResult(tokens=tokens, actions=actions, traces=traces, pooled_prefix=hidden)
+
+
+def _commit_prefix_layer(
+    first: torch.Tensor,
+    tokens: torch.Tensor,
+    committed: torch.Tensor,
+    depth: torch.Tensor,
+    monitor_values: list[list[float]],
+    *,
+    rounds: list[list[RoundRecord]],
+    sources: list[list[list[str]]],
+    monitor: DepthMonitor | None,
+    hidden: torch.Tensor | None,
+    remaining: torch.Tensor | None,
+    tokenizer: ActionTokenizer | None,
+    history: DepthHistory | None,
+    temperature: float,
+    generator: torch.Generator | None,
+    top_k: int,
+    clock: Stopwatch,
+) -> torch.Tensor:
+    """Commit layer 0 from the prefix pass's logits ``first`` ``(B, N, V)`` (into ``tokens``, in
+    place) as a round without a draft, ask the monitor about depth 1, and return the committed
+    counts (1, or L where the monitor stopped)."""
+    B, N, V = first.shape
+    p_first = probabilities(first, temperature)[:, None]  # (B, 1, N, V)
+    layer0 = sample(p_first[:, 0], temperature=temperature, generator=generator)  # (B, N)
+    tokens[:, 0] = layer0
+    new_committed = committed + 1
+    if monitor is not None:
+        new_committed = _stop_where_deep_enough(
+            monitor, committed, new_committed, depth, monitor_values, p_all=p_first, hidden=hidden,
+            remaining=remaining, tokens=tokens, tokenizer=tokenizer, history=history or DepthHistory(),
+        )  # fmt: skip
+    everyone, nobody = (
+        torch.ones(B, dtype=torch.bool, device=first.device),
+        torch.zeros(B, dtype=torch.bool, device=first.device),
+    )
+    with clock.step("record"):
+        _record_round(
+            rounds=rounds, sources=sources, active=everyone, committed=committed, g=torch.zeros_like(committed),
+            accepted=torch.zeros_like(committed), has_correction=nobody, has_bonus=everyone, extra=layer0,
+            x_all=None, q_all=None, p_all=p_first, flags=[], judged_rows=[], top_k=min(top_k, V),
+        )  # fmt: skip
+    return new_committed
 
 
 def _stop_where_deep_enough(

@@ -122,9 +122,11 @@ class TraceStepper:
         return [s.tokens for s in self.steps[: self.position + 1]]
 
     def main_passes_so_far(self) -> int:
-        """Main verification passes spent up to the cursor (rounds started)."""
+        """Main passes after the prefix spent up to the cursor (rounds started); layers the prefix
+        pass decoded (``trace.prefix_layers``, and for RSD its round) cost none."""
         if self.position < 0:
             return 0
+        free = self.trace.prefix_layers
         if self.current.round is None:  # plain: one pass per layer, or one for all (rfsq_parallel)
-            return min(self.position + 1, self.trace.main_passes)
-        return self.current.round + 1
+            return max(0, min(self.position + 1 - free, self.trace.main_passes))
+        return self.current.round + (0 if free else 1)

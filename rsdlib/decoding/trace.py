@@ -72,6 +72,8 @@ class DecodeTrace:
         tokens: ``[L][N]`` committed tokens (``[1][T]`` for ``fast_ar``).
         sources: ``[L][N]`` where each token came from (:data:`SOURCES`).
         main_passes: sequential main passes after the prefix pass.
+        prefix_layers: layers the prefix pass itself decoded (``rfsq_ar`` and RSD: layer 0,
+            whose block reads no token); for RSD the first round is that pass's (no draft).
         rounds: speculative rounds (empty for plain decoding).
         layer_actions: ``[L][H][A]`` the chunk decoded from the first l+1 layers (the tokenizer's
             ``decode`` units), once :meth:`DecodeResult.with_layer_actions` filled it (decoding
@@ -100,6 +102,7 @@ class DecodeTrace:
     tokens: list[list[int]]
     sources: list[list[str]]
     main_passes: int
+    prefix_layers: int = 0
     rounds: list[RoundRecord] = field(default_factory=list)
     layer_actions: list[list[list[float]]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -311,8 +314,9 @@ def acceptance_per_layer(traces: list[DecodeTrace]) -> list[float | None]:
     return [float(a / n) if n else None for a, n in zip(accepted, judged, strict=True)]
 
 
-def expected_main_passes(alpha: list[float | None], gamma: int) -> float:
-    """Main passes per chunk that per-layer acceptance rates predict (layers independent).
+def expected_main_passes(alpha: list[float | None], gamma: int, *, start: int = 0) -> float:
+    """Main passes per chunk that per-layer acceptance rates predict (layers independent), after
+    the prefix pass has committed the first ``start`` layers (RSD: 1, see ``prefix_layers``).
 
     Each round drafts ``min(gamma, L - c)`` layers after c committed ones, accepts layer l with
     probability ``alpha[l]`` in order, and commits the accepted ones plus one more (the
@@ -332,7 +336,7 @@ def expected_main_passes(alpha: list[float | None], gamma: int) -> float:
             reach *= a[c + j]
         return total + reach * passes(min(c + g + 1, L))
 
-    return passes(0)
+    return passes(start)
 
 
 def summarize(traces: list[DecodeTrace], *, baseline: list[DecodeTrace] | None = None) -> dict[str, Any]:
@@ -367,15 +371,16 @@ def summarize(traces: list[DecodeTrace], *, baseline: list[DecodeTrace] | None =
     }
     if t0.method == "rsd":
         alpha = acceptance_per_layer(traces)
-        expected = expected_main_passes(alpha, t0.gamma or 1)
-        rounds = float(np.mean([len(t.rounds) for t in traces]))
+        free = t0.prefix_layers  # layers the prefix pass decoded (its round has no pass of its own)
+        expected = expected_main_passes(alpha, t0.gamma or 1, start=free)
+        rounds = float(np.mean([len(t.rounds) - (1 if t.prefix_layers else 0) for t in traces]))
         prefix = float(np.mean([t.timings.get("prefix", 0.0) for t in traces]))
         draft = float(np.mean([t.timings.get("draft", 0.0) for t in traces]))
         verify = float(np.mean([t.timings.get("verify", 0.0) for t in traces]))
         passes = out["main_passes_per_chunk"]
         per_pass = verify / passes if passes else 0.0
         per_round_draft = draft / rounds if rounds else 0.0
-        plain_cost = prefix + L * per_pass
+        plain_cost = prefix + (L - free) * per_pass
         # A verify pass runs more positions than a plain block pass; with a baseline, use its pass time.
         if baseline:
             base_plain = float(np.mean([t.timings.get("plain", 0.0) for t in baseline]))
@@ -387,7 +392,7 @@ def summarize(traces: list[DecodeTrace], *, baseline: list[DecodeTrace] | None =
             "accepted_layers_per_chunk": float(np.mean([t.accepted_layers for t in traces])),
             "rounds_per_chunk": rounds,
             "expected_main_passes": expected,
-            "predicted_speedup_passes": L / expected if expected else None,
+            "predicted_speedup_passes": (L - free) / expected if expected else None,
             "predicted_speedup_time": plain_cost / rsd_cost if rsd_cost else None,
         }
     if baseline:

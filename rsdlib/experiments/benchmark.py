@@ -159,7 +159,7 @@ def latency_rows(
     Returns:
         One row per method: ``latency_median_ms``, ``latency_p90_ms``, ``actions_per_s`` (H over
         the median), ``speedup_vs_plain`` (median over median), ``ratio_to_floor`` (median over the
-        median of one prefix pass plus one block pass of the main policy), ``step_ms`` (where the
+        median of one prefix pass, which decodes layer 0, plus one block pass of the main policy), ``step_ms`` (where the
         time goes: the median per decode of each timed step, such as prefix, draft, verify, plain
         and detokenize), and for RSD the ``predicted_speedup_time`` from its measured prefix, draft
         and pass times.
@@ -171,10 +171,7 @@ def latency_rows(
     samples: dict[str, list[float]] = {name: [] for name in [*decoders, "floor"]}
     traces: dict[str, list[Any]] = {name: [] for name in decoders}
     zeros = torch.zeros(1, main.L, main.N, dtype=torch.long, device=main.device)
-    first, one = (
-        torch.zeros(1, dtype=torch.long, device=main.device),
-        torch.ones(1, dtype=torch.long, device=main.device),
-    )
+    one = torch.ones(1, dtype=torch.long, device=main.device)
     for i in range(warmup + len(observations)):
         obs = observations[i % len(observations)]
         for name, decoder in decoders.items():
@@ -187,8 +184,8 @@ def latency_rows(
                 traces[name].append(result.traces[0])
         sync()
         t0 = time.perf_counter()
-        state = main.prefix(obs)
-        main.block_logits(state, zeros, first, one)
+        state, _ = main.prefix_and_first_block(obs)  # the floor: layer 0 with the prefix, then
+        main.block_logits(state, zeros, one, one)  # one pass for the rest (RSD at full acceptance)
         sync()
         if i >= warmup:
             samples["floor"].append(time.perf_counter() - t0)

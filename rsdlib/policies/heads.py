@@ -81,6 +81,9 @@ class RFSQAutoregressive(Policy):
         super().__init__(config=config)
         a, D = config.actions, config.trunk.hidden_size
         self.L, self.N, self.V = a.num_layers, a.num_latents, a.codebook_size
+        #: Layers the prefix pass decodes (:meth:`prefix_and_first_block`): a chunk costs
+        #: ``L - prefix_layers`` main passes after it when decoded plainly.
+        self.prefix_layers = 1
         self.start = nn.Parameter(torch.randn(self.N, D) * 0.02)  # block 0's input
         self.token_embed = nn.Embedding(max(self.L - 1, 1) * self.V, D)  # layer l's code, l < L-1
         self.block_embed = nn.Parameter(torch.randn(self.L, D) * 0.02)
@@ -161,6 +164,25 @@ class RFSQAutoregressive(Policy):
             positions=self._positions(block.clamp(max=self.L - 1)),
         )  # (B, k*N, D)
         return self.block_outputs(hidden.reshape(B, k, self.N, -1), block)
+
+    def prefix_and_first_block(self, obs: ObservationBatch) -> tuple[TrunkState, torch.Tensor]:
+        """The prefix pass with block 0 in it: layer 0 reads no token (its input is ``start``),
+        so decoding it needs no main pass of its own, in plain decoding and RSD alike.
+
+        Returns:
+            the state holding the prefix and block 0, and layer 0's logits ``(B, N, V)``.
+        """
+        B = obs.batch_size
+        block = torch.zeros(B, 1, dtype=torch.long, device=self.device)
+        x = self.block_inputs(torch.zeros(B, self.L, self.N, dtype=torch.long, device=self.device), block)
+        state, hidden = self.trunk.prefix_and_blocks(
+            obs,
+            x.reshape(B, self.N, -1),
+            block=block.expand(B, self.N),
+            valid=torch.ones(B, self.N, dtype=torch.bool, device=self.device),
+            positions=self._positions(block),
+        )
+        return state, self.block_outputs(hidden.reshape(B, 1, self.N, -1), block)[:, 0]
 
     def teacher_forced_logits(self, obs: ObservationBatch, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of all L layers in one pass without a cache (training; the parity reference).

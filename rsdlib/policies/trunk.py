@@ -131,16 +131,25 @@ class Trunk(nn.Module, ABC):
 
     def prefix(self, obs: ObservationBatch, *, use_cache: bool = True) -> TrunkState:
         """One pass over the prefix; returns the state to run blocks after."""
-        embeds, valid = self.embed_prefix(obs)  # (B, P, D), (B, P)
-        B, P, _ = embeds.shape
-        block = torch.full((B, P), PREFIX_BLOCK, dtype=torch.long, device=embeds.device)
-        positions = self.prefix_positions(B, P, embeds.device)
-        cache = self.new_cache() if use_cache else None
-        mask = block_causal_mask(block, valid, block)
-        hidden = self.body(embeds, mask=mask, positions=positions, cache=cache)  # (B, P, D)
-        return TrunkState(
-            cache=cache, key_block=block, key_valid=valid, prefix_hidden=hidden, prefix_valid=valid
-        )
+        return self._prefix_pass(obs, None, use_cache=use_cache)[0]
+
+    def prefix_and_blocks(
+        self,
+        obs: ObservationBatch,
+        embeds: torch.Tensor,
+        *,
+        block: torch.Tensor,
+        valid: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> tuple[TrunkState, torch.Tensor]:
+        """The prefix and the first action positions in one cached pass (arguments as
+        :meth:`extend`). A block whose input depends on no decoded token (block 0) needs no pass
+        of its own; the prefix cannot attend to it, so the prefix states are those of :meth:`prefix`.
+
+        Returns:
+            the state holding the prefix and those positions, and their hidden ``(B, q, D)``.
+        """
+        return self._prefix_pass(obs, (embeds, block, valid, positions), use_cache=True)
 
     def extend(
         self,
@@ -204,20 +213,39 @@ class Trunk(nn.Module, ABC):
         Returns:
             prefix hidden ``(B, P, D)`` and action hidden ``(B, q, D)``.
         """
-        prefix_embeds, prefix_valid = self.embed_prefix(obs)
-        B, P, _ = prefix_embeds.shape
-        prefix_block = torch.full((B, P), PREFIX_BLOCK, dtype=torch.long, device=embeds.device)
-        prefix_pos = self.prefix_positions(B, P, embeds.device)
-        all_block = torch.cat([prefix_block, block], dim=1)
-        all_valid = torch.cat([prefix_valid, valid], dim=1)
-        mask = block_causal_mask(all_block, all_valid, all_block)
-        hidden = self.body(
-            torch.cat([prefix_embeds, embeds], dim=1),
-            mask=mask,
-            positions=torch.cat([prefix_pos, positions], dim=1),
-            cache=None,
+        state, hidden = self._prefix_pass(obs, (embeds, block, valid, positions), use_cache=False)
+        return state.prefix_hidden, hidden
+
+    def _prefix_pass(
+        self,
+        obs: ObservationBatch,
+        actions: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+        *,
+        use_cache: bool,
+    ) -> tuple[TrunkState, torch.Tensor | None]:
+        """The prefix, then ``actions`` (embeds, block, valid, positions) if given, in one pass."""
+        embeds, valid = self.embed_prefix(obs)  # (B, P, D), (B, P)
+        B, P, _ = embeds.shape
+        prefix_valid = valid
+        block = torch.full((B, P), PREFIX_BLOCK, dtype=torch.long, device=embeds.device)
+        positions = self.prefix_positions(B, P, embeds.device)
+        if actions is not None:
+            a_embeds, a_block, a_valid, a_positions = actions
+            embeds = torch.cat([embeds, a_embeds], dim=1)
+            block = torch.cat([block, a_block], dim=1)
+            valid = torch.cat([valid, a_valid], dim=1)
+            positions = torch.cat([positions, a_positions], dim=1)
+        cache = self.new_cache() if use_cache else None
+        mask = block_causal_mask(block, valid, block)
+        hidden = self.body(embeds, mask=mask, positions=positions, cache=cache)  # (B, P + q, D)
+        state = TrunkState(
+            cache=cache,
+            key_block=block,
+            key_valid=valid,
+            prefix_hidden=hidden[:, :P],
+            prefix_valid=prefix_valid,
         )
-        return hidden[:, :P], hidden[:, P:]
+        return state, None if actions is None else hidden[:, P:]
 
 
 class ImageEncoder(nn.Module):

@@ -50,7 +50,10 @@ def test_a_monitor_that_never_stops_changes_nothing(main, obs):
     full = decode_rfsq_ar(main, obs, tokenizer=FakeRFSQ())
     never = decode_rfsq_ar(main, obs, tokenizer=FakeRFSQ(), monitor=DepthMonitor("never", 0.0))
     assert torch.equal(never.tokens, full.tokens) and torch.equal(never.actions, full.actions)
-    assert [t.main_passes for t in never.traces] == [L] * 6 and all(t.layers_used == L for t in never.traces)
+    # layer 0 comes with the prefix pass: L - 1 main passes after it
+    assert [t.main_passes for t in never.traces] == [L - 1] * 6 and all(
+        t.layers_used == L for t in never.traces
+    )
     speculative_full = rsd(main, obs)
     speculative_never = rsd(main, obs, DepthMonitor("never", 0.0))
     assert torch.equal(speculative_never.tokens, speculative_full.tokens)
@@ -70,7 +73,7 @@ def test_the_chunk_at_depth_k_is_the_rfsq_decode_of_the_first_k_layers(main, obs
         assert torch.equal(result.actions, want)
         assert all(len(t.tokens) == k and len(t.sources) == k for t in result.traces)
     plain = decode_rfsq_ar(main, obs, tokenizer=tok, monitor=DepthMonitor("fixed", k))
-    assert [t.main_passes for t in plain.traces] == [k] * 6  # fewer main passes: the point of it
+    assert [t.main_passes for t in plain.traces] == [k - 1] * 6  # fewer main passes: the point of it
 
 
 def test_items_of_a_batch_stop_at_their_own_depth(main, obs):

@@ -70,6 +70,24 @@ def test_exact_rule_returns_greedy_tokens_for_any_drafter(main, obs, kind, gamma
         assert 1 <= t.main_passes <= L
 
 
+def test_layer_0_in_the_prefix_pass_equals_its_own_pass_after_the_prefix(main, obs):
+    """Block 0 reads no token, so the prefix pass computes it: the same logits and prefix states
+    as a prefix pass and then a block pass, and a cache later blocks continue from alike."""
+    B = obs.batch_size
+    state, first = main.prefix_and_first_block(obs)
+    alone = main.prefix(obs)
+    zeros, one = torch.zeros(B, L, N, dtype=torch.long), torch.ones(B, dtype=torch.long)
+    after = main.block_logits(alone, zeros, torch.zeros(B, dtype=torch.long), one)[:, 0]
+    torch.testing.assert_close(first, after)
+    torch.testing.assert_close(state.prefix_hidden, alone.prefix_hidden)
+    tokens = decode_rfsq_ar(main, obs).tokens
+    torch.testing.assert_close(  # layer 1 from either cache, and from one teacher-forced pass
+        main.block_logits(state, tokens, one, one), main.block_logits(alone, tokens, one, one)
+    )
+    torch.testing.assert_close(main.teacher_forced_logits(obs, tokens)[:, 0], first)
+    assert all(t.main_passes == L - 1 and t.prefix_layers == 1 for t in decode_rfsq_ar(main, obs).traces)
+
+
 def test_greedy_tokens_are_not_trivial(main, obs):
     """Guard for the test above: the greedy tokens vary across items and layers."""
     tokens = decode_rfsq_ar(main, obs).tokens
@@ -81,10 +99,11 @@ def test_main_as_its_own_drafter_accepts_everything_with_minimum_passes(main, ob
     rsd = speculative_decode(main, PolicyDrafter(policy=main), obs, rule=make_rule("exact"), gamma=gamma)
     for t in rsd.traces:
         assert all(all(all(f) for f in r.token_accepted) for r in t.rounds)
-        assert t.main_passes == math.ceil(L / (gamma + 1))
+        assert t.main_passes == math.ceil((L - 1) / (gamma + 1))
         assert t.accepted_layers + sum(r.bonus is not None for r in t.rounds) == L
     alpha = summarize(rsd.traces)["acceptance_per_layer"]
-    assert alpha[0] == 1.0 and all(a in (1.0, None) for a in alpha)
+    # layer 0 comes with the prefix pass: never drafted, never judged
+    assert alpha[0] is None and alpha[1] == 1.0 and all(a in (1.0, None) for a in alpha)
 
 
 def test_main_as_its_own_drafter_accepts_everything_when_sampling(main, obs):
@@ -99,7 +118,7 @@ def test_main_as_its_own_drafter_accepts_everything_when_sampling(main, obs):
         generator=g,
     )
     for t in rsd.traces:
-        assert t.main_passes == math.ceil(L / 3)
+        assert t.main_passes == math.ceil((L - 1) / 3)
         assert all(r.correction is None for r in t.rounds)
 
 
@@ -110,7 +129,7 @@ def test_replayed_greedy_tokens_are_an_oracle_and_wrong_replays_stay_exact(main,
         main, ReplayDrafter(tokens=greedy, codebook_size=V), obs, rule=make_rule("exact"), gamma=gamma
     )
     assert torch.equal(oracle.tokens, greedy)
-    assert all(t.main_passes == math.ceil(L / (gamma + 1)) for t in oracle.traces)
+    assert all(t.main_passes == math.ceil((L - 1) / (gamma + 1)) for t in oracle.traces)
     wrong = greedy.flip(0)  # another item's greedy tokens
     rsd = speculative_decode(
         main, ReplayDrafter(tokens=wrong, codebook_size=V), obs, rule=make_rule("exact"), gamma=gamma
@@ -120,7 +139,7 @@ def test_replayed_greedy_tokens_are_an_oracle_and_wrong_replays_stay_exact(main,
 
 def test_random_drafter_needs_more_passes_than_self(main, obs):
     rsd = speculative_decode(main, drafters(main, "random"), obs.repeat(4), rule=make_rule("exact"), gamma=2)
-    assert np.mean([t.main_passes for t in rsd.traces]) > math.ceil(L / 3)
+    assert np.mean([t.main_passes for t in rsd.traces]) > math.ceil((L - 1) / 3)
 
 
 def test_redraft_off_continues_plainly_and_stays_exact(main, obs):
@@ -131,7 +150,9 @@ def test_redraft_off_continues_plainly_and_stays_exact(main, obs):
     assert torch.equal(rsd.tokens, greedy.tokens)
     for t in rsd.traces:
         assert t.draft_steps == 1
-        assert all(not r.draft_tokens for r in t.rounds[1:])
+        # rounds[0] is the prefix pass's (layer 0), rounds[1] the one drafted round
+        assert not t.rounds[0].draft_tokens and t.rounds[1].draft_tokens
+        assert all(not r.draft_tokens for r in t.rounds[2:])
 
 
 # -- speculative sampling keeps the main distribution ------------------------------------------------
@@ -326,7 +347,7 @@ def test_trace_accounts_for_every_token(random_traces):
     for t, tokens in zip(random_traces.traces, random_traces.tokens.tolist(), strict=True):
         assert t.sources_from_rounds() == t.sources
         assert sum(len(row) for row in t.sources) == L * N
-        assert t.main_passes == len(t.rounds)
+        assert t.main_passes == len(t.rounds) - 1  # the first round is the prefix pass's (layer 0)
         for r in t.rounds:
             for j in range(r.accepted_layers):
                 assert tokens[r.start_layer + j] == r.draft_tokens[j]
@@ -439,7 +460,7 @@ def test_stepper_walks_committed_layers_in_order(random_traces, main, obs):
             stepper.goto(L)
     plain = TraceStepper(decode_rfsq_ar(main, obs).traces[0])
     plain.goto(L - 1)
-    assert plain.main_passes_so_far() == L and {s.kind for s in plain.steps} == {"plain"}
+    assert plain.main_passes_so_far() == L - 1 and {s.kind for s in plain.steps} == {"plain"}
     one_pass = TraceStepper(decode_rfsq_parallel(tiny_policy("rfsq_parallel"), obs).traces[0])
     one_pass.goto(L - 1)  # every layer came from the one pass
     assert one_pass.main_passes_so_far() == one_pass.trace.main_passes == 1
@@ -458,7 +479,7 @@ def test_exact_rule_with_more_layers_and_items_out_of_step(gamma):
         main5, ReplayDrafter(tokens=drafts, codebook_size=4), obs5, rule=make_rule("exact"), gamma=gamma
     )
     assert torch.equal(rsd.tokens, greedy)
-    assert rsd.traces[5].main_passes == math.ceil(5 / (gamma + 1))
+    assert rsd.traces[5].main_passes == math.ceil(4 / (gamma + 1))
     for i, t in enumerate(rsd.traces[:5]):
         assert t.sources_from_rounds() == t.sources
         drafted = {r.start_layer + j for r in t.rounds for j in range(len(r.draft_tokens))}

@@ -244,7 +244,8 @@ def test_heatmap_values_equal_acceptance_per_layer(main, obs, traces):
     for row, group in zip(matrix, by_label.values(), strict=True):
         want = [np.nan if a is None else a for a in acceptance_per_layer(group)]
         np.testing.assert_array_equal(row, want)
-    assert np.isnan(matrix[2]).all() and not np.isnan(matrix[0]).any()
+    # layer 0 comes with the prefix pass (never drafted); RSD judges every later layer, plain none
+    assert np.isnan(matrix[2]).all() and np.isnan(matrix[0, 0]) and not np.isnan(matrix[0, 1:]).any()
 
     fig = plot_acceptance_heatmap(by_label)
     ax = fig.axes[0]
@@ -256,7 +257,7 @@ def test_heatmap_values_equal_acceptance_per_layer(main, obs, traces):
     view = AcceptanceHeatmap(by_label, plot=False)
     np.testing.assert_array_equal(view.matrix, matrix)
     for row in matrix[:2]:
-        assert all(f"{v:.2f}</td>" in view.table.value for v in row)
+        assert all(f"{v:.2f}</td>" in view.table.value for v in row if not np.isnan(v))
     assert "[lossy]" in view.table.value
     with pytest.raises(ValueError, match="no traces"):
         acceptance_matrix({"exact": []})
