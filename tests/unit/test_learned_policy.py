@@ -78,7 +78,9 @@ def test_rsd_diagnostics_are_json_and_account_for_every_layer(main):
         assert json.loads(json.dumps(d, allow_nan=False)) == d
         assert sum(d["committed_per_round"]) == L
         assert sum(d["accepted_per_round"]) == d["accepted_layers"]
-        assert d["main_passes"] == d["rounds"] == len(d["committed_per_round"])
+        # the first round is the prefix pass's (layer 0, no draft, no pass of its own)
+        assert d["main_passes"] == d["rounds"] - 1 == len(d["committed_per_round"]) - 1
+        assert d["committed_per_round"][0] == 1 and d["layer_kinds"][0] == "plain"
         assert len(d["layer_kinds"]) == len(d["acceptance_per_layer"]) == L
         for layer, ok in d["judged"]:
             assert d["acceptance_per_layer"][layer] == ok
@@ -99,7 +101,7 @@ def test_plain_methods_record_diagnostics_too(main):
     d = plain(par, "rfsq_parallel").act(obs).diagnostics
     assert (d["method"], d["main_passes"], d["layer_kinds"]) == ("rfsq_parallel", 1, ["plain"] * L)
     d = plain(main).act(obs).diagnostics
-    assert (d["method"], d["main_passes"]) == ("rfsq_ar", L)
+    assert (d["method"], d["main_passes"]) == ("rfsq_ar", L - 1)  # layer 0 comes with the prefix
     assert json.loads(json.dumps(d)) == d
 
     l1 = tiny_policy("l1_regression")
