@@ -301,9 +301,12 @@ def plot_acceptance_heatmap(
     ax.set_xticks(range(L), [f"layer {li}" for li in range(L)])
     ax.set_yticks(range(R), labels)
     ax.grid(False)
+    # layers every row's prefix pass decoded were never drafted: say so rather than "n/a"
+    free = min((t.prefix_layers for traces in traces_by_label.values() for t in traces), default=0)
     for i in range(R):
         for j in range(L):
-            text = "n/a" if np.isnan(matrix[i, j]) else f"{matrix[i, j]:.2f}"
+            missing = "prefix" if j < free else "n/a"
+            text = missing if np.isnan(matrix[i, j]) else f"{matrix[i, j]:.2f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8)
     ax.set_title(title or "acceptance per RFSQ layer (accepted / drafted)")
     fig.colorbar(image, ax=ax, label="acceptance")
