@@ -206,7 +206,7 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     for s in settings[:2]:
         assert quality[str(s)]["same_tokens_as_plain"] and quality[str(s)]["mae_vs_plain"] == 0.0
     assert (
-        quality["rfsq_ar"]["main_passes_per_chunk"] == 3
+        quality["rfsq_ar"]["main_passes_per_chunk"] == 2  # L - 1: layer 0 comes with the prefix pass
         and quality["rfsq_parallel"]["main_passes_per_chunk"] == 1
     )
     singles = [data.batch(torch.tensor([i]), trunk_config=models.trunk)["obs"] for i in range(2)]
