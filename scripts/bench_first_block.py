@@ -71,9 +71,7 @@ def main() -> None:
                 times[way].append(time.perf_counter() - t0)
         same += bool(torch.equal(out[True], out[False]))
     new, old = 1e3 * np.median(times[True]), 1e3 * np.median(times[False])
-    print(
-        f"{describe_device('cpu')}, {args.threads} thread(s); {len(singles)} chunks x {args.rounds}, batch 1"
-    )
+    print(f"{describe_device('cpu')}; {len(singles)} chunks x {args.rounds}, batch 1")
     print(f"layer 0 in its own pass:   {old:6.2f} ms median ({main_policy.L} block passes after the prefix)")
     print(
         f"layer 0 in the prefix pass: {new:6.2f} ms median ({main_policy.L - 1} block passes after the prefix)"
