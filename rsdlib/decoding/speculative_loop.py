@@ -16,8 +16,8 @@ nothing to draft; it is recorded as the first round, without a draft), then roun
 
 Sequential main passes per chunk after the prefix fall from L - 1 (plain) to the number of
 rounds after the first, at best ``ceil((L - 1) / (gamma + 1))``. Items of a batch are judged
-independently: each keeps its own
-committed count, and the trunk's per-item block masks let one pass serve them all.
+independently: each keeps its own committed count, and the trunk's per-item block masks let
+one pass serve them all.
 """
 
 from __future__ import annotations
