@@ -26,7 +26,7 @@ from pathlib import Path
 from rsdlib.experiments.cards import write_cards
 from rsdlib.experiments.distill import distill_head_drafter
 from rsdlib.experiments.prepare import prepare, read_prepared
-from rsdlib.experiments.recipe import LOWDIM_DEMOS, train_lowdim_suite
+from rsdlib.experiments.recipe import LOWDIM_DEMOS, LOWDIM_MINUTES, train_lowdim_suite
 from rsdlib.experiments.train_models import MODELS, Sizes, default_schedule, default_sizes, train_models
 from rsdlib.observations import MODALITIES
 
@@ -65,6 +65,13 @@ def main() -> None:
     lo.add_argument("--demos-root", default=str(LOWDIM_DEMOS))
     lo.add_argument("--out", default=None, help="default: checkpoints/lowdim/<suite>")
     lo.add_argument("--scale", type=float, default=1.0, help="multiply every model's minutes (quick: 0.1)")
+    lo.add_argument(
+        "--demos-per-task", type=int, default=None, help="the first N demos of each task (data curve)"
+    )
+    lo.add_argument("--prepared", default=None, help="default: build/prepared/<suite>_lowdim")
+    lo.add_argument(
+        "--models", nargs="*", default=None, choices=MODELS, help="default: every model of the recipe"
+    )
     lo.add_argument("--device", default=None)
     d = sub.add_parser("distill", help="fine-tune the head drafter on the main policy's greedy tokens")
     d.add_argument("--models", required=True)
@@ -105,9 +112,11 @@ def main() -> None:
         )
         print(json.dumps({"seconds": seconds}))
     elif args.stage == "lowdim":
+        minutes = None if args.models is None else {m: LOWDIM_MINUTES[m] for m in args.models}
         record = train_lowdim_suite(
-            args.suite, demos_root=args.demos_root, out=args.out, scale=args.scale, device=args.device
-        )
+            args.suite, demos_root=args.demos_root, out=args.out, prepared_dir=args.prepared, minutes=minutes,
+            scale=args.scale, max_per_task=args.demos_per_task, device=args.device,
+        )  # fmt: skip
         print(json.dumps(record, indent=1))
     elif args.stage == "distill":
         report = distill_head_drafter(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from typing import Any
@@ -322,21 +323,34 @@ def expected_main_passes(alpha: list[float | None], gamma: int, *, start: int = 
     probability ``alpha[l]`` in order, and commits the accepted ones plus one more (the
     correction, or the bonus layer when one is left).
     """
+    return expected_round_cost(alpha, gamma, start=start)
+
+
+def expected_round_cost(
+    alpha: list[float | None],
+    gamma: int,
+    *,
+    start: int = 0,
+    round_cost: Callable[[int], float] = lambda k: 1.0,
+) -> float:
+    """The expected sum over RSD's rounds of ``round_cost(k)``, k the blocks its verify pass
+    covers (``min(g + 1, L - c)`` after c committed layers, g drafted), under the rounds of
+    :func:`expected_main_passes` (which counts each round as 1)."""
     L = len(alpha)
     a = [0.0 if x is None else float(x) for x in alpha]
 
     @cache
-    def passes(c: int) -> float:
+    def cost(c: int) -> float:  # from c committed layers to L
         if c >= L:
             return 0.0
         g = min(gamma, L - c)
-        total, reach = 1.0, 1.0
+        total, reach = round_cost(min(g + 1, L - c)), 1.0
         for j in range(g):
-            total += reach * (1 - a[c + j]) * passes(c + j + 1)
+            total += reach * (1 - a[c + j]) * cost(c + j + 1)  # rejected at c + j: the correction
             reach *= a[c + j]
-        return total + reach * passes(min(c + g + 1, L))
+        return total + reach * cost(min(c + g + 1, L))  # all accepted: the bonus layer too
 
-    return passes(start)
+    return cost(start)
 
 
 def summarize(traces: list[DecodeTrace], *, baseline: list[DecodeTrace] | None = None) -> dict[str, Any]:

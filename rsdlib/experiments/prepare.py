@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsdlib.libero.dataset import DEMOS_DIR, DemoDataset, load_demos
+from rsdlib.libero.dataset import DEMOS_DIR, DemoDataset, demo_files, load_demos
+from rsdlib.libero.demos import demo_names
 from rsdlib.observations import MODALITIES
 from rsdlib.policies.configuration import ActionSpace
 from rsdlib.policies.packed import PackedChunks
+from rsdlib.policies.proprio import proprio_features
 from rsdlib.tokenizers import FASTTokenizer, RFSQTokenizer
 
 #: Files of a prepared folder.
@@ -42,6 +44,7 @@ def prepare(
     fast: dict[str, Any] | None = None,
     jpeg_quality: int | None = None,
     modality: str = "rgb",
+    max_per_task: int | None = None,
     progress: bool = True,
 ) -> Path:
     """Split, fit the tokenizers, pack: everything :func:`train_models` reads, in ``out``.
@@ -59,6 +62,7 @@ def prepare(
         jpeg_quality: store images as JPEG (see :meth:`PackedChunks.save`); None: exact.
         modality: ``"rgb"`` packs the camera images, ``"lowdim"`` the object rows (no images
             needed: stage 1 demonstration files are enough).
+        max_per_task: use only the first this many demos of each task (a data curve); None: all.
     """
 
     if modality not in MODALITIES:
@@ -68,7 +72,7 @@ def prepare(
     lowdim = modality == "lowdim"
     data = load_demos(
         suite, root=demos_root or DEMOS_DIR, horizon=horizon, val_fraction=val_fraction,
-        rng=np.random.default_rng(seed), images=not lowdim, objects=lowdim,
+        rng=np.random.default_rng(seed), images=not lowdim, objects=lowdim, max_per_task=max_per_task,
     )  # fmt: skip
     actions_only = DemoDataset(data.train.refs, data.normaliser, horizon, images=False)
     chunks = np.stack(
@@ -98,17 +102,20 @@ def prepare(
         kinds |= set(packed.kinds)
         max_objects = max(max_objects, packed.max_objects)
         if lowdim and split == "train":
-            stats = observation_stats(packed)
+            stats = observation_stats(packed, PROPRIO_ORIENTATION)
     instructions = sorted({r.instruction for r in data.train.refs} | {r.instruction for r in data.val.refs})
     info = {
         "generation": _generation_config(data.train.refs[0].path),
         "suite": suite,
         "demos_root": str(demos_root or DEMOS_DIR),
+        "demos": demos_fingerprint(suite, demos_root or DEMOS_DIR),
+        "max_per_task": max_per_task,
         "starts": _starts(data.train.refs + data.val.refs),
         "modality": modality,
         "object_kinds": sorted(kinds),
         "max_objects": max_objects,
         "observation_stats": stats,
+        "proprio_orientation": PROPRIO_ORIENTATION,
         "image_size": packed.image_size,
         "horizon": horizon,
         "stride": stride,
@@ -125,6 +132,29 @@ def prepare(
     return out
 
 
+def demos_fingerprint(suite: str, demos_root: str | Path) -> dict[str, int]:
+    """Each demonstration file of ``suite`` and how many demos it holds: what a prepared folder
+    was made from, so that a recipe notices when the files changed under it."""
+    return {Path(p).name: len(demo_names(p)) for p in demo_files(suite, demos_root)}
+
+
+def stale_reason(
+    prepared_dir: str | Path, suite: str, demos_root: str | Path, max_per_task: int | None
+) -> str | None:
+    """Why the prepared folder is not what :func:`prepare` would make now (None: it is)."""
+    info_path = Path(prepared_dir) / PREPARED_FILE
+    if not info_path.is_file():
+        return "nothing prepared yet"
+    info = json.loads(info_path.read_text())
+    if info.get("proprio_orientation") != PROPRIO_ORIENTATION:
+        return f"its trunks would read proprio as {info.get('proprio_orientation', 'axis_angle')}"
+    if info.get("demos") != demos_fingerprint(suite, demos_root):
+        return "the demonstration files changed since it was prepared"
+    if info.get("max_per_task") != max_per_task:
+        return f"it was prepared from {info.get('max_per_task') or 'all'} demos per task"
+    return None
+
+
 def _generation_config(path: str | Path) -> dict[str, Any] | None:
     """How a demonstration file was made (its ``generation_config`` attribute), if it says."""
     import h5py
@@ -134,18 +164,21 @@ def _generation_config(path: str | Path) -> dict[str, Any] | None:
         return None if raw is None else json.loads(raw)
 
 
+#: How trunks trained on prepared data read the eef orientation (:mod:`rsdlib.policies.proprio`).
+PROPRIO_ORIENTATION = "rot6d"
+
 #: The smallest standard deviation a standardised input is divided by: an upright object's
 #: orientation barely varies, and dividing by ~0 would turn noise into signal.
 MIN_STD = 1e-2
 
 
-def observation_stats(train: PackedChunks) -> dict[str, list[float]]:
-    """Mean and standard deviation of the object rows (over real objects) and of proprio in a
-    training split: what a lowdim trunk standardises its inputs with."""
+def observation_stats(train: PackedChunks, orientation: str) -> dict[str, list[float]]:
+    """Mean and standard deviation of the object rows (over real objects) and of the proprio
+    features (``orientation``) in a training split: what a lowdim trunk standardises its inputs with."""
     if train.objects is None or train.object_kind is None:
         raise ValueError("observation_stats needs chunks packed with object rows (modality lowdim)")
     rows = train.objects[train.object_kind > 0].double()  # (objects in all chunks, OBJECT_DIM)
-    proprio = train.proprio.double()
+    proprio = proprio_features(train.proprio.double(), orientation)
 
     def stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
         return x.mean(0).tolist(), x.std(0).clamp(min=MIN_STD).tolist()

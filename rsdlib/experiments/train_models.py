@@ -126,6 +126,8 @@ def model_config(
     space = ActionSpace(**prepared["actions"])
     vocab = build_instruction_vocab(prepared["instructions"])
     trunk = sizes.tiny if name == "tiny_policy" else sizes.main
+    # Data prepared before the option existed was read as axis-angle.
+    trunk = replace(trunk, proprio_orientation=prepared.get("proprio_orientation", "axis_angle"))
     if prepared.get("modality", "rgb") == "lowdim":
         trunk = replace(
             trunk, modality="lowdim", object_kinds=tuple(prepared["object_kinds"]),

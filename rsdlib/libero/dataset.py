@@ -25,6 +25,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby, islice
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +396,7 @@ def load_demos(
     images: bool = True,
     objects: bool = False,
     files: Sequence[str | Path] | None = None,
+    max_per_task: int | None = None,
 ) -> DemoData:
     """Train and validation chunk datasets from the demonstration files of ``suites``.
 
@@ -411,13 +413,20 @@ def load_demos(
         images: read camera images (files must hold them).
         objects: read object rows (the ``lowdim`` modality; files must hold them).
         files: explicit files instead of the suite folders (for example official LIBERO files).
+        max_per_task: read only the first this many demos of each file (a data curve's smaller
+            points are prefixes of its larger ones); None: all.
     """
+    if max_per_task is not None and max_per_task < 1:
+        raise ValueError(f"max_per_task ({max_per_task}) must be at least 1")
     paths = [Path(p) for p in files] if files is not None else demo_files(suites, root)
     refs = index_episodes(paths, need_images=images)
+    if max_per_task is not None:
+        # index_episodes lists the files one after another, each one's demos in order
+        refs = [r for _, demos in groupby(refs, key=lambda r: r.path) for r in islice(demos, max_per_task)]
     episodes = {(r.path, r.demo): read_episode(r) for r in refs}
     stats = NormStats.from_actions([actions for actions, _ in episodes.values()])
     stats_path = None
-    if files is None:
+    if files is None and max_per_task is None:  # a subset's statistics are not the suite's
         names = [suites] if isinstance(suites, str) else list(suites)
         stats_path = (
             Path(root) / names[0] / STATS_FILE

@@ -418,74 +418,60 @@ def generate_task(
     path = demo_path(suite, task.name, root)
     report: dict[str, Any] = {"suite": suite, "task_id": task_id, "task_name": task.name, "path": str(path)}
     skipped = []
+    old_rollouts, old_attrs, first = [], None, 0
     if path.exists() and not overwrite:
         describe_demo_file(path)  # raises on a corrupt file rather than silently keeping it
-        rollouts, attrs = _rollouts_from_file(path)
-        attempted = int(attrs.get("num_attempted", len(rollouts)))
-        if attempted < config.episodes:
+        old_rollouts, old_attrs = _rollouts_from_file(path)
+        first = int(old_attrs.get("num_attempted", len(old_rollouts)))
+        refused = _why_not_extend(old_attrs, config) if first < config.episodes else None
+        if refused:
             raise DemoFileError(
-                f"{path} was generated from {attempted} init states, fewer than the {config.episodes} asked "
-                "for; delete it (or pass overwrite=True) to generate it again, or ask for fewer episodes"
+                f"{path} was generated from {first} init states, fewer than the {config.episodes} asked for, "
+                f"and cannot be extended: {refused}. Delete it (or pass overwrite=True) to generate it "
+                "again, or ask for fewer episodes"
             )
+    if old_attrs is not None and first >= config.episodes:
+        rollouts, attrs = old_rollouts, old_attrs
         skipped.append("rollouts")
-    else:
-        expert = ScriptedExpert(ExpertConfig.with_noise(config.noise_std, config.waypoint_noise))
-        rollouts, failed = [], []
+    else:  # a new file, or more sampled starts after the ones a file has (the same seeds as in one go)
         start = time.perf_counter()
         with LiberoEnv(suite, task_id, config.protocol, RenderOptions(enabled=False)) as env:
             sampled = config.start == "sampled"
-            inits = range(config.episodes if sampled else min(config.episodes, len(env.init_states)))
-            episodes = [(i, r) for i in inits for r in range(config.repeats)]
-            coincided, unstable, dart_used = [], [], []
-            for init_index, repeat in progress_bar(
-                episodes, desc=f"{suite} task {task_id} rollouts", disable=not progress, leave=False
-            ):
-                seed = episode_seed(config.seed, suite, task_id, init_index, repeat)
-                try:
-                    rollout = _noisy_rollout(env, expert, config, init_index, seed, repeat)
-                except HeldOutError:  # never train where the evaluation starts; recorded, not hidden
-                    coincided.append(init_index)
-                    continue
-                except UnstableStartError:  # LIBERO's sampler overlapped two objects; recorded
-                    unstable.append(init_index)
-                    continue
-                except Exception as err:  # an expert crash loses this demo only; it is reported
-                    print(
-                        f"{suite} task {task_id} init {init_index}: expert failed with {type(err).__name__}: {err}"
-                    )
-                    failed.append(init_index)
-                    continue
-                if rollout.success:
-                    rollouts.append(rollout)
-                    dart_used.append(rollout.dart_std)
-                else:
-                    failed.append(init_index)
-            attrs = _env_info(env, config)
+            inits = range(first, config.episodes if sampled else min(config.episodes, len(env.init_states)))
+            new, outcome = _roll_out(
+                env, config, inits, desc=f"{suite} task {task_id} rollouts", progress=progress
+            )
+            attrs = _env_info(env, config) if old_attrs is None else old_attrs
+            names, kinds = [obj.name for obj in env.objects], list(env.object_kinds)
+        rollouts = old_rollouts + new
         if not rollouts:
             raise RuntimeError(
-                f"the expert solved none of {len(episodes)} episodes of {suite} task {task_id} ({task.name}); "
-                "no demonstration file written. Check the expert on this task with scripts/measure_experts.py"
+                f"the expert solved none of {len(inits) * config.repeats} episodes of {suite} task {task_id} "
+                f"({task.name}); no demonstration file written. Check the expert on this task with "
+                "scripts/measure_experts.py"
             )
+        for key, values in outcome.items():  # an extended file keeps the record of both runs
+            attrs[key] = json.dumps(json.loads(attrs.get(key, "[]")) + values)
         attrs.update(
             {
                 "generator": "rsdlib scripted expert",
                 "code_version": _code_version(),
                 "generation_config": json.dumps(asdict(config), default=str),
-                "num_attempted": len(inits),
-                "failed_init_indices": json.dumps(failed),
+                "num_attempted": inits.stop,
                 "start": config.start,
-                "starts_on_benchmark_refused": json.dumps(coincided),
-                "starts_unstable_refused": json.dumps(unstable),
-                "dart_std_kept": json.dumps(dart_used),
-                "object_names": json.dumps([obj.name for obj in env.objects]),
-                "object_kinds": json.dumps(list(env.object_kinds)),
+                "object_names": json.dumps(names),
+                "object_kinds": json.dumps(kinds),
                 "has_images": False,
             }
         )
         write_demo_file(path, [(r, {}) for r in rollouts], attrs)
         report.update(
-            attempted=len(inits), failed_init_indices=failed, rollout_s=round(time.perf_counter() - start, 1)
+            attempted=len(inits),
+            failed_init_indices=outcome["failed_init_indices"],
+            rollout_s=round(time.perf_counter() - start, 1),
         )
+        if old_attrs is not None:
+            report["extended_from"] = first
     if images and (rerender_images or not bool(attrs.get("has_images", True))):
         start = time.perf_counter()
         demos = []
@@ -511,6 +497,65 @@ def generate_task(
         skipped=skipped,
     )
     return report
+
+
+def _why_not_extend(attrs: dict[str, Any], config: DemoConfig) -> str | None:
+    """Why a file's rollouts cannot be followed by more made with ``config`` (None: they can).
+    Extending needs sampled starts (indexed, so new ones never repeat old ones), no images yet,
+    and the same generation settings apart from how many starts."""
+    if attrs.get("start") != "sampled" or config.start != "sampled":
+        return "only files of sampled starts are extended"
+    if bool(attrs.get("has_images", False)):
+        return "it holds camera images (extend the stage-1 file, then render)"
+    try:
+        theirs = json.loads(attrs["generation_config"])
+    except (KeyError, ValueError):
+        return "it does not record how it was generated"
+    mine = json.loads(json.dumps(asdict(config), default=str))
+    changed = sorted(
+        k for k in theirs.keys() | mine.keys() if k != "episodes" and theirs.get(k) != mine.get(k)
+    )
+    return f"it was generated with other settings ({', '.join(changed)})" if changed else None
+
+
+def _roll_out(
+    env, config: DemoConfig, inits: range, *, desc: str, progress: bool
+) -> tuple[list[Rollout], dict]:
+    """The expert's successful rollouts from starts ``inits`` (each ``config.repeats`` times), and
+    what became of the others: failed, refused as a benchmark init state, refused as unstable,
+    and the DART noise each kept demo got (the lists a file's attributes record)."""
+    task = env.task
+    expert = ScriptedExpert(ExpertConfig.with_noise(config.noise_std, config.waypoint_noise))
+    rollouts = []
+    outcome = {
+        "failed_init_indices": [],
+        "starts_on_benchmark_refused": [],
+        "starts_unstable_refused": [],
+        "dart_std_kept": [],
+    }
+    episodes = [(i, r) for i in inits for r in range(config.repeats)]
+    for init_index, repeat in progress_bar(episodes, desc=desc, disable=not progress, leave=False):
+        seed = episode_seed(config.seed, task.suite, task.task_id, init_index, repeat)
+        try:
+            rollout = _noisy_rollout(env, expert, config, init_index, seed, repeat)
+        except HeldOutError:  # never train where the evaluation starts; recorded, not hidden
+            outcome["starts_on_benchmark_refused"].append(init_index)
+            continue
+        except UnstableStartError:  # LIBERO's sampler overlapped two objects; recorded
+            outcome["starts_unstable_refused"].append(init_index)
+            continue
+        except Exception as err:  # an expert crash loses this demo only; it is reported
+            print(
+                f"{task.suite} task {task.task_id} init {init_index}: expert failed with {type(err).__name__}: {err}"
+            )
+            outcome["failed_init_indices"].append(init_index)
+            continue
+        if rollout.success:
+            rollouts.append(rollout)
+            outcome["dart_std_kept"].append(rollout.dart_std)
+        else:
+            outcome["failed_init_indices"].append(init_index)
+    return rollouts, outcome
 
 
 def _noisy_rollout(env, expert, config: DemoConfig, init_index: int, seed: int, repeat: int) -> Rollout:

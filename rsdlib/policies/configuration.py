@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rsdlib.actions import ACTION_DIM
 from rsdlib.observations import MODALITIES, OBJECT_DIM, PROPRIO_DIM
+from rsdlib.policies.proprio import ORIENTATIONS, proprio_feature_dim
 
 if TYPE_CHECKING:
     from rsdlib.tokenizers.base import ActionTokenizer
@@ -49,9 +50,14 @@ class TrunkConfig:
         object_kinds: ``lowdim``: the object kinds it knows (each gets a learned embedding).
         max_objects: ``lowdim``: object tokens in the prefix (fewer are padded).
         observation_stats: ``lowdim``: ``object_mean``/``object_std`` (OBJECT_DIM each) and
-            ``proprio_mean``/``proprio_std`` of the training data; the trunk standardises its
-            inputs with them (positions vary by centimetres around offsets of a metre: raw, a
-            small network resolves them slowly). Empty: inputs as they come.
+            ``proprio_mean``/``proprio_std`` (of the proprio features, see ``proprio_orientation``)
+            of the training data; the trunk standardises its inputs with them (positions vary by
+            centimetres around offsets of a metre: raw, a small network resolves them slowly).
+            Empty: inputs as they come.
+        proprio_orientation: how the trunk reads the eef orientation in proprio:
+            ``"axis_angle"`` as it comes (discontinuous where LIBERO's gripper points: the default
+            only because checkpoints made before this option lack the field) or ``"rot6d"``
+            (rotation-matrix columns; what ``prepare`` picks): see :mod:`rsdlib.policies.proprio`.
     """
 
     hidden_size: int = 128
@@ -72,8 +78,13 @@ class TrunkConfig:
     object_kinds: tuple[str, ...] = ()
     max_objects: int = 0
     observation_stats: dict[str, Any] = field(default_factory=dict)
+    proprio_orientation: str = "axis_angle"
 
     def __post_init__(self) -> None:
+        if self.proprio_orientation not in ORIENTATIONS:
+            raise ValueError(
+                f"TrunkConfig.proprio_orientation ({self.proprio_orientation!r}) must be one of {ORIENTATIONS}"
+            )
         if self.kind not in ("llama", "llava"):
             raise ValueError(f"TrunkConfig.kind ({self.kind!r}) must be 'llama' or 'llava'")
         if self.modality not in MODALITIES:
@@ -81,7 +92,8 @@ class TrunkConfig:
         object.__setattr__(self, "object_kinds", tuple(str(k) for k in self.object_kinds))
         object.__setattr__(self, "observation_stats", json.loads(json.dumps(self.observation_stats)))
         sizes = {"object_mean": OBJECT_DIM, "object_std": OBJECT_DIM}
-        sizes |= {"proprio_mean": self.proprio_dim, "proprio_std": self.proprio_dim}
+        features = proprio_feature_dim(self.proprio_dim, self.proprio_orientation)
+        sizes |= {"proprio_mean": features, "proprio_std": features}
         wrong = {k: len(v) for k, v in self.observation_stats.items() if len(v) != sizes.get(k, -1)}
         if wrong or (self.observation_stats and set(self.observation_stats) != set(sizes)):
             raise ValueError(

@@ -29,6 +29,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaModel
 from rsdlib.observations import OBJECT_DIM
 from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.processor import ObservationBatch
+from rsdlib.policies.proprio import proprio_feature_dim, proprio_features
 
 PREFIX_BLOCK = -1
 
@@ -323,7 +324,8 @@ class LlamaTrunk(Trunk):
             nn.init.normal_(self.camera_embed, std=0.02)
         self.word_embed = nn.Embedding(len(config.instruction_vocab) + 2, D)
         self.word_pos_embed = nn.Parameter(torch.zeros(config.max_instruction_tokens, D))
-        self.proprio_proj = nn.Linear(config.proprio_dim, D) if config.proprio_dim else None
+        features = proprio_feature_dim(config.proprio_dim, config.proprio_orientation)
+        self.proprio_proj = nn.Linear(features, D) if config.proprio_dim else None
         nn.init.normal_(self.word_pos_embed, std=0.02)
         self.llama_config = LlamaConfig(
             vocab_size=1,
@@ -347,7 +349,8 @@ class LlamaTrunk(Trunk):
         observed, observed_valid = self._embed_observed(obs)  # (B, O, D), (B, O)
         parts, valid = [observed, words], [observed_valid, obs.instruction_mask]
         if self.proprio_proj is not None:
-            proprio = self._standardise(obs.proprio, "proprio")
+            proprio = proprio_features(obs.proprio, self.config.proprio_orientation)
+            proprio = self._standardise(proprio, "proprio")
             parts.append(self.proprio_proj(proprio)[:, None])  # (B, 1, D)
             valid.append(torch.ones(words.shape[0], 1, dtype=torch.bool, device=words.device))
         return torch.cat(parts, dim=1), torch.cat(valid, dim=1)  # (B, P, D), (B, P)

@@ -20,6 +20,7 @@ from transformers import DynamicCache, LlavaConfig, LlavaModel
 
 from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.processor import ObservationBatch
+from rsdlib.policies.proprio import proprio_feature_dim, proprio_features
 from rsdlib.policies.trunk import Trunk, cache_kwarg
 
 #: CLIP's input normalisation (LLaVA's image processor default).
@@ -61,7 +62,8 @@ class LlavaTrunk(Trunk):
         self.camera_embed = nn.Parameter(torch.randn(config.num_cameras, self.image_tokens, D) * 0.02)
         self.word_embed = nn.Embedding(len(config.instruction_vocab) + 2, D)
         self.word_pos_embed = nn.Parameter(torch.randn(config.max_instruction_tokens, D) * 0.02)
-        self.proprio_proj = nn.Linear(config.proprio_dim, D) if config.proprio_dim else None
+        features = proprio_feature_dim(config.proprio_dim, config.proprio_orientation)
+        self.proprio_proj = nn.Linear(features, D) if config.proprio_dim else None
         self.prefix_length = (
             config.num_cameras * self.image_tokens
             + config.max_instruction_tokens
@@ -93,7 +95,9 @@ class LlavaTrunk(Trunk):
             obs.instruction_mask,
         ]
         if self.proprio_proj is not None:
-            parts.append(self.proprio_proj(obs.proprio)[:, None])
+            parts.append(
+                self.proprio_proj(proprio_features(obs.proprio, self.config.proprio_orientation))[:, None]
+            )
             valid.append(torch.ones(B, 1, dtype=torch.bool, device=words.device))
         return torch.cat(parts, dim=1), torch.cat(valid, dim=1)
 

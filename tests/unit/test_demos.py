@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -180,7 +181,7 @@ def test_generated_demo_replays_to_success(tmp_path):
     np.testing.assert_array_equal(
         read_demo(fixed["path"], "demo_0")["obs"]["agentview_rgb"], demo["obs"]["agentview_rgb"]
     )
-    with pytest.raises(DemoFileError, match="from 1 init states, fewer than the 2"):
+    with pytest.raises(DemoFileError, match="from 1 init states, fewer than the 2.*holds camera images"):
         generate_task(SUITE, 0, DemoConfig(episodes=2, protocol=config.protocol), root=tmp_path)
     with h5py.File(report["path"], "r") as f:
         group = f["data/demo_0"]
@@ -198,3 +199,55 @@ def test_generated_demo_replays_to_success(tmp_path):
         for action in executed:
             _, done, _ = env.step(action)
         assert done, "replaying the executed actions from the sampled start must reach the goal"
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_asking_for_more_sampled_starts_extends_a_file_as_one_run_would_have_made_it(tmp_path):
+    """1 start, then 2: the file keeps demo_0 and adds the start one run of 2 would have made."""
+    from rsdlib.libero.demos import DemoConfig, generate_task
+    from rsdlib.libero.protocol import Protocol
+
+    protocol = Protocol(camera_resolution=32)
+    generate_task(SUITE, 0, DemoConfig(episodes=1, protocol=protocol), root=tmp_path / "a", images=False)
+    grown = generate_task(
+        SUITE, 0, DemoConfig(episodes=2, protocol=protocol), root=tmp_path / "a", images=False
+    )
+    whole = generate_task(
+        SUITE, 0, DemoConfig(episodes=2, protocol=protocol), root=tmp_path / "b", images=False
+    )
+    assert (grown["attempted"], grown["extended_from"], grown["kept"]) == (1, 1, whole["kept"])
+    for name in ("demo_0", "demo_1"):
+        mine, theirs = read_demo(grown["path"], name), read_demo(whole["path"], name)
+        np.testing.assert_array_equal(mine["actions"], theirs["actions"])
+        np.testing.assert_array_equal(mine["states"], theirs["states"])
+    with h5py.File(grown["path"], "r") as f:
+        assert int(f["data"].attrs["num_attempted"]) == 2
+        assert [int(f[f"data/demo_{i}"].attrs["sample_index"]) for i in (0, 1)] == [0, 1]
+        assert len(json.loads(f["data"].attrs["dart_std_kept"])) == 2
+    with pytest.raises(DemoFileError, match="other settings \\(dart_std\\)"):
+        generate_task(
+            SUITE,
+            0,
+            DemoConfig(episodes=3, dart_std=0.05, protocol=protocol),
+            root=tmp_path / "a",
+            images=False,
+        )
+
+
+def test_a_data_curve_reads_the_first_demos_of_each_task(tmp_path):
+    for t, task in enumerate(("pick_the_bowl", "place_the_cup")):
+        write_task(tmp_path, task, [12, 15, 11, 14, 13], seed=t, images=False)
+    data = load_demos(
+        SUITE, root=tmp_path, rng=np.random.default_rng(0), val_fraction=0.34, max_per_task=3, images=False
+    )
+    refs = data.train.refs + data.val.refs
+    assert sorted((Path(r.path).name, r.demo) for r in refs) == sorted(
+        (f"{task}_demo.hdf5", f"demo_{i}") for task in ("pick_the_bowl", "place_the_cup") for i in range(3)
+    )
+    assert {Path(r.path).name for r in data.val.refs} == {
+        "pick_the_bowl_demo.hdf5",
+        "place_the_cup_demo.hdf5",
+    }
+    with pytest.raises(ValueError, match="max_per_task"):
+        load_demos(SUITE, root=tmp_path, rng=np.random.default_rng(0), max_per_task=0)

@@ -15,7 +15,7 @@ from rsdlib.experiments.benchmark import ModelSet, latency_rows, quality_rows
 from rsdlib.experiments.cards import write_cards
 from rsdlib.experiments.comparison import chunk_stats, policy_from_spec
 from rsdlib.experiments.distill import distill_head_drafter
-from rsdlib.experiments.prepare import prepare
+from rsdlib.experiments.prepare import prepare, stale_reason
 from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, model_config, train_models
 from rsdlib.experiments.validation import layer_accuracy
 from rsdlib.libero.dataset import load_demos
@@ -290,6 +290,10 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
     info = json.loads((prepared / "prepared.json").read_text())
     assert (info["modality"], info["starts"], info["max_objects"]) == ("lowdim", "sampled", 3)
     assert info["object_kinds"] == ["akita_black_bowl", "plate"] and info["image_size"] is None
+    assert info["proprio_orientation"] == "rot6d" and len(info["observation_stats"]["proprio_mean"]) == 11
+    # The recipe reuses a prepared folder only while it is what prepare would make now.
+    assert stale_reason(prepared, SUITE, tmp_path / "demos", None) is None
+    assert "demos per task" in stale_reason(prepared, SUITE, tmp_path / "demos", 3)
     assert PackedChunks.load(prepared / "train.npz").images is None
     sizes = replace(LOWDIM_SIZES, main=TINY_TRUNK, tiny=TINY_TRUNK, head_hidden=16, head_blocks=1)
     schedules = {m: Schedule(steps=3, batch_size=4, warmup_steps=1, eval_every=0) for m in MODELS}
@@ -315,6 +319,9 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
         actions[method] = policy.act(obs).actions
         assert np.all(np.isfinite(actions[method])), method
     np.testing.assert_array_equal(actions["rsd_head:g2:exact"], actions["rfsq_ar"])
+    assert policy_from_spec("rfsq_ar", tmp_path / "models").model.config.trunk.proprio_orientation == "rot6d"
+    write_task(tmp_path / "demos", "open_the_drawer", [12, 13], seed=9, images=False, objects=True)
+    assert "changed" in stale_reason(prepared, SUITE, tmp_path / "demos", None)
 
 
 def test_training_data_labels_old_folders_as_trained_on_the_evaluation_init_states():
