@@ -159,6 +159,12 @@ class LearnedPolicy(EnvPolicy):
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "device": str(self.model.device),
             **{f"{k}_path": v for k, v in self.sources.items()},
+            # Reopening a run with other weights under the same path is refused (new_run compares configs).
+            **{
+                f"{k}_weights": checkpoints.weights_digest(v)
+                for k, v in self.sources.items()
+                if (Path(v) / checkpoints.WEIGHTS).is_file()
+            },
         }
 
     # -- internals ------------------------------------------------------------------------------

@@ -218,6 +218,17 @@ def _read_weights(w_file: Path, cfg_file: Path) -> tuple[dict[str, torch.Tensor]
     return tensors, header
 
 
+def weights_digest(path: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a checkpoint's weights file: which weights a
+    result came from (a folder's path alone does not say: a recipe rewrites it)."""
+    import hashlib
+
+    w_file = Path(path) / WEIGHTS
+    if not w_file.is_file():
+        raise CheckpointError(f"{path} holds no {WEIGHTS}")
+    return hashlib.sha256(w_file.read_bytes()).hexdigest()[:16]
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The checkpoint's ``config.json`` as a dict (checked for format and kind)."""
     file = Path(path) / CONFIG

@@ -288,3 +288,18 @@ def test_chunk_diagnostics_of_a_plain_trace(main):
     d = chunk_diagnostics(trace)
     assert d["layer_kinds"] == ["plain"] * L and "preprocess_ms" not in d
     assert d["latency_ms"]["total"] == pytest.approx(1000 * trace.timings["total"], abs=1e-3)
+
+
+def test_a_run_folder_refuses_episodes_from_other_weights_under_the_same_path(tmp_path, main, small):
+    """A recipe rewrites checkpoints in place: resuming an evaluation must not mix two models."""
+    from rsdlib.results import new_run
+
+    main_dir = save(main, tmp_path / "main")
+    config = from_checkpoint(main_dir, "rfsq_ar", tokenizer=FakeRFSQ()).config()
+    run = new_run("libero_eval", config, run="r", root=tmp_path / "results")
+    assert new_run("libero_eval", config, run="r", root=tmp_path / "results") == run  # the same: resumes
+    save(small, tmp_path / "main")  # other weights, same folder
+    retrained = from_checkpoint(main_dir, "rfsq_ar", tokenizer=FakeRFSQ()).config()
+    assert retrained["checkpoint_weights"] != config["checkpoint_weights"]
+    with pytest.raises(ValueError, match="different config"):
+        new_run("libero_eval", retrained, run="r", root=tmp_path / "results")
