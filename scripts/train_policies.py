@@ -68,6 +68,7 @@ def main() -> None:
     lo.add_argument(
         "--demos-per-task", type=int, default=None, help="the first N demos of each task (data curve)"
     )
+    lo.add_argument("--steps", type=int, default=None, help="fixed steps per model instead of its minutes")
     lo.add_argument("--prepared", default=None, help="default: build/prepared/<suite>_lowdim")
     lo.add_argument(
         "--models", nargs="*", default=None, choices=MODELS, help="default: every model of the recipe"
@@ -115,7 +116,7 @@ def main() -> None:
         minutes = None if args.models is None else {m: LOWDIM_MINUTES[m] for m in args.models}
         record = train_lowdim_suite(
             args.suite, demos_root=args.demos_root, out=args.out, prepared_dir=args.prepared, minutes=minutes,
-            scale=args.scale, max_per_task=args.demos_per_task, device=args.device,
+            scale=args.scale, max_per_task=args.demos_per_task, steps=args.steps, device=args.device,
         )  # fmt: skip
         print(json.dumps(record, indent=1))
     elif args.stage == "distill":

@@ -78,6 +78,8 @@ def write_cards(
                 "modality": info.get("modality", "rgb"),
                 "starts": training_starts(info),
                 "training_data": training_data_label(info),
+                "proprio_orientation": info.get("proprio_orientation", "axis_angle"),
+                "demos_per_task": info.get("max_per_task") or "all",
             },  # fmt: skip
             "training": training,
             "validation": metrics,
@@ -128,6 +130,11 @@ def _generation_lines(gen: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _per_task(info: dict[str, Any]) -> str:
+    cap = info.get("max_per_task")
+    return f", the first {cap} demonstrations of each task" if cap else ""
+
+
 def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
     """A README table of the cards: parameters, steps, wall time, device, validation metrics."""
     layers = info["actions"]["num_layers"]
@@ -141,7 +148,8 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
         "",
         f"Trained on the scripted-expert demonstrations of {info['suite']} "
         f"({info['splits']['train']['episodes']} training and {info['splits']['val']['episodes']} validation "
-        f"episodes, split by episode; a chunk starting every {info['stride']} steps; {observed}). "
+        f"episodes{_per_task(info)}, split by episode; a chunk starting every {info['stride']} steps; "
+        f"{observed}; proprio orientation read as {info.get('proprio_orientation', 'axis_angle')}). "
         "Regenerate with `scripts/train_policies.py` (see the main README). Metrics are on the validation "
         "episodes: token accuracy is teacher-forced (the true coarser layers given), action MAE is the "
         "mean absolute error of the greedy decoded chunk in environment units.",

@@ -58,6 +58,7 @@ def train_lowdim_suite(
     minutes: dict[str, float] | None = None,
     scale: float = 1.0,
     max_per_task: int | None = None,
+    steps: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -71,6 +72,8 @@ def train_lowdim_suite(
         minutes: training minutes per model (default :data:`LOWDIM_MINUTES`).
         scale: multiplies every model's minutes (a quick run: 0.1).
         max_per_task: train on the first this many demos of each task (a data curve's point).
+        steps: train every model for this many steps instead of its minutes (a data curve holds
+            the optimisation fixed and varies only the data).
 
     Returns:
         The recipe record (also written to ``<out>/recipe.json``): seconds per stage and model.
@@ -91,7 +94,10 @@ def train_lowdim_suite(
             progress=progress,
         )  # fmt: skip
     record["prepare_s"] = round(time.perf_counter() - start, 1)
-    schedules = {name: replace(LOWDIM_SCHEDULE, minutes=m) for name, m in budget.items()}
+    schedules = {
+        name: replace(LOWDIM_SCHEDULE, steps=steps) if steps else replace(LOWDIM_SCHEDULE, minutes=m)
+        for name, m in budget.items()
+    }
     record["train_s"] = train_models(
         prepared_dir, out, models=[m for m in MODELS if m in budget], schedules=schedules,
         device=device, progress=progress,
