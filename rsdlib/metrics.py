@@ -65,3 +65,45 @@ def summarize_by(records: Iterable[Mapping[str, Any]], keys: tuple[str, ...]) ->
         {**dict(zip(keys, group, strict=True)), **success_summary(sum(flags), len(flags))}
         for group, flags in sorted(groups.items())
     ]
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: how surprising ``only_a`` against ``only_b`` discordant
+    pairs are if neither method is better (a fair coin over the discordant episodes)."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a} and {only_b}")
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_outcomes(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Two methods' episode records compared on the episodes both ran (same suite, task, init
+    state and repeat, so the same start and seed).
+
+    Same episodes make a sharper test than two intervals: ``only_a`` and ``only_b`` count the
+    episodes one method solved and the other did not, and ``p_mcnemar`` is the exact McNemar
+    test on them. ``same_steps`` and ``same_chunks`` count episodes that also took as many env
+    steps and chunks (a lossless method reproducing another shows ``n`` in all three).
+    """
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        return (r["suite"], r["task_id"], r["init_index"], r.get("repeat", 0))
+
+    theirs = {key(r): r for r in b}
+    pairs = [(r, theirs[key(r)]) for r in a if key(r) in theirs]
+    only_a = sum(bool(x["success"]) and not y["success"] for x, y in pairs)
+    only_b = sum(bool(y["success"]) and not x["success"] for x, y in pairs)
+    return {
+        "n": len(pairs),
+        "successes_a": sum(bool(x["success"]) for x, _ in pairs),
+        "successes_b": sum(bool(y["success"]) for _, y in pairs),
+        "only_a": only_a,
+        "only_b": only_b,
+        "same_outcome": len(pairs) - only_a - only_b,
+        "same_steps": sum(x["success"] == y["success"] and x["steps"] == y["steps"] for x, y in pairs),
+        "same_chunks": sum(x.get("chunks") == y.get("chunks") for x, y in pairs),
+        "p_mcnemar": mcnemar_exact_p(only_a, only_b),
+    }

@@ -14,7 +14,9 @@ sampling as ``@<temperature>``. Each goes to ``<results>/libero_eval/<suite>-<me
 (``<suite>-lowdim-<method>/`` for lowdim models, whose episodes run without rendering)
 (``episodes.jsonl``, ``metrics.json``, videos of failures); re-running with more episodes adds
 only the missing ones. Prints one summary line per
-method (success with a 95% Wilson interval, mean chunk latency, main passes per chunk).
+method (success with a 95% Wilson interval, mean chunk latency, main passes per chunk) and, for
+each method after the first, a paired comparison with the first on the same episodes (episodes
+only one of them solved, exact McNemar p, episodes with the same steps and chunks).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
 from rsdlib.experiments.comparison import chunk_stats, eval_options, policy_from_spec, run_name, run_prefix
 from rsdlib.experiments.prepare import read_prepared
 from rsdlib.libero.evaluate import evaluate, format_table
+from rsdlib.metrics import paired_outcomes
 from rsdlib.paths import repo_path
 from rsdlib.results import new_run
 
@@ -57,6 +60,7 @@ def main() -> None:
     info = read_prepared(models)
     options = eval_options(info, video=args.video)
     prefix = run_prefix(info)
+    first = None  # the first method's records: every other method is compared with it, paired
     for method in args.methods:
         policy = policy_from_spec(method, models)
         config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
@@ -80,6 +84,10 @@ def main() -> None:
         line = {"method": str(method), "successes": suite["successes"], "n": suite["n"], "rate": suite["rate"],
                 "ci": [suite["ci_low"], suite["ci_high"]], "errors": result.summary["errors"]}  # fmt: skip
         print(json.dumps(line | chunk_stats(result.records)))
+        if first is None:
+            first = (str(method), result.records)
+        else:  # the same episodes (starts and seeds): a paired test says more than two intervals
+            print(json.dumps({"paired": [first[0], str(method)]} | paired_outcomes(first[1], result.records)))
 
 
 if __name__ == "__main__":
