@@ -27,21 +27,22 @@ from rsdlib.experiments.train_models import MODELS, Schedule, train_models
 from rsdlib.paths import REPO_ROOT
 from rsdlib.results import describe_device, write_json
 
-#: Training minutes per model on a 2-core CPU: 50 in all, so that preparing (about 5 minutes),
-#: training, distilling the head drafter and the cards fit in an hour. The main policy gets the
-#: most: everything rests on it.
+#: Training minutes per model on a 2-core CPU: 45 in all, so that preparing (3 minutes for 200
+#: demos per task), training, distilling the head drafter (5) and the cards (3) fit in an hour.
+#: The main policy gets the most: everything rests on it. (The run of 2026-11-30 on 200 demos per
+#: task had 50 minutes, no loop overhead in its step counts, and took 77.)
 LOWDIM_MINUTES = {
     "rfsq_ar": 26.0,
-    "rfsq_parallel": 5.0,
-    "l1_regression": 5.0,
-    "fast_ar": 6.0,
-    "tiny_policy": 2.0,
-    "head_drafter": 4.0,
-    "depth_head": 2.0,
+    "rfsq_parallel": 4.0,
+    "l1_regression": 4.0,
+    "fast_ar": 5.0,
+    "tiny_policy": 1.5,
+    "head_drafter": 3.0,
+    "depth_head": 1.5,
 }
-#: Steps of distilling the head drafter on the main policy's greedy tokens (batch 256; a few
-#: minutes on a 2-core CPU, most of it decoding every training chunk once).
-DISTILL_STEPS = 1500
+#: Steps of distilling the head drafter on the main policy's greedy tokens (batch 256; about 5
+#: minutes on a 2-core CPU: 3.3 decoding every training chunk once, 2 training).
+DISTILL_STEPS = 1000
 #: Optimisation of every lowdim model; its minutes come from :data:`LOWDIM_MINUTES`. A short
 #: run on a small trunk takes a higher peak learning rate than the rgb recipe's 3e-4.
 LOWDIM_SCHEDULE = Schedule(lr=6e-4, batch_size=128, warmup_steps=200, eval_every=500)
