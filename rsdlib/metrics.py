@@ -67,6 +67,12 @@ def summarize_by(records: Iterable[Mapping[str, Any]], keys: tuple[str, ...]) ->
     ]
 
 
+def record_key(record: Mapping[str, Any]) -> tuple[str, int, int, int]:
+    """Which episode a record is, as :attr:`rsdlib.libero.evaluate.EpisodeSpec.key`: suite, task,
+    init state, repeat (records from before repeats lack one: 0)."""
+    return (record["suite"], record["task_id"], record["init_index"], record.get("repeat", 0))
+
+
 def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value: how surprising ``only_a`` against ``only_b`` discordant
     pairs are if neither method is better (a fair coin over the discordant episodes)."""
@@ -88,12 +94,8 @@ def paired_outcomes(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any
     test on them. ``same_steps`` and ``same_chunks`` count episodes that also took as many env
     steps and chunks (a lossless method reproducing another shows ``n`` in all three).
     """
-
-    def key(r: Mapping[str, Any]) -> tuple:
-        return (r["suite"], r["task_id"], r["init_index"], r.get("repeat", 0))
-
-    theirs = {key(r): r for r in b}
-    pairs = [(r, theirs[key(r)]) for r in a if key(r) in theirs]
+    theirs = {record_key(r): r for r in b}
+    pairs = [(r, theirs[record_key(r)]) for r in a if record_key(r) in theirs]
     only_a = sum(bool(x["success"]) and not y["success"] for x, y in pairs)
     only_b = sum(bool(y["success"]) and not x["success"] for x, y in pairs)
     return {

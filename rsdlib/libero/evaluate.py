@@ -38,7 +38,7 @@ from rsdlib.libero.policy import EnvPolicy, EpisodeContext, as_output
 from rsdlib.libero.preflight import check_episodes, check_requirements, suite_names
 from rsdlib.libero.protocol import Protocol
 from rsdlib.libero.scene import Scene
-from rsdlib.metrics import success_summary, summarize_by
+from rsdlib.metrics import record_key, success_summary, summarize_by
 from rsdlib.results import git_sha, to_jsonable, write_json
 from rsdlib.seeding import episode_seed
 
@@ -60,11 +60,6 @@ class EpisodeSpec:
     @property
     def key(self) -> tuple[str, int, int, int]:
         return (self.suite, self.task_id, self.init_index, self.repeat)
-
-
-def record_key(record: dict[str, Any]) -> tuple[str, int, int, int]:
-    """The :attr:`EpisodeSpec.key` of an episode record (records from before repeats lack one: 0)."""
-    return (record["suite"], record["task_id"], record["init_index"], record.get("repeat", 0))
 
 
 @dataclass(frozen=True)

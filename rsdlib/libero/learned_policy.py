@@ -82,6 +82,13 @@ class LearnedPolicy(EnvPolicy):
         self.rule = self.decoder.rule
         self.name = name or str(self.spec)
         self.sources = dict(sources or {})
+        # Which weights each source held, read once: reopening a run with other weights under the
+        # same path is refused (new_run compares configs).
+        self._weights = {
+            f"{k}_weights": checkpoints.weights_digest(v)
+            for k, v in self.sources.items()
+            if (Path(v) / checkpoints.WEIGHTS).is_file()
+        }
         self._context: EpisodeContext | None = None
         self._generator: torch.Generator | None = None
         self._history = DepthHistory()  # what a depth monitor remembers of the episode's chunks
@@ -159,12 +166,7 @@ class LearnedPolicy(EnvPolicy):
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "device": str(self.model.device),
             **{f"{k}_path": v for k, v in self.sources.items()},
-            # Reopening a run with other weights under the same path is refused (new_run compares configs).
-            **{
-                f"{k}_weights": checkpoints.weights_digest(v)
-                for k, v in self.sources.items()
-                if (Path(v) / checkpoints.WEIGHTS).is_file()
-            },
+            **self._weights,
         }
 
     # -- internals ------------------------------------------------------------------------------
