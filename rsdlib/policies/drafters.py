@@ -110,8 +110,13 @@ class HeadDrafter(nn.Module, Drafter):
         scores = scores.masked_fill(~prefix_valid[:, None, :], float("-inf"))
         return torch.einsum("bnp,bph->bnh", scores.softmax(-1), kv)  # (B, N, H)
 
-    def layer_logits(self, pooled: torch.Tensor, layer: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, N, V)`` of ``layer`` ``(B,)`` given layer-1's tokens ``prev`` ``(B, N)``."""
+    def layer_logits(
+        self, pooled: torch.Tensor, layer: torch.Tensor, prev: torch.Tensor, *, gathered: bool = False
+    ) -> torch.Tensor:
+        """Logits ``(B, N, V)`` of ``layer`` ``(B,)`` given layer-1's tokens ``prev`` ``(B, N)``.
+
+        ``gathered``: always gather each item's output weights, never asking the host whether the
+        batch shares one layer (no sync: the fixed-shape path, :mod:`rsdlib.decoding.graphed`)."""
         layer = layer.clamp(0, self.L - 1)
         prev_layer = (layer - 1).clamp(min=0)
         emb = self.token_embed(prev + (prev_layer * self.V)[:, None])  # (B, N, H)
@@ -120,7 +125,7 @@ class HeadDrafter(nn.Module, Drafter):
         for block in self.blocks:
             x = x + block(x)
         x = self.norm(x)
-        if bool((layer == layer[0]).all()):  # one layer for the whole batch: no weight gather
+        if not gathered and bool((layer == layer[0]).all()):  # one layer for the batch: no weight gather
             return x @ self.out_weight[layer[0]] + self.out_bias[layer[0]]
         return torch.einsum("bnh,bhv->bnv", x, self.out_weight[layer]) + self.out_bias[layer][:, None]
 
@@ -169,6 +174,18 @@ class HeadDrafter(nn.Module, Drafter):
             out_q.append(q)
             prev = x
         return Draft(tokens=torch.stack(out_tokens, 1), q=torch.stack(out_q, 1))
+
+    def greedy_tokens(
+        self, pooled: torch.Tensor, committed: torch.Tensor, prev: torch.Tensor, gamma: int
+    ) -> torch.Tensor:
+        """``(B, gamma, N)`` greedy drafts of layers ``committed .. committed + gamma - 1`` after
+        layer ``committed - 1``'s tokens ``prev`` ``(B, N)``: what the ``exact`` rule reads and
+        nothing more (no q), without a host sync. Layers past L are padding."""
+        drafts = []
+        for g in range(gamma):
+            prev = self.layer_logits(pooled, committed + g, prev, gathered=True).argmax(-1)  # (B, N)
+            drafts.append(prev)
+        return torch.stack(drafts, 1)
 
 
 class PolicyDrafter(Drafter):

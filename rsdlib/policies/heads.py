@@ -128,6 +128,13 @@ class RFSQAutoregressive(Policy):
             out[rows] = flat_h[rows] @ self.out_weight[layer] + self.out_bias[layer]
         return out.reshape(B, k, N, self.V)
 
+    def block_outputs_gathered(self, hidden: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+        """:meth:`block_outputs` without reading block ids on the host: each block gathers its
+        layer's output weights. Fixed work and no sync, so a CUDA graph can hold it (the fixed-shape
+        path, :mod:`rsdlib.decoding.graphed`); the eager path keeps one matmul per layer present."""
+        b = block.clamp(0, self.L - 1)  # (B, k)
+        return torch.einsum("bknd,bkdv->bknv", hidden, self.out_weight[b]) + self.out_bias[b][:, :, None]
+
     def _positions(self, block: torch.Tensor) -> torch.Tensor:
         P = self.trunk.prefix_length
         j = torch.arange(self.N, device=block.device)

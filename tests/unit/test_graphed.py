@@ -1,0 +1,118 @@
+"""The fixed-shape path (rsdlib.decoding.graphed) decodes what the eager engine decodes.
+
+On a CPU the same step functions run without CUDA-graph capture, so these tests pin the
+algorithm (block slots, fixed rounds, commits); ``scripts/bench_graphed.py`` repeats the parity
+check on a GPU with the graphs before it times them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from fake_rfsq import observations, tiny_llava_policy, tiny_policy
+
+from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
+from rsdlib.decoding.graphed import GraphedDecoder
+from rsdlib.policies import HeadDrafter, HeadDrafterConfig, ReplayDrafter
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def main5():
+    """L = 5 layers, so rounds start at different layers and items fall out of step."""
+    return tiny_policy(seed=3, num_layers=5, num_latents=2, codebook_size=4, sharpen=3.0)
+
+
+@pytest.fixture(scope="module")
+def obs5(main5):
+    return main5.prepare(observations(6, seed=5))
+
+
+def head_for(policy, seed: int = 11) -> HeadDrafter:
+    torch.manual_seed(seed)
+    cfg = HeadDrafterConfig(trunk_hidden_size=16, hidden_size=8, num_blocks=1, actions=policy.config.actions)
+    return HeadDrafter(config=cfg).double().eval()
+
+
+def test_plain_decoding_equals_the_eager_engine(main5, obs5):
+    eager = decode_rfsq_ar(main5, obs5)
+    ours = GraphedDecoder(main5).plain(obs5)
+    assert torch.equal(ours.tokens, eager.tokens)
+    assert ours.main_passes.tolist() == [t.main_passes for t in eager.traces] == [4] * 6
+
+
+@pytest.mark.parametrize("gamma", [1, 2, 3, 4, 6])
+def test_exact_rsd_with_the_head_equals_the_eager_engine_token_and_pass_for_pass(main5, obs5, gamma):
+    head = head_for(main5)
+    eager = speculative_decode(main5, head, obs5, rule=make_rule("exact"), gamma=gamma)
+    ours = GraphedDecoder(main5, head, gamma=gamma).rsd(obs5)
+    assert torch.equal(ours.tokens, decode_rfsq_ar(main5, obs5).tokens)
+    assert ours.main_passes.tolist() == [t.main_passes for t in eager.traces]
+
+
+@pytest.mark.parametrize("gamma", [1, 2, 3, 5])
+def test_replayed_drafts_wrong_at_different_layers_commit_like_the_eager_engine(main5, obs5, gamma):
+    """Item i's draft is wrong at layer i (item 5 is right everywhere): items accept different
+    numbers of layers per round, so they verify from different blocks in one pass."""
+    greedy = decode_rfsq_ar(main5, obs5).tokens
+    drafts = greedy.clone()
+    for i in range(5):
+        drafts[i, i] = (drafts[i, i] + 1) % 4
+    eager = speculative_decode(
+        main5, ReplayDrafter(tokens=drafts, codebook_size=4), obs5, rule=make_rule("exact"), gamma=gamma
+    )
+    ours = GraphedDecoder(main5, "replay", gamma=gamma).rsd(obs5, replay=drafts)
+    assert torch.equal(ours.tokens, greedy)
+    assert ours.main_passes.tolist() == [t.main_passes for t in eager.traces]
+    assert ours.main_passes[5] == math.ceil(4 / (gamma + 1))  # the oracle item
+
+
+def test_stale_slots_of_an_earlier_chunk_do_not_leak(main5, obs5):
+    """Slots are reused across chunks without clearing: a decoder that has just decoded other
+    observations must give what a fresh one gives."""
+    head = head_for(main5)
+    other = main5.prepare(observations(6, seed=99))
+    used = GraphedDecoder(main5, head, gamma=2)
+    used.rsd(other)
+    used.plain(other)
+    fresh = GraphedDecoder(main5, head, gamma=2)
+    assert torch.equal(used.rsd(obs5).tokens, fresh.rsd(obs5).tokens)
+    assert torch.equal(used.plain(obs5).tokens, decode_rfsq_ar(main5, obs5).tokens)
+
+
+def test_a_new_batch_size_gets_new_buffers(main5, obs5):
+    decoder = GraphedDecoder(main5, head_for(main5), gamma=2)
+    decoder.rsd(obs5)
+    one = main5.prepare(observations(1, seed=5))
+    assert torch.equal(decoder.rsd(one).tokens, decode_rfsq_ar(main5, one).tokens)
+    assert torch.equal(decoder.rsd(obs5).tokens[:1], decode_rfsq_ar(main5, one).tokens)
+
+
+def test_the_head_drafts_what_the_eager_head_drafts(main5, obs5):
+    """greedy_tokens (no q, no host sync) is the argmax of HeadDrafter.propose."""
+    head = head_for(main5)
+    state, _ = main5.prefix_and_first_block(obs5)
+    head.begin(obs=obs5, main_state=state)
+    tokens = torch.randint(0, 4, (6, 5, 2))
+    committed = torch.tensor([1, 2, 3, 4, 1, 2])
+    eager = head.propose(tokens=tokens, committed=committed, gamma=3, temperature=0.0, generator=None).tokens
+    prev = tokens[torch.arange(6), committed - 1]
+    assert torch.equal(head.greedy_tokens(head._pooled, committed, prev, 3), eager)
+
+
+def test_what_it_cannot_decode_is_refused_clearly(main5, obs5):
+    with pytest.raises(ValueError, match="llama trunk"):
+        GraphedDecoder(tiny_llava_policy())
+    with pytest.raises(ValueError, match="rfsq_ar policy"):
+        GraphedDecoder(tiny_policy("rfsq_parallel"))
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphedDecoder(main5, graphs=True)
+    with pytest.raises(ValueError, match="no drafter"):
+        GraphedDecoder(main5).rsd(obs5)
+    with pytest.raises(ValueError, match="replay= tokens exactly"):
+        GraphedDecoder(main5, "replay").rsd(obs5)
+    with pytest.raises(ValueError, match="drafter must be"):
+        GraphedDecoder(main5, ReplayDrafter(tokens=torch.zeros(1, 5, 2, dtype=torch.long), codebook_size=4))
