@@ -181,21 +181,47 @@ def predictions(
     return out
 
 
-def print_table(rows: list[dict[str, Any]], *, gamma: int) -> None:
-    labels = list(rows[0]["predicted_speedup"]) if rows else []
+def table_columns(labels: list[str]) -> list[str]:
     verify = [f"v{k}" for k in VERIFY_BLOCKS]
     head = ["size", "params", "dtype", "prefix", "pre+b0", "block", *verify, *(f"{v}/blk" for v in verify)]
-    head += [f"a={label}" for label in labels]
-    widths = [max(6, len(h)) for h in head]
-    print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
-    for r in rows:
-        p = {name: s["median_ms"] for name, s in r["passes"].items()}
-        cells = [r["size"], f"{r['params'] / 1e6:.1f}M", SHORT_DTYPE[r["dtype"]]]
-        cells += [f"{p[k]:.3f}" for k in ("prefix", "prefix+b0", "block")]
-        cells += [f"{p[f'verify {k}']:.3f}" for k in VERIFY_BLOCKS]
-        cells += [f"{p[f'verify {k}'] / p['block']:.2f}" for k in VERIFY_BLOCKS]
-        cells += [f"{r['predicted_speedup'][label][gamma]:.2f}x" for label in labels]
-        print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    return head + [f"a={label}" for label in labels]
+
+
+def print_row(r: dict[str, Any], *, labels: list[str], gamma: int) -> None:
+    """One row of the table, printed as soon as its size is measured (a long sweep shows progress,
+    and a run stopped at its time limit keeps what it measured)."""
+    widths = [max(6, len(h)) for h in table_columns(labels)]
+    p = {name: s["median_ms"] for name, s in r["passes"].items()}
+    cells = [r["size"], f"{r['params'] / 1e6:.1f}M", SHORT_DTYPE[r["dtype"]]]
+    cells += [f"{p[k]:.3f}" for k in ("prefix", "prefix+b0", "block")]
+    cells += [f"{p[f'verify {k}']:.3f}" for k in VERIFY_BLOCKS]
+    cells += [f"{p[f'verify {k}'] / p['block']:.2f}" for k in VERIFY_BLOCKS]
+    cells += [f"{r['predicted_speedup'][label][gamma]:.2f}x" for label in labels]
+    print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)), flush=True)
+
+
+def write_json(
+    args: argparse.Namespace, rows: list[dict[str, Any]], *, profiles, shipped: PolicyConfig
+) -> None:
+    """The sweep so far as JSON at ``args.out``."""
+    L = shipped.actions.num_layers
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "device": describe_device(args.device),
+        "device_info": device_info(),
+        "torch": torch.__version__,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "acceptance_profiles": {
+            "rates": profiles,
+            "note": "illustrative, not measured" if args.acceptance == list(DEFAULT_ACCEPTANCE) else "given",
+        },
+        "L": L,
+        "N": shipped.actions.num_latents,
+        "V": shipped.actions.codebook_size,
+        "prefix_tokens": shipped.trunk.prefix_length,
+        "results": rows,
+    }
+    args.out.write_text(json.dumps(doc, indent=1))
 
 
 def main() -> None:
@@ -256,10 +282,14 @@ def main() -> None:
         f"random weights; L={L} N={shipped.actions.num_latents} V={shipped.actions.codebook_size}, "
         f"prefix {shipped.trunk.prefix_length} tokens"
     )
+    labels = list(profiles)
+    print("  ".join(h.rjust(max(6, len(h))) for h in table_columns(labels)), flush=True)
     rows = []
     for size in sizes:
         for name in dtypes:
+            started = time.perf_counter()
             main_policy = build_main(shipped, size, device=args.device, dtype=DTYPES[name])
+            built = time.perf_counter() - started
             obs = main_policy.prepare(
                 val.batch(torch.tensor([0]), trunk_config=main_policy.config.trunk)["obs"]
             )
@@ -279,11 +309,14 @@ def main() -> None:
                     "predicted_speedup": predictions(passes, profiles, draft_ms=args.draft_ms),
                 }
             )  # fmt: skip
+            rows[-1]["seconds"] = {"build": built, "total": time.perf_counter() - started}
+            print_row(rows[-1], labels=labels, gamma=args.gamma)
+            if args.out:  # after every row: a sweep stopped at its time limit keeps what it measured
+                write_json(args, rows, profiles=profiles, shipped=shipped)
             del main_policy, obs
             gc.collect()
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-    print_table(rows, gamma=args.gamma)
     print(
         f"\nmedian ms (p90 in the JSON); vK: verify pass over K blocks; vK/blk: its cost over one block pass; "
         f"a=...: predicted RSD speedup at gamma={args.gamma} for these per-layer acceptance rates "
@@ -291,25 +324,6 @@ def main() -> None:
         f"plain = prefix+b0 + {L - 1} block passes, drafting {args.draft_ms} ms per round."
     )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "device": describe_device(args.device),
-            "device_info": device_info(),
-            "torch": torch.__version__,
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "acceptance_profiles": {
-                "rates": profiles,
-                "note": "illustrative, not measured"
-                if args.acceptance == list(DEFAULT_ACCEPTANCE)
-                else "given",
-            },
-            "L": L,
-            "N": shipped.actions.num_latents,
-            "V": shipped.actions.codebook_size,
-            "prefix_tokens": shipped.trunk.prefix_length,
-            "results": rows,
-        }
-        args.out.write_text(json.dumps(doc, indent=1))
         print(f"wrote {args.out}")
 
 
