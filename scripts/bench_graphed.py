@@ -141,6 +141,78 @@ def mean_passes(main, head, name: str, chunks: list, greedy: list[torch.Tensor])
     return float(np.mean([float(decoder.rsd(obs).main_passes.float().mean()) for obs in chunks]))
 
 
+def step_breakdown(
+    main, head, chunks: list, gammas: list[int], *, runs: int, device: str
+) -> tuple[dict, dict]:
+    """Milliseconds (median) of each fixed-shape step on its own: the prefix, a plain block, an RSD
+    round with each drafter, and the host's read of the done flag (after the GPU is idle: the read
+    alone, not the wait for the round)."""
+    cuda = device.startswith("cuda")
+    decoders = {"plain": GraphedDecoder(main)}
+    for gamma in gammas:
+        decoders[f"head g{gamma}"] = GraphedDecoder(main, head, gamma=gamma)
+        decoders[f"replay g{gamma}"] = GraphedDecoder(main, "replay", gamma=gamma)
+    for name, decoder in decoders.items():  # make the buffers (and graphs)
+        if name == "plain":
+            decoder.plain(chunks[0])
+        else:
+            replay = torch.zeros(1, main.L, main.N, dtype=torch.long, device=main.device)
+            decoder.rsd(chunks[0], **({"replay": replay} if name.startswith("replay") else {}))
+
+    def timed(call: Callable[[], Any]) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            call()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        call()
+        return 1e3 * (time.perf_counter() - t0)
+
+    samples: dict[str, list[float]] = {}
+    for run in range(runs):
+        obs = chunks[run % len(chunks)]
+        for name, decoder in decoders.items():
+            decoder._load(obs)
+            if name == "plain":
+                samples.setdefault("prefix", []).append(timed(decoder._runs["prefix"]))
+                samples.setdefault("block", []).append(timed(decoder._runs["block"]))
+                continue
+            decoder._runs["prefix"]()
+            samples.setdefault(f"round {name}", []).append(timed(decoder._runs["round"]))
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            bool((decoder.committed >= decoder.L).all())
+            samples.setdefault("flag read", []).append(1e3 * (time.perf_counter() - t0))
+    return {name: statistics.median(s) for name, s in samples.items()}, decoders
+
+
+def top_kernels(decoders: dict[str, GraphedDecoder], obs, *, device: str, top: int = 8) -> dict[str, list]:
+    """The most expensive device kernels of one step replay per decoder (torch.profiler): where a
+    step's time goes. On a CPU, the most expensive operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    out = {}
+    for name, decoder in decoders.items():
+        step = "block" if name == "plain" else "round"
+        decoder._load(obs)
+        decoder._runs["prefix"]()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            decoder._runs[step]()
+            if cuda:
+                torch.cuda.synchronize()
+        key = "device_time_total" if cuda else "self_cpu_time_total"
+        rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)[:top]
+        out[f"{step} {name}"] = [(e.key[:60], e.count, round(getattr(e, key, 0.0), 1)) for e in rows]
+    return out
+
+
 def time_methods(calls: dict[str, Callable], chunks: list, *, runs: int, warmup: int, device: str) -> dict:
     """Seconds per decode of each method, round robin; run r decodes chunk r mod len(chunks)."""
     cuda = device.startswith("cuda")
@@ -202,6 +274,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="print each step's most expensive kernels")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -237,9 +310,25 @@ def main() -> None:
                 rows[name]["passes"] = mean_passes(main_policy, head, name, chunks, greedy)
             print_table(f"{size} {dtype_name} ({sum(p.numel() for p in main_policy.parameters()) / 1e6:.1f}M "
                         f"main parameters)", rows)  # fmt: skip
-            results.append(
-                {"size": size, "dtype": dtype_name, "parity": counts, "parity_ok": ok, "rows": rows}
+            steps, decoders = step_breakdown(
+                main_policy, head, chunks, args.gammas, runs=args.runs, device=args.device
             )
+            print(
+                "   fixed-shape steps alone, median ms: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
+            )
+            kernels = {}
+            if args.profile:
+                try:
+                    kernels = top_kernels(decoders, chunks[0], device=args.device)
+                except Exception as err:  # a diagnostic: its failure must not cost the timings
+                    kernels = {"error": repr(err)}
+                for step, top in kernels.items():
+                    print(f"   top kernels, {step} (us total): {top}")
+            results.append(
+                {"size": size, "dtype": dtype_name, "parity": counts, "parity_ok": ok, "rows": rows, "steps_ms": steps,
+                 "top_kernels": kernels}
+            )  # fmt: skip
             del main_policy, head, chunks, calls
             gc.collect()
             if cuda:

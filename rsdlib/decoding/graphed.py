@@ -267,7 +267,7 @@ class GraphedDecoder:
             slots=slots,
             mask=self._mask(query_block),
         )
-        return main.block_outputs_gathered(hidden.reshape(B, k, N, -1), block).argmax(-1)
+        return main.block_outputs_fixed(hidden.reshape(B, k, N, -1), block).argmax(-1)
 
     def _prefix(self) -> None:
         """The prefix pass with block 0 in it: layer 0's tokens, the drafter's pooled summary."""
@@ -281,7 +281,7 @@ class GraphedDecoder:
         query_block = torch.cat([torch.full((B, P), PREFIX_BLOCK, device=dev), block0.expand(B, N)], dim=1)
         slots = torch.arange(P + N, device=dev).expand(B, -1)
         hidden = self.cache.forward(x, positions=positions, slots=slots, mask=self._mask(query_block))
-        logits = main.block_outputs_gathered(hidden[:, P:].reshape(B, 1, N, -1), block0)
+        logits = main.block_outputs_fixed(hidden[:, P:].reshape(B, 1, N, -1), block0)
         self.tokens.zero_()
         self.tokens[:, 0] = logits[:, 0].argmax(-1)
         self.committed.fill_(1)

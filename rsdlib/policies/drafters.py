@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsdlib.policies.configuration import HeadDrafterConfig
-from rsdlib.policies.heads import RFSQAutoregressive
+from rsdlib.policies.heads import RFSQAutoregressive, per_layer_logits
 from rsdlib.policies.processor import ObservationBatch
 from rsdlib.policies.sampling import probabilities, sample
 from rsdlib.policies.trunk import TrunkState
@@ -111,12 +111,12 @@ class HeadDrafter(nn.Module, Drafter):
         return torch.einsum("bnp,bph->bnh", scores.softmax(-1), kv)  # (B, N, H)
 
     def layer_logits(
-        self, pooled: torch.Tensor, layer: torch.Tensor, prev: torch.Tensor, *, gathered: bool = False
+        self, pooled: torch.Tensor, layer: torch.Tensor, prev: torch.Tensor, *, fixed: bool = False
     ) -> torch.Tensor:
         """Logits ``(B, N, V)`` of ``layer`` ``(B,)`` given layer-1's tokens ``prev`` ``(B, N)``.
 
-        ``gathered``: always gather each item's output weights, never asking the host whether the
-        batch shares one layer (no sync: the fixed-shape path, :mod:`rsdlib.decoding.graphed`)."""
+        ``fixed``: never ask the host whether the batch shares one layer; every item takes its own
+        layer's outputs (:func:`per_layer_logits`: no sync, for :mod:`rsdlib.decoding.graphed`)."""
         layer = layer.clamp(0, self.L - 1)
         prev_layer = (layer - 1).clamp(min=0)
         emb = self.token_embed(prev + (prev_layer * self.V)[:, None])  # (B, N, H)
@@ -125,7 +125,9 @@ class HeadDrafter(nn.Module, Drafter):
         for block in self.blocks:
             x = x + block(x)
         x = self.norm(x)
-        if not gathered and bool((layer == layer[0]).all()):  # one layer for the batch: no weight gather
+        if fixed:
+            return per_layer_logits(x, self.out_weight, self.out_bias, layer[:, None].expand(x.shape[:2]))
+        if bool((layer == layer[0]).all()):  # one layer for the batch: no weight gather
             return x @ self.out_weight[layer[0]] + self.out_bias[layer[0]]
         return torch.einsum("bnh,bhv->bnv", x, self.out_weight[layer]) + self.out_bias[layer][:, None]
 
@@ -183,7 +185,7 @@ class HeadDrafter(nn.Module, Drafter):
         nothing more (no q), without a host sync. Layers past L are padding."""
         drafts = []
         for g in range(gamma):
-            prev = self.layer_logits(pooled, committed + g, prev, gathered=True).argmax(-1)  # (B, N)
+            prev = self.layer_logits(pooled, committed + g, prev, fixed=True).argmax(-1)  # (B, N)
             drafts.append(prev)
         return torch.stack(drafts, 1)
 

@@ -25,6 +25,28 @@ from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch, pr
 from rsdlib.policies.trunk import LlamaTrunk, Trunk, TrunkState
 
 
+def per_layer_logits(
+    x: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor, layer: torch.Tensor
+) -> torch.Tensor:
+    """``x @ out_weight[layer] + out_bias[layer]`` row by row, without copying weights.
+
+    Every layer's logits come from views of the ``(L, D, V)`` weights, then each row keeps its
+    own layer's: L small matmuls instead of a gather of a ``(D, V)`` matrix per row, which costs
+    a copy of the weights per row (most of a pass on a CPU), and no host sync (graph capturable).
+
+    Args:
+        x: ``(..., D)`` rows.
+        out_weight: ``(L, D, V)``; out_bias: ``(L, V)``.
+        layer: ``(...)`` each row's layer (in range).
+
+    Returns:
+        ``(..., V)``.
+    """
+    every = torch.stack([x @ out_weight[i] + out_bias[i] for i in range(out_weight.shape[0])], dim=-2)
+    at = layer[..., None, None].expand(*layer.shape, 1, every.shape[-1])  # (..., 1, V)
+    return every.gather(-2, at).squeeze(-2)
+
+
 def build_trunk(config: TrunkConfig) -> Trunk:
     """The trunk ``config.kind`` names: the default small ``llama`` trunk or a ``llava`` VLM."""
     if config.kind == "llava":
@@ -128,12 +150,11 @@ class RFSQAutoregressive(Policy):
             out[rows] = flat_h[rows] @ self.out_weight[layer] + self.out_bias[layer]
         return out.reshape(B, k, N, self.V)
 
-    def block_outputs_gathered(self, hidden: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-        """:meth:`block_outputs` without reading block ids on the host: each block gathers its
-        layer's output weights. Fixed work and no sync, so a CUDA graph can hold it (the fixed-shape
-        path, :mod:`rsdlib.decoding.graphed`); the eager path keeps one matmul per layer present."""
-        b = block.clamp(0, self.L - 1)  # (B, k)
-        return torch.einsum("bknd,bkdv->bknv", hidden, self.out_weight[b]) + self.out_bias[b][:, :, None]
+    def block_outputs_fixed(self, hidden: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+        """:meth:`block_outputs` without reading block ids on the host (:func:`per_layer_logits`):
+        fixed work and no sync, so a CUDA graph can hold it (:mod:`rsdlib.decoding.graphed`)."""
+        b = block.clamp(0, self.L - 1)[:, :, None].expand(hidden.shape[:3])  # (B, k, N)
+        return per_layer_logits(hidden, self.out_weight, self.out_bias, b)
 
     def _positions(self, block: torch.Tensor) -> torch.Tensor:
         P = self.trunk.prefix_length

@@ -16,6 +16,7 @@ from fake_rfsq import observations, tiny_llava_policy, tiny_policy
 from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
 from rsdlib.decoding.graphed import GraphedDecoder
 from rsdlib.policies import HeadDrafter, HeadDrafterConfig, ReplayDrafter
+from rsdlib.policies.heads import per_layer_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,3 +117,11 @@ def test_what_it_cannot_decode_is_refused_clearly(main5, obs5):
         GraphedDecoder(main5, "replay").rsd(obs5)
     with pytest.raises(ValueError, match="drafter must be"):
         GraphedDecoder(main5, ReplayDrafter(tokens=torch.zeros(1, 5, 2, dtype=torch.long), codebook_size=4))
+
+
+def test_per_layer_logits_equal_each_rows_own_layer():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 3, 5, 8), torch.randn(4, 8, 6), torch.randn(4, 6)
+    layer = torch.randint(0, 4, (2, 3, 5))
+    expected = torch.einsum("...d,...dv->...v", x, w[layer]) + b[layer]
+    assert torch.allclose(per_layer_logits(x, w, b, layer), expected, atol=1e-6)
