@@ -80,6 +80,11 @@ def main() -> None:
     d.add_argument("--out", default=None, help="default: replace <models>/head_drafter")
     d.add_argument("--steps", type=int, default=3000)
     d.add_argument("--batch-size", type=int, default=256)
+    d.add_argument(
+        "--reads-blocks",
+        action="store_true",
+        help="the head also reads the main trunk's block states (EAGLE-style)",
+    )
     c = sub.add_parser("cards", help="validation metrics and cards")
     c.add_argument("--out", required=True)
     c.add_argument("--prepared", default=None)
@@ -121,8 +126,9 @@ def main() -> None:
         print(json.dumps(record, indent=1))
     elif args.stage == "distill":
         report = distill_head_drafter(
-            args.models, args.prepared, out=args.out, steps=args.steps, batch_size=args.batch_size
-        )
+            args.models, args.prepared, out=args.out, steps=args.steps, batch_size=args.batch_size,
+            reads_blocks=args.reads_blocks,
+        )  # fmt: skip
         print(json.dumps(report, indent=1))
     else:
         cards = write_cards(args.out, prepared_dir=args.prepared)

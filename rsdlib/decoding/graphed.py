@@ -23,7 +23,8 @@ tokens with every pass on fixed shapes, so each can be captured as a CUDA graph 
   which the host needs to decide whether to replay another round; at most L-1 rounds.
 
 The drafter is the ``head`` (:meth:`HeadDrafter.greedy_tokens`: argmax drafts, no q, which
-``exact`` never reads) or ``replay`` (given tokens: with the main model's own greedy output, the
+``exact`` never reads; a ``reads_blocks`` head gets the main states of the block that produced
+the newest committed layer, kept on the device from pass to pass) or ``replay`` (given tokens: with the main model's own greedy output, the
 oracle). Tokens equal the eager engine's, and so do the main passes per item (tests on CPU,
 where the same code runs without capture; ``scripts/bench_graphed.py`` checks both on the GPU
 before it times anything). The attention is the trunk's own modules (norms, projections, rotary
@@ -220,6 +221,8 @@ class GraphedDecoder:
         self.next_block = torch.zeros(B, dtype=torch.long, device=dev)  # the next block (plain)
         self.passes = torch.zeros(B, dtype=torch.long, device=dev)
         self.replay = torch.zeros(B, L, N, dtype=torch.long, device=dev)
+        #: The main states of the block that produced each item's newest committed layer.
+        self.main_hidden = torch.zeros(B, N, main.trunk.hidden_size, dtype=main.dtype, device=dev)
         self.pooled = None
         if isinstance(self.drafter, HeadDrafter):
             self.pooled = torch.zeros(B, N, self.drafter.config.hidden_size, dtype=main.dtype, device=dev)
@@ -252,9 +255,9 @@ class GraphedDecoder:
         """``(B, 1, q, S)``: a query in block b sees valid slots of blocks <= b."""
         return (self.slot_valid[:, None, :] & (self.slot_block <= query_block[:, :, None]))[:, None]
 
-    def _blocks(self, tokens: torch.Tensor, start: torch.Tensor, k: int) -> torch.Tensor:
+    def _blocks(self, tokens: torch.Tensor, start: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One main pass over blocks ``start .. start + k - 1`` (block b reads layer b-1 of
-        ``tokens``); returns their greedy tokens ``(B, k, N)``."""
+        ``tokens``); returns their greedy tokens ``(B, k, N)`` and hidden states ``(B, k, N, D)``."""
         main, N = self.main, self.N
         block = start[:, None] + torch.arange(k, device=start.device)  # (B, k); >= L is padding
         B = block.shape[0]
@@ -267,7 +270,8 @@ class GraphedDecoder:
             slots=slots,
             mask=self._mask(query_block),
         )
-        return main.block_outputs_fixed(hidden.reshape(B, k, N, -1), block).argmax(-1)
+        hidden = hidden.reshape(B, k, N, -1)
+        return main.block_outputs_fixed(hidden, block).argmax(-1), hidden
 
     def _prefix(self) -> None:
         """The prefix pass with block 0 in it: layer 0's tokens, the drafter's pooled summary."""
@@ -287,13 +291,14 @@ class GraphedDecoder:
         self.committed.fill_(1)
         self.next_block.fill_(1)
         self.passes.zero_()
+        self.main_hidden.copy_(hidden[:, P:])
         if self.pooled is not None:
             self.pooled.copy_(self.drafter.pool(hidden[:, :P], valid))
 
     def _plain_block(self) -> None:
         """Plain decoding's next block pass: layer ``next_block``'s greedy tokens."""
         at = self.next_block
-        layer = self._blocks(self.tokens, at, 1)  # (B, 1, N)
+        layer, _ = self._blocks(self.tokens, at, 1)  # (B, 1, N)
         self.tokens.scatter_(1, at[:, None, None].expand(-1, 1, self.N), layer)
         self.next_block.add_(1)
         self.passes.add_(1)
@@ -306,7 +311,7 @@ class GraphedDecoder:
         g = (L - c).clamp(max=G)  # (B,) layers drafted (0 when done)
         if isinstance(self.drafter, HeadDrafter):
             prev = self.tokens.gather(1, (c - 1).clamp(min=0)[:, None, None].expand(-1, 1, N))[:, 0]
-            draft = self.drafter.greedy_tokens(self.pooled, c, prev, G)  # (B, G, N)
+            draft = self.drafter.greedy_tokens(self.pooled, c, prev, G, self.main_hidden)  # (B, G, N)
         else:
             at = (c[:, None] + torch.arange(G, device=c.device)).clamp(max=L - 1)
             draft = self.replay.gather(1, at[:, :, None].expand(-1, -1, N))
@@ -315,7 +320,7 @@ class GraphedDecoder:
         in_draft = (offset >= 0) & (offset < g[:, None])
         drafted = draft.gather(1, offset.clamp(0, G - 1)[:, :, None].expand(-1, -1, N))
         work = torch.where(in_draft[:, :, None], drafted, self.tokens)  # committed + drafted layers
-        main_tokens = self._blocks(work, c, G + 1)  # (B, G + 1, N) the main argmax per block
+        main_tokens, hidden = self._blocks(work, c, G + 1)  # (B, G + 1, N) the main argmax per block
         right = (draft == main_tokens[:, :G]).all(-1) & (torch.arange(G, device=c.device) < g[:, None])
         accepted = right.long().cumprod(1).sum(1)  # (B,) leading accepted layers
         take = (offset >= 0) & (offset <= accepted[:, None]) & active[:, None]
@@ -323,3 +328,5 @@ class GraphedDecoder:
         self.tokens.copy_(torch.where(take[:, :, None], chosen, self.tokens))
         self.committed.copy_(torch.where(active, (c + accepted + 1).clamp(max=L), c))
         self.passes.add_(active.long())
+        newest = hidden.gather(1, accepted[:, None, None, None].expand(-1, 1, *hidden.shape[2:]))[:, 0]
+        self.main_hidden.copy_(torch.where(active[:, None, None], newest, self.main_hidden))

@@ -118,7 +118,11 @@ def speculative_decode(
     round_index = 0
 
     with clock.step("prefix"):
-        state, first = main.prefix_and_first_block(obs)  # layer 0's logits come with the prefix
+        state, block0 = main.prefix_with_first_block(obs)  # layer 0's logits come with the prefix
+    first = block0.logits[:, 0]
+    # The main states of the block that produced each item's newest committed layer (for drafters
+    # that read them): block 0's now, then the verify pass's.
+    main_hidden = block0.hidden[:, 0]  # (B, N, D)
     with clock.step("draft"):
         drafter.begin(obs=obs, main_state=state)
     depth = torch.full((B,), L, dtype=torch.long, device=dev)
@@ -144,8 +148,9 @@ def speculative_decode(
         if G > 0:
             with clock.step("draft"):
                 draft = drafter.propose(
-                    tokens=tokens, committed=committed, gamma=G, temperature=temperature, generator=generator
-                )
+                    tokens=tokens, committed=committed, gamma=G, temperature=temperature, generator=generator,
+                    main_hidden=main_hidden,
+                )  # fmt: skip
             draft_steps += 1
             x_all, q_all = draft.tokens, draft.q  # (B, G, N), (B, G, N, V)
             if x_all.shape != (B, G, N) or q_all.shape != (B, G, N, V):
@@ -165,8 +170,8 @@ def speculative_decode(
             else:
                 work = tokens
             count = torch.where(active, torch.minimum(g + 1, L - committed), torch.zeros_like(g))
-            logits = main.block_logits(state, work, committed, count)  # (B, k, N, V)
-            p_all = probabilities(logits, temperature)  # (B, k, N, V)
+            verified = main.run_blocks(state, work, committed, count)
+            p_all = probabilities(verified.logits, temperature)  # (B, k, N, V)
             passes += active.long()
 
             # 3. accept layer by layer, in order; the first rejection ends the item's round
@@ -219,6 +224,11 @@ def speculative_decode(
 
             # 5. crop the cache to the committed blocks (block l read layer l-1)
             main.trunk.truncate(state, new_committed.clamp(max=L))
+            newest = (new_committed - 1 - committed).clamp(0, k - 1)  # offset of the newest layer's block
+            from_pass = verified.hidden.gather(
+                1, newest[:, None, None, None].expand(-1, 1, *main_hidden.shape[1:])
+            )
+            main_hidden = torch.where(active[:, None, None], from_pass[:, 0], main_hidden)
 
         with clock.step("record"):
             _record_round(

@@ -7,11 +7,14 @@ Distillation trains the head on what it is judged on: the main policy's greedy t
 conditioned on the main policy's own coarser layers (what RSD feeds the head after acceptance).
 
 The main policy is frozen and images are not augmented, so its prefix states are computed once
-per chunk and kept (float16): training then runs the head alone, fast enough on a CPU.
+per chunk and kept (float16): training then runs the head alone, fast enough on a CPU. A head that
+reads the main trunk's block states (``reads_blocks``, EAGLE-style) also gets the states of every
+block, teacher forced on the greedy tokens: what the decoder hands it after each verify pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -37,29 +40,41 @@ class Targets:
         prefix_hidden: ``(n, P, D)`` the main trunk's prefix states (float16).
         prefix_valid: ``(n, P)`` which prefix positions are real.
         tokens: ``(n, L, N)`` the main policy's greedy tokens.
+        block_hidden: ``(n, L, N, D)`` the main trunk's states of every block on those tokens
+            (float16), for a head that reads them; else None.
     """
 
     prefix_hidden: torch.Tensor
     prefix_valid: torch.Tensor
     tokens: torch.Tensor
+    block_hidden: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
+        batch = {
             "prefix_hidden": self.prefix_hidden[index].float(),
             "prefix_valid": self.prefix_valid[index],
             "tokens": self.tokens[index],
         }
+        if self.block_hidden is not None:
+            batch["block_hidden"] = self.block_hidden[index].float()
+        return batch
 
 
 @torch.no_grad()
 def main_targets(
-    main: RFSQAutoregressive, chunks: PackedChunks, *, batch_size: int = 256, progress: bool = True
+    main: RFSQAutoregressive,
+    chunks: PackedChunks,
+    *,
+    with_blocks: bool = False,
+    batch_size: int = 256,
+    progress: bool = True,
 ) -> Targets:
-    """Prefix states and greedy tokens of ``main`` on every chunk (no augmentation)."""
-    hidden, valid, tokens = [], [], []
+    """Prefix states and greedy tokens of ``main`` on every chunk (no augmentation), and with
+    ``with_blocks`` the block states teacher forced on those tokens."""
+    hidden, valid, tokens, blocks = [], [], [], []
     batches = chunks.batches(batch_size, trunk_config=main.config.trunk)
     for batch in progress_bar(
         batches, total=-(-len(chunks) // batch_size), desc="main greedy tokens", disable=not progress
@@ -69,7 +84,11 @@ def main_targets(
         hidden.append(state.prefix_hidden.half())
         valid.append(state.prefix_valid)
         tokens.append(decode_rfsq_ar(main, obs).tokens)
-    return Targets(torch.cat(hidden), torch.cat(valid), torch.cat(tokens))
+        if with_blocks:
+            blocks.append(main.teacher_forced(obs, tokens[-1]).hidden.half())
+    return Targets(
+        torch.cat(hidden), torch.cat(valid), torch.cat(tokens), torch.cat(blocks) if blocks else None
+    )
 
 
 def agreement(head: HeadDrafter, targets: Targets, *, batch_size: int = 1024) -> dict[str, float]:
@@ -95,6 +114,7 @@ def distill_head_drafter(
     batch_size: int = 256,
     lr: float = 1e-3,
     seed: int = 0,
+    reads_blocks: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``<models>/head_drafter`` on ``<models>/rfsq_ar``'s greedy tokens.
@@ -105,6 +125,8 @@ def distill_head_drafter(
             ``val.npz``).
         out: where the distilled head goes (default ``<models>/head_drafter``, replaced).
         steps, batch_size, lr: the schedule of :func:`rsdlib.train.train` (AdamW, warmup, cosine).
+        reads_blocks: make the head read the main trunk's block states too (EAGLE-style): a head
+            that does not yet is extended, its trained weights kept and the new inputs learnt.
 
     Returns:
         A report: agreement on the validation split before and after, steps, seconds.
@@ -118,9 +140,17 @@ def distill_head_drafter(
     head = checkpoints.load(models / "head_drafter")
     if not isinstance(head, HeadDrafter):
         raise checkpoints.CheckpointError(f"{models / 'head_drafter'} is not a head drafter")
+    if reads_blocks and not head.config.reads_blocks:
+        extended = HeadDrafter(config=dataclasses.replace(head.config, reads_blocks=True))
+        missing = extended.load_state_dict(head.state_dict(), strict=False).missing_keys
+        assert all(k.startswith(("block_proj.", "stale_embed.")) for k in missing), missing
+        head = extended
+    blocks = head.config.reads_blocks
     t0 = time.perf_counter()
-    targets = main_targets(main, PackedChunks.load(prepared / "train.npz"), progress=progress)
-    val = main_targets(main, PackedChunks.load(prepared / "val.npz"), progress=progress)
+    targets = main_targets(
+        main, PackedChunks.load(prepared / "train.npz"), with_blocks=blocks, progress=progress
+    )
+    val = main_targets(main, PackedChunks.load(prepared / "val.npz"), with_blocks=blocks, progress=progress)
     targets_s = time.perf_counter() - t0
     before = agreement(head, val)
 
@@ -140,6 +170,7 @@ def distill_head_drafter(
     meta = dict(head.config.metadata or {}) | {
         "distilled": {
             "on": "rfsq_ar greedy tokens",
+            "reads_blocks": blocks,
             "steps": steps,
             "batch_size": batch_size,
             "lr": lr,

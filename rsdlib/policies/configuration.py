@@ -277,6 +277,10 @@ class HeadDrafterConfig:
         trunk_hidden_size: width of the main trunk's prefix states it reads.
         hidden_size: its own width.
         num_blocks: residual MLP blocks per drafted layer.
+        reads_blocks: also read the main trunk's final states of the last verified block (the
+            block that produced the newest committed layer; free from the pass that verified it),
+            as EAGLE reads the target model's features. False: the prefix alone (what heads made
+            before this field read).
         actions: the action tokenizer's shape (must match the main policy's).
         metadata: free JSON.
     """
@@ -284,6 +288,7 @@ class HeadDrafterConfig:
     trunk_hidden_size: int = 128
     hidden_size: int = 128
     num_blocks: int = 2
+    reads_blocks: bool = False
     actions: ActionSpace = field(default_factory=ActionSpace)
     metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -2,10 +2,12 @@
 
 A drafter is told the observation batch and the main trunk's prefix state once per chunk
 (:meth:`Drafter.begin`), then asked for ``gamma`` layers after each item's committed ones
-(:meth:`Drafter.propose`), returning the tokens and the distributions q they were drawn from.
+(:meth:`Drafter.propose`, which also gets the main trunk's final states of the last verified
+block), returning the tokens and the distributions q they were drawn from.
 
-- :class:`HeadDrafter` (``head``): an MLP head reading the main trunk's prefix states
-  (EAGLE-style; near free, the main model computes those states anyway).
+- :class:`HeadDrafter` (``head``): an MLP head reading the main trunk's prefix states and, with
+  ``reads_blocks``, the last verified block's states (EAGLE-style; near free, the main model
+  computes those states anyway).
 - :class:`PolicyDrafter` (``tiny_policy``): any :class:`RFSQAutoregressive` with its own trunk and
   cache; wrapping the main policy itself gives the "main as its own drafter" check.
 - :class:`RandomDrafter`: random distributions from its own seeded generator (a test baseline).
@@ -62,6 +64,7 @@ class Drafter(ABC):
         gamma: int,
         temperature: float,
         generator: torch.Generator | None,
+        main_hidden: torch.Tensor | None = None,
     ) -> Draft:
         """Propose layers ``committed[i] .. committed[i] + gamma - 1`` for each item.
 
@@ -71,6 +74,9 @@ class Drafter(ABC):
             gamma: layers to propose.
             temperature: 0 for greedy drafts.
             generator: for draws at temperature > 0.
+            main_hidden: ``(B, N, D)`` the main trunk's final states of block ``committed - 1``
+                (the pass that produced the newest committed layer); drafters that do not read
+                it ignore it.
         """
 
 
@@ -79,7 +85,10 @@ class HeadDrafter(nn.Module, Drafter):
 
     Per latent, a learned query pools the prefix states (single-head attention); layer l then
     adds layer l-1's drafted tokens (all N, flattened, so latents see each other) and runs a
-    few residual MLP blocks to layer l's logits.
+    few residual MLP blocks to layer l's logits. With ``reads_blocks`` it also adds a projection
+    of the main trunk's states of the last verified block b (latent n to latent n) and how many
+    layers back that block is (``l - 1 - b``: 0 for the first layer of a round, more for the
+    layers drafted after it on the same states).
     """
 
     name = "head"
@@ -98,6 +107,9 @@ class HeadDrafter(nn.Module, Drafter):
             nn.Sequential(nn.LayerNorm(H), nn.Linear(H, 2 * H), nn.GELU(), nn.Linear(2 * H, H))
             for _ in range(config.num_blocks)
         )
+        if config.reads_blocks:
+            self.block_proj = nn.Linear(config.trunk_hidden_size, H)
+            self.stale_embed = nn.Embedding(self.L, H)
         self.norm = nn.LayerNorm(H)
         self.out_weight = nn.Parameter(torch.randn(self.L, H, self.V) * H**-0.5)
         self.out_bias = nn.Parameter(torch.zeros(self.L, self.V))
@@ -111,9 +123,19 @@ class HeadDrafter(nn.Module, Drafter):
         return torch.einsum("bnp,bph->bnh", scores.softmax(-1), kv)  # (B, N, H)
 
     def layer_logits(
-        self, pooled: torch.Tensor, layer: torch.Tensor, prev: torch.Tensor, *, fixed: bool = False
+        self,
+        pooled: torch.Tensor,
+        layer: torch.Tensor,
+        prev: torch.Tensor,
+        *,
+        block_hidden: torch.Tensor | None = None,
+        stale: torch.Tensor | None = None,
+        fixed: bool = False,
     ) -> torch.Tensor:
         """Logits ``(B, N, V)`` of ``layer`` ``(B,)`` given layer-1's tokens ``prev`` ``(B, N)``.
+
+        ``block_hidden`` ``(B, N, D)`` and ``stale`` ``(B,)`` (layers between that block and
+        ``layer - 1``): the main trunk's states a ``reads_blocks`` head reads.
 
         ``fixed``: never ask the host whether the batch shares one layer; every item takes its own
         layer's outputs (:func:`per_layer_logits`: no sync, for :mod:`rsdlib.decoding.graphed`)."""
@@ -122,6 +144,10 @@ class HeadDrafter(nn.Module, Drafter):
         emb = self.token_embed(prev + (prev_layer * self.V)[:, None])  # (B, N, H)
         emb = emb * (layer > 0)[:, None, None].to(emb.dtype)  # layer 0 reads no tokens
         x = pooled + self.layer_embed[layer][:, None] + self.mix(emb.flatten(1))[:, None]  # (B, N, H)
+        if self.config.reads_blocks:
+            if block_hidden is None or stale is None:
+                raise ValueError("this head reads the main trunk's block states: pass block_hidden and stale")
+            x = x + self.block_proj(block_hidden) + self.stale_embed(stale.clamp(0, self.L - 1))[:, None]
         for block in self.blocks:
             x = x + block(x)
         x = self.norm(x)
@@ -132,26 +158,66 @@ class HeadDrafter(nn.Module, Drafter):
         return torch.einsum("bnh,bhv->bnv", x, self.out_weight[layer]) + self.out_bias[layer][:, None]
 
     def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy on demonstration tokens, teacher forced.
+        """Cross-entropy on target tokens (demonstrations, or the main policy's greedy ones),
+        teacher forced. Metrics per layer l: ``acc_layer{l}``, the share of tokens right, and
+        ``match_layer{l}``, the share of layers with all N right (what ``exact`` accepts).
+
+        A ``reads_blocks`` head is trained on layers 1..L-1 (layer 0 comes with the prefix pass,
+        never drafted), each from every block it can be drafted on: the block just before it
+        (metrics) and older ones (``acc_stale``: a round's later layers).
 
         Args:
             batch: ``prefix_hidden`` ``(B, P, D)`` and ``prefix_valid`` ``(B, P)`` (the main
-                trunk's, computed without gradient) and ``tokens`` ``(B, L, N)``.
+                trunk's, computed without gradient), ``tokens`` ``(B, L, N)`` and, for a
+                ``reads_blocks`` head, ``block_hidden`` ``(B, L, N, D)`` (the main trunk's
+                states of each block, teacher forced on ``tokens``).
         """
         tokens = batch["tokens"]
         pooled = self.pool(batch["prefix_hidden"], batch["prefix_valid"])
         B = tokens.shape[0]
-        logits = []
-        for li in range(self.L):
+        # (layer, block read, logits) for every pairing trained on
+        cases: list[tuple[int, int | None, torch.Tensor]] = []
+        for li in range(1 if self.config.reads_blocks else 0, self.L):
             layer = torch.full((B,), li, dtype=torch.long, device=tokens.device)
-            logits.append(self.layer_logits(pooled, layer, tokens[:, max(li - 1, 0)]))
-        logits = torch.stack(logits, dim=1)  # (B, L, N, V)
-        loss = F.cross_entropy(logits.flatten(0, 2), tokens.flatten())
-        acc = (logits.argmax(-1) == tokens).float().mean(dim=(0, 2))
-        return loss, {"loss": loss.item()} | {f"acc_layer{i}": float(a) for i, a in enumerate(acc)}
+            prev = tokens[:, max(li - 1, 0)]
+            if not self.config.reads_blocks:
+                cases.append((li, None, self.layer_logits(pooled, layer, prev)))
+                continue
+            for b in range(li - 1, -1, -1):
+                stale = torch.full_like(layer, li - 1 - b)
+                logits = self.layer_logits(
+                    pooled, layer, prev, block_hidden=batch["block_hidden"][:, b], stale=stale
+                )
+                cases.append((li, b, logits))
+        loss = torch.stack(
+            [F.cross_entropy(lg.flatten(0, 1), tokens[:, li].flatten()) for li, _, lg in cases]
+        ).mean()
+        metrics = {"loss": loss.item()}
+        stale_right = []
+        for li, b, lg in cases:
+            right = lg.argmax(-1) == tokens[:, li]  # (B, N)
+            if b is None or b == li - 1:
+                metrics[f"acc_layer{li}"] = float(right.float().mean())
+                metrics[f"match_layer{li}"] = float(right.all(-1).float().mean())
+            else:
+                stale_right.append(right.float().mean())
+        if stale_right:
+            metrics["acc_stale"] = float(torch.stack(stale_right).mean())
+        return loss, metrics
 
     def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
         self._pooled = self.pool(main_state.prefix_hidden, main_state.prefix_valid)
+
+    def _block_inputs(self, main_hidden: torch.Tensor | None, g: int, batch: int) -> dict[str, Any]:
+        """The keywords of :meth:`layer_logits` for the g-th layer of a round (none for a head
+        that reads no block states)."""
+        if not self.config.reads_blocks:
+            return {}
+        if main_hidden is None:
+            raise ValueError(
+                "this head reads the main trunk's block states: the decoder must pass main_hidden"
+            )
+        return {"block_hidden": main_hidden, "stale": torch.full((batch,), g, device=main_hidden.device)}
 
     @torch.no_grad()
     def propose(
@@ -162,6 +228,7 @@ class HeadDrafter(nn.Module, Drafter):
         gamma: int,
         temperature: float,
         generator: torch.Generator | None,
+        main_hidden: torch.Tensor | None = None,
     ) -> Draft:
         if self._pooled is None:
             raise RuntimeError("HeadDrafter.propose called before begin()")
@@ -170,7 +237,8 @@ class HeadDrafter(nn.Module, Drafter):
         out_tokens, out_q = [], []
         for g in range(gamma):
             layer = committed + g
-            q = probabilities(self.layer_logits(self._pooled, layer, prev), temperature)  # (B, N, V)
+            logits = self.layer_logits(self._pooled, layer, prev, **self._block_inputs(main_hidden, g, B))
+            q = probabilities(logits, temperature)  # (B, N, V)
             x = sample(q, temperature=temperature, generator=generator)  # (B, N)
             out_tokens.append(x)
             out_q.append(q)
@@ -178,14 +246,21 @@ class HeadDrafter(nn.Module, Drafter):
         return Draft(tokens=torch.stack(out_tokens, 1), q=torch.stack(out_q, 1))
 
     def greedy_tokens(
-        self, pooled: torch.Tensor, committed: torch.Tensor, prev: torch.Tensor, gamma: int
+        self,
+        pooled: torch.Tensor,
+        committed: torch.Tensor,
+        prev: torch.Tensor,
+        gamma: int,
+        main_hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, gamma, N)`` greedy drafts of layers ``committed .. committed + gamma - 1`` after
-        layer ``committed - 1``'s tokens ``prev`` ``(B, N)``: what the ``exact`` rule reads and
-        nothing more (no q), without a host sync. Layers past L are padding."""
+        layer ``committed - 1``'s tokens ``prev`` ``(B, N)`` (and the main states of its block,
+        ``main_hidden``, for a ``reads_blocks`` head): what the ``exact`` rule reads and nothing
+        more (no q), without a host sync. Layers past L are padding."""
         drafts = []
         for g in range(gamma):
-            prev = self.layer_logits(pooled, committed + g, prev, fixed=True).argmax(-1)  # (B, N)
+            extra = self._block_inputs(main_hidden, g, prev.shape[0])
+            prev = self.layer_logits(pooled, committed + g, prev, fixed=True, **extra).argmax(-1)  # (B, N)
             drafts.append(prev)
         return torch.stack(drafts, 1)
 
@@ -227,6 +302,7 @@ class PolicyDrafter(Drafter):
         gamma: int,
         temperature: float,
         generator: torch.Generator | None,
+        main_hidden: torch.Tensor | None = None,
     ) -> Draft:
         if self._state is None:
             raise RuntimeError("PolicyDrafter.propose called before begin()")
@@ -295,6 +371,7 @@ class RandomDrafter(Drafter):
         gamma: int,
         temperature: float,
         generator: torch.Generator | None,
+        main_hidden: torch.Tensor | None = None,
     ) -> Draft:
         B = tokens.shape[0]
         logits = torch.randn(B, gamma, self.N, self.V, generator=self.generator, dtype=torch.float64)
@@ -335,6 +412,7 @@ class ReplayDrafter(Drafter):
         gamma: int,
         temperature: float,
         generator: torch.Generator | None,
+        main_hidden: torch.Tensor | None = None,
     ) -> Draft:
         L, N = self.tokens.shape[1:]
         layer = (committed[:, None] + torch.arange(gamma, device=committed.device)).clamp(max=L - 1)  # (B, G)

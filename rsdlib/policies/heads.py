@@ -14,7 +14,7 @@ Action position j of block b sits at rotary position ``P + b * block_size + j``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,20 @@ from torch import nn
 from rsdlib.policies.configuration import PolicyConfig, TrunkConfig
 from rsdlib.policies.processor import InstructionTokenizer, ObservationBatch, prepare_observations
 from rsdlib.policies.trunk import LlamaTrunk, Trunk, TrunkState
+
+
+class BlockOutput(NamedTuple):
+    """What a main pass over action blocks gives.
+
+    Attributes:
+        logits: ``(B, k, N, V)``.
+        hidden: ``(B, k, N, D)`` the trunk's final states of those blocks: free by-products of the
+            pass, which a drafter reading the main model's features (``HeadDrafter`` with
+            ``reads_blocks``) takes as its input.
+    """
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
 
 
 def per_layer_logits(
@@ -164,6 +178,12 @@ class RFSQAutoregressive(Policy):
     def block_logits(
         self, state: TrunkState, tokens: torch.Tensor, start: torch.Tensor, count: torch.Tensor
     ) -> torch.Tensor:
+        """The logits ``(B, k, N, V)`` of :meth:`run_blocks`."""
+        return self.run_blocks(state, tokens, start, count).logits
+
+    def run_blocks(
+        self, state: TrunkState, tokens: torch.Tensor, start: torch.Tensor, count: torch.Tensor
+    ) -> BlockOutput:
         """One main pass over blocks ``start[i] .. start[i] + count[i] - 1`` of every item.
 
         The blocks are appended to ``state``'s cache; the caller truncates what it rejects.
@@ -176,7 +196,8 @@ class RFSQAutoregressive(Policy):
                 never run.
 
         Returns:
-            ``(B, k, N, V)`` logits, k = max(count); entries past an item's count are padding.
+            logits and hidden states of k = max(count) blocks; entries past an item's count are
+            padding.
         """
         k = max(int(count.max()), 1)
         offs = torch.arange(k, device=start.device)
@@ -190,15 +211,20 @@ class RFSQAutoregressive(Policy):
             block=block.clamp(max=self.L - 1).repeat_interleave(self.N, dim=1),
             valid=valid.repeat_interleave(self.N, dim=1),
             positions=self._positions(block.clamp(max=self.L - 1)),
-        )  # (B, k*N, D)
-        return self.block_outputs(hidden.reshape(B, k, self.N, -1), block)
+        ).reshape(B, k, self.N, -1)
+        return BlockOutput(self.block_outputs(hidden, block), hidden)
 
     def prefix_and_first_block(self, obs: ObservationBatch) -> tuple[TrunkState, torch.Tensor]:
+        """The state and layer 0's logits ``(B, N, V)`` of :meth:`prefix_with_first_block`."""
+        state, out = self.prefix_with_first_block(obs)
+        return state, out.logits[:, 0]
+
+    def prefix_with_first_block(self, obs: ObservationBatch) -> tuple[TrunkState, BlockOutput]:
         """The prefix pass with block 0 in it: layer 0 reads no token (its input is ``start``),
         so decoding it needs no main pass of its own, in plain decoding and RSD alike.
 
         Returns:
-            the state holding the prefix and block 0, and layer 0's logits ``(B, N, V)``.
+            the state holding the prefix and block 0, and block 0's output (k = 1).
         """
         B = obs.batch_size
         block = torch.zeros(B, 1, dtype=torch.long, device=self.device)
@@ -210,17 +236,23 @@ class RFSQAutoregressive(Policy):
             valid=torch.ones(B, self.N, dtype=torch.bool, device=self.device),
             positions=self._positions(block),
         )
-        return state, self.block_outputs(hidden.reshape(B, 1, self.N, -1), block)[:, 0]
+        hidden = hidden.reshape(B, 1, self.N, -1)
+        return state, BlockOutput(self.block_outputs(hidden, block), hidden)
 
     def teacher_forced_logits(self, obs: ObservationBatch, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits of all L layers in one pass without a cache (training; the parity reference).
+        """The logits ``(B, L, N, V)`` of :meth:`teacher_forced`."""
+        return self.teacher_forced(obs, tokens).logits
+
+    def teacher_forced(self, obs: ObservationBatch, tokens: torch.Tensor) -> BlockOutput:
+        """All L blocks in one pass without a cache (training; the parity reference; a drafter's
+        distillation targets).
 
         Args:
             obs: B observations.
             tokens: ``(B, L, N)`` target tokens (block l reads layer l-1).
 
         Returns:
-            ``(B, L, N, V)``.
+            logits and hidden states of the L blocks.
         """
         B = tokens.shape[0]
         block = torch.arange(self.L, device=tokens.device).expand(B, self.L)  # (B, L)
@@ -232,7 +264,8 @@ class RFSQAutoregressive(Policy):
             valid=torch.ones(B, self.L * self.N, dtype=torch.bool, device=tokens.device),
             positions=self._positions(block),
         )
-        return self.block_outputs(hidden.reshape(B, self.L, self.N, -1), block)
+        hidden = hidden.reshape(B, self.L, self.N, -1)
+        return BlockOutput(self.block_outputs(hidden, block), hidden)
 
     def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy over every layer's tokens.

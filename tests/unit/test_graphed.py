@@ -32,10 +32,20 @@ def obs5(main5):
     return main5.prepare(observations(6, seed=5))
 
 
-def head_for(policy, seed: int = 11) -> HeadDrafter:
+def head_for(policy, seed: int = 11, *, reads_blocks: bool = False) -> HeadDrafter:
     torch.manual_seed(seed)
-    cfg = HeadDrafterConfig(trunk_hidden_size=16, hidden_size=8, num_blocks=1, actions=policy.config.actions)
-    return HeadDrafter(config=cfg).double().eval()
+    cfg = HeadDrafterConfig(
+        trunk_hidden_size=16,
+        hidden_size=8,
+        num_blocks=1,
+        reads_blocks=reads_blocks,
+        actions=policy.config.actions,
+    )
+    head = HeadDrafter(config=cfg).double().eval()
+    if reads_blocks:  # strong block features: drafts then depend on which block the decoder passes
+        with torch.no_grad():
+            head.block_proj.weight.mul_(30.0)
+    return head
 
 
 def test_plain_decoding_equals_the_eager_engine(main5, obs5):
@@ -45,9 +55,12 @@ def test_plain_decoding_equals_the_eager_engine(main5, obs5):
     assert ours.main_passes.tolist() == [t.main_passes for t in eager.traces] == [4] * 6
 
 
+@pytest.mark.parametrize("reads_blocks", [False, True])
 @pytest.mark.parametrize("gamma", [1, 2, 3, 4, 6])
-def test_exact_rsd_with_the_head_equals_the_eager_engine_token_and_pass_for_pass(main5, obs5, gamma):
-    head = head_for(main5)
+def test_exact_rsd_with_the_head_equals_the_eager_engine_token_and_pass_for_pass(
+    main5, obs5, gamma, reads_blocks
+):
+    head = head_for(main5, reads_blocks=reads_blocks)
     eager = speculative_decode(main5, head, obs5, rule=make_rule("exact"), gamma=gamma)
     ours = GraphedDecoder(main5, head, gamma=gamma).rsd(obs5)
     assert torch.equal(ours.tokens, decode_rfsq_ar(main5, obs5).tokens)
@@ -125,3 +138,58 @@ def test_per_layer_logits_equal_each_rows_own_layer():
     layer = torch.randint(0, 4, (2, 3, 5))
     expected = torch.einsum("...d,...dv->...v", x, w[layer]) + b[layer]
     assert torch.allclose(per_layer_logits(x, w, b, layer), expected, atol=1e-6)
+
+
+def test_a_block_reading_head_is_given_the_block_of_the_newest_committed_layer(main5, obs5):
+    """The eager loop and the fixed-shape path hand the head the main states of the block that
+    produced the newest committed layer: drafting on those states reproduces their drafts, and a
+    head given other states (block 0's, always) drafts differently."""
+    head = head_for(main5, reads_blocks=True)
+    greedy = decode_rfsq_ar(main5, obs5).tokens
+    hidden = main5.teacher_forced(obs5, greedy).hidden  # (B, L, N, D): block b's states
+    state, _ = main5.prefix_and_first_block(obs5)
+    head.begin(obs=obs5, main_state=state)
+    committed = torch.full((6,), 2)
+    prev = greedy[:, 1]
+    right = head.greedy_tokens(head._pooled, committed, prev, 2, hidden[:, 1])
+    eager = head.propose(
+        tokens=greedy, committed=committed, gamma=2, temperature=0.0, generator=None, main_hidden=hidden[:, 1]
+    ).tokens
+    assert torch.equal(right, eager)
+    assert not torch.equal(right, head.greedy_tokens(head._pooled, committed, prev, 2, hidden[:, 0]))
+    with pytest.raises(ValueError, match="block states"):
+        head.greedy_tokens(head._pooled, committed, prev, 2)
+
+
+@pytest.mark.parametrize("path", ["eager", "graphed"])
+def test_both_loops_hand_the_head_the_states_of_the_newest_committed_layers_block(
+    main5, obs5, path, monkeypatch
+):
+    head = head_for(main5, reads_blocks=True)
+    greedy = decode_rfsq_ar(main5, obs5).tokens
+    reference = main5.teacher_forced(obs5, greedy).hidden  # (B, L, N, D), teacher forced on the output
+    seen = []
+    if path == "eager":
+        propose = head.propose
+        monkeypatch.setattr(
+            head,
+            "propose",
+            lambda **kw: seen.append((kw["committed"].clone(), kw["main_hidden"])) or propose(**kw),
+        )
+        speculative_decode(main5, head, obs5, rule=make_rule("exact"), gamma=2)
+    else:
+        draft = head.greedy_tokens
+        monkeypatch.setattr(
+            head,
+            "greedy_tokens",
+            lambda pooled, c, prev, g, h: seen.append((c.clone(), h.clone())) or draft(pooled, c, prev, g, h),
+        )
+        GraphedDecoder(main5, head, gamma=2).rsd(obs5)
+    assert len(seen) >= 2
+    for committed, hidden in seen:
+        for i in range(6):
+            if committed[i] < main5.L:
+                assert torch.allclose(hidden[i], reference[i, committed[i] - 1], atol=1e-8), (
+                    i,
+                    int(committed[i]),
+                )

@@ -202,7 +202,7 @@ def test_head_drafter_proposes_shapes_and_trains(main, obs):
     }
     loss, metrics = head.loss(batch)
     loss.backward()
-    assert set(metrics) == {"loss", "acc_layer0", "acc_layer1", "acc_layer2"}
+    assert set(metrics) == {"loss", *(f"{m}_layer{i}" for m in ("acc", "match") for i in range(3))}
 
 
 @pytest.mark.parametrize("head", ["rfsq_ar", "rfsq_parallel", "l1_regression", "fast_ar"])

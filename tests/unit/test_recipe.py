@@ -10,6 +10,7 @@ import pytest
 import torch
 from fake_demos import SUITE, write_task
 
+from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
 from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
 from rsdlib.experiments.benchmark import ModelSet, latency_rows, quality_rows
 from rsdlib.experiments.cards import write_cards
@@ -20,6 +21,7 @@ from rsdlib.experiments.train_models import MODELS, Schedule, Sizes, model_confi
 from rsdlib.experiments.validation import layer_accuracy
 from rsdlib.libero.dataset import load_demos
 from rsdlib.libero.policy import EpisodeContext
+from rsdlib.policies import checkpoints
 from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.data import collate
 from rsdlib.policies.heads import build_policy
@@ -188,6 +190,18 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     assert report["val_after"]["loss"] < report["val_before"]["loss"]
     saved = json.loads((tmp_path / "distilled" / "config.json").read_text())
     assert saved["config"]["metadata"]["distilled"]["steps"] == 40 and saved["metadata"]["step"] == 3
+    # ... and a head extended to read the main trunk's block states learns from them, loads, and
+    # drafts in an exact decode that stays greedy.
+    report = distill_head_drafter(out, prepared, out=tmp_path / "eagle", steps=40, batch_size=8, lr=3e-3,
+                                  reads_blocks=True, progress=False)  # fmt: skip
+    assert report["reads_blocks"] and report["val_after"]["loss"] < report["val_before"]["loss"]
+    assert "match_layer1" in report["val_after"] and "acc_layer0" not in report["val_after"]
+    eagle = checkpoints.load(tmp_path / "eagle")
+    assert eagle.config.reads_blocks
+    main = checkpoints.load(out / "rfsq_ar")
+    obs = main.prepare(data.batch(torch.arange(len(data)), trunk_config=main.config.trunk)["obs"])
+    rsd = speculative_decode(main, eagle, obs, rule=make_rule("exact"), gamma=2)
+    assert torch.equal(rsd.tokens, decode_rfsq_ar(main, obs).tokens)
 
     # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
     models = ModelSet(out)
