@@ -1,8 +1,8 @@
 """Eager against fixed-shape decoding (CUDA graphs on a GPU), side by side, batch 1.
 
-For the shipped libero_spatial models (``--models``: ``rfsq_ar`` and ``head_drafter``), and for
-random-weight main models of larger sizes (``--sizes``, as in ``bench_pass_costs.py``, with a
-random head), times per chunk, round robin over the methods:
+For the shipped libero_spatial models (``--models``: ``rfsq_ar`` and ``head_drafter``, or the head
+``--head``), and for random-weight main models of larger sizes (``--sizes``, as in
+``bench_pass_costs.py``, with a random head), times per chunk, round robin over the methods:
 
 - ``eager rfsq_ar``, ``eager rsd_head:gG:exact``, ``eager oracle gG``: the eager engine
   (:func:`decode_rfsq_ar`, :func:`speculative_decode`; the oracle replays plain greedy tokens);
@@ -53,7 +53,7 @@ def load_models(args: argparse.Namespace, size: str, dtype: torch.dtype) -> tupl
     """The shipped main policy and head (``size == "shipped"``), or random ones of ``size``."""
     if size == "shipped":
         main = checkpoints.load(args.models / "rfsq_ar").to(args.device, dtype).eval()
-        head = checkpoints.load(args.models / "head_drafter").to(args.device, dtype).eval()
+        head = checkpoints.load(args.head or args.models / "head_drafter").to(args.device, dtype).eval()
         return main, head
     shipped = PolicyConfig.from_dict(checkpoints.read_config(args.models / "rfsq_ar")["config"])
     main = build_main(shipped, size, device=args.device, dtype=dtype)
@@ -264,6 +264,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", type=Path, default=Path("checkpoints/lowdim/libero_spatial"))
+    parser.add_argument(
+        "--head", type=Path, default=None, help="the head drafter (default: <models>/head_drafter)"
+    )
     parser.add_argument("--sizes", nargs="*", default=None, choices=["shipped", *SIZES],
                         help="default: shipped (on cuda also h512 h1024)")  # fmt: skip
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None,
