@@ -246,6 +246,26 @@ def time_methods(calls: dict[str, Callable], chunks: list, *, runs: int, warmup:
     }
 
 
+def predicted_from_steps(
+    rows: dict[str, dict[str, float]], steps: dict[str, float], L: int
+) -> dict[str, float]:
+    """The graphed methods' time as the sum of their steps timed alone (the cost model of the
+    fixed-shape path): the prefix, then L-1 blocks (plain) or one round plus one flag read per
+    main pass (RSD; every round is one pass)."""
+    out = {
+        "graphed rfsq_ar": steps["prefix"] + (L - 1) * steps["block"],
+        "graphed floor": steps["prefix"] + steps["block"],
+    }
+    for name, r in rows.items():
+        if name.startswith("graphed ") and "g" in name.split()[-1]:
+            gamma = name.rsplit("g", 1)[1].split(":")[0]
+            drafter = "replay" if "oracle" in name else "head"
+            out[name] = steps["prefix"] + r["passes"] * (
+                steps[f"round {drafter} g{gamma}"] + steps["flag read"]
+            )
+    return out
+
+
 def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
     eager, graphed, floor = (
         rows[k]["median_ms"] for k in ("eager rfsq_ar", "graphed rfsq_ar", "graphed floor")
@@ -320,6 +340,10 @@ def main() -> None:
                 "   fixed-shape steps alone, median ms: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
             )
+            predicted = predicted_from_steps(rows, steps, main_policy.L)
+            print("   sum of steps against measured, ms: " + ", ".join(
+                f"{k.removeprefix('graphed ')} {v:.3f}/{rows[k]['median_ms']:.3f}" for k, v in predicted.items()
+            ))  # fmt: skip
             kernels = {}
             if args.profile:
                 try:
@@ -330,7 +354,7 @@ def main() -> None:
                     print(f"   top kernels, {step} (us total): {top}")
             results.append(
                 {"size": size, "dtype": dtype_name, "parity": counts, "parity_ok": ok, "rows": rows, "steps_ms": steps,
-                 "top_kernels": kernels}
+                 "top_kernels": kernels, "predicted_ms": predicted}
             )  # fmt: skip
             del main_policy, head, chunks, calls
             gc.collect()
