@@ -172,14 +172,29 @@ def new_run(
             raise FileExistsError(f"run folder {folder} exists; pick another run name")
         old = read_json(folder / "config.json")
         if old != config_json:
+            changed = "; ".join(
+                f"{key}: {was!r} there, {now!r} now" for key, was, now in config_changes(old, config_json)
+            )
             raise ValueError(
-                f"run folder {folder} was made with a different config; "
+                f"run folder {folder} was made with a different config ({changed}); "
                 "use another run name or delete the folder to start over"
             )
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "config.json", config_json)
     write_json(folder / "provenance.json", provenance())
     return folder
+
+
+def config_changes(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two JSON configs differ, as ``(dotted key, old, new)`` (a missing key is None): a refused
+    resume then says what changed (``options.protocol.open_loop_steps: 8 there, 4 now``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            change
+            for k in sorted(set(old) | set(new))
+            for change in config_changes(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+        ]
+    return [] if old == new else [(key or "config", old, new)]
 
 
 def describe_device(device: str | Any) -> str:

@@ -49,17 +49,30 @@ def policy_from_spec(spec: MethodSpec | str, models: str | Path) -> LearnedPolic
     )
 
 
-def eval_options(info: dict[str, Any], *, video: str | None = None) -> EvalOptions:
+def eval_options(
+    info: dict[str, Any], *, video: str | None = None, open_loop_steps: int = Protocol.open_loop_steps
+) -> EvalOptions:
     """How to run the episodes of the models a prepared record (``read_prepared``) describes.
 
     ``rgb`` models see cameras rendered at the resolution they were trained on; ``lowdim`` models
     read object poses, so their episodes render nothing (about ten times cheaper).
     ``video`` defaults to ``failures`` for ``rgb`` (the frames are there anyway) and ``none`` for
     ``lowdim`` (a video would be rendered by replaying the episode, ~40 s each).
+    ``open_loop_steps`` other than OpenVLA-OFT's 8 is a protocol deviation (see :func:`protocol_tag`).
+
+    Raises:
+        ValueError: ``open_loop_steps`` below 1 or above the chunk horizon the models were trained on.
     """
+    horizon = info["horizon"]
+    if not 1 <= open_loop_steps <= horizon:
+        raise ValueError(
+            f"open_loop_steps ({open_loop_steps}) must be between 1 and the chunk horizon the models "
+            f"were trained on ({horizon}): a chunk holds no more actions to execute"
+        )
     rgb = is_rgb(info)
+    resolution = {"camera_resolution": info["image_size"]} if rgb else {}
     return EvalOptions(
-        protocol=Protocol(camera_resolution=info["image_size"]) if rgb else Protocol(),
+        protocol=Protocol(open_loop_steps=open_loop_steps, **resolution),
         render=rgb,
         fast_render=True,
         video=video or ("failures" if rgb else "none"),
@@ -74,6 +87,13 @@ def is_rgb(info: dict[str, Any]) -> bool:
 def run_prefix(info: dict[str, Any]) -> str:
     """The start of an evaluation run's folder name: ``<suite>`` or ``<suite>-lowdim``."""
     return info["suite"] if is_rgb(info) else f"{info['suite']}-lowdim"
+
+
+def protocol_tag(protocol: Protocol) -> str:
+    """The end of an evaluation run's folder name: ``-ol<K>`` when ``K`` actions of a chunk run open
+    loop instead of OpenVLA-OFT's 8, else nothing, so a deviating run never shares a folder (or its
+    episodes) with a standard one."""
+    return "" if protocol.open_loop_steps == Protocol.open_loop_steps else f"-ol{protocol.open_loop_steps}"
 
 
 def run_name(spec: MethodSpec | str) -> str:

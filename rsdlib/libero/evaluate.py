@@ -36,7 +36,7 @@ import numpy as np
 from rsdlib.libero.goals import goal_objects
 from rsdlib.libero.policy import EnvPolicy, EpisodeContext, as_output
 from rsdlib.libero.preflight import check_episodes, check_requirements, suite_names
-from rsdlib.libero.protocol import Protocol
+from rsdlib.libero.protocol import Protocol, deviation_lines, deviations
 from rsdlib.libero.scene import Scene
 from rsdlib.metrics import record_key, success_summary, summarize_by
 from rsdlib.results import git_sha, to_jsonable, write_json
@@ -584,7 +584,9 @@ def evaluate(
 
     Returns:
         An :class:`EvalResult` with every record of the chosen episodes (old and new) and the
-        summary, which is also written to ``run_dir/metrics.json``.
+        summary, which is also written to ``run_dir/metrics.json``; its ``protocol_deviations``
+        names every protocol setting that differs from OpenVLA-OFT's (see
+        :func:`~rsdlib.libero.protocol.deviations`).
 
     Raises:
         TypeError: ``suites``, ``tasks`` or ``episodes`` of the wrong kind.
@@ -639,7 +641,8 @@ def evaluate(
             bar.update(1)
             bar.set_postfix(success=f"{wins}/{bar.n}")
     records = [done[s.key] for s in specs if s.key in done]
-    summary = summarize(records)
+    # a deviation travels with the numbers, so a table of them cannot pass for the standard protocol
+    summary = summarize(records) | {"protocol_deviations": deviations(options.protocol)}
     write_json(run_dir / "metrics.json", summary)
     report_errors(records, path)
     return EvalResult(run_dir, records, summary)
@@ -689,7 +692,8 @@ def report_errors(
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """A plain-text table of success per task and per suite with 95% Wilson intervals."""
+    """A plain-text table of success per task and per suite with 95% Wilson intervals, and a line
+    per protocol deviation."""
     lines = [f"{'suite':<15} {'task':>4}  {'success':>9}  {'rate':>6}  {'95% CI':>13}  name"]
     for row in summary["tasks"]:
         lines.append(
@@ -702,6 +706,7 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{row['suite']:<15} {'all':>4}  {row['successes']:>4}/{row['n']:<4}  "
             f"{row['rate']:>6.1%}  [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
         )
+    lines += deviation_lines(summary.get("protocol_deviations") or {})  # summaries saved before had none
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ that a table says which harness produced it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 #: The five standard suites, in the order papers report them.
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
@@ -76,6 +77,31 @@ class Protocol:
         """The step limit for ``suite``."""
         check_suite(suite)
         return self.max_steps[suite]
+
+
+#: Fields that say how the policy sees the scene (set to what it was trained on), not what an
+#: episode asks of it: another value there is no deviation from the protocol.
+OBSERVATION_FIELDS = ("flip_images", "camera_names", "camera_resolution")
+
+
+def deviations(protocol: Protocol) -> dict[str, dict[str, Any]]:
+    """The fields of ``protocol`` that differ from OpenVLA-OFT's (``Protocol()``), as
+    ``{field: {"openvla_oft": ..., "used": ...}}``: success under any of them is not comparable
+    with published LIBERO tables (re-planning every 4 actions, for one, is another task)."""
+    default = Protocol()
+    return {
+        f.name: {"openvla_oft": getattr(default, f.name), "used": getattr(protocol, f.name)}
+        for f in fields(Protocol)
+        if f.name not in OBSERVATION_FIELDS and getattr(protocol, f.name) != getattr(default, f.name)
+    }
+
+
+def deviation_lines(found: dict[str, dict[str, Any]]) -> list[str]:
+    """One printable line per deviation of :func:`deviations` (none for the standard protocol)."""
+    return [
+        f"protocol deviation: {name} = {d['used']} (OpenVLA-OFT: {d['openvla_oft']})"
+        for name, d in found.items()
+    ]
 
 
 def check_suite(suite: str) -> str:

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from rsdlib.libero.env import quat_xyzw_to_axis_angle
-from rsdlib.libero.protocol import MAX_STEPS, SUITES, Protocol, check_suite, postprocess_gripper
+from rsdlib.libero.protocol import (
+    MAX_STEPS,
+    SUITES,
+    Protocol,
+    check_suite,
+    deviation_lines,
+    deviations,
+    postprocess_gripper,
+)
 from rsdlib.libero.render import RenderBackendError, configure_rendering
 
 
@@ -22,6 +30,17 @@ def test_bad_protocol_values_are_named():
         Protocol(max_steps={"libero_100": 10})
     with pytest.raises(ValueError, match="unknown LIBERO suite 'spatial'"):
         check_suite("spatial")
+
+
+def test_deviations_name_what_differs_from_openvla_oft_but_not_how_the_policy_sees():
+    assert deviations(Protocol()) == {} and deviation_lines({}) == []
+    assert deviations(Protocol(camera_resolution=64, camera_names=("agentview",), flip_images=False)) == {}
+    found = deviations(Protocol(open_loop_steps=4, num_wait_steps=5))
+    assert found == {
+        "num_wait_steps": {"openvla_oft": 10, "used": 5},
+        "open_loop_steps": {"openvla_oft": 8, "used": 4},
+    }
+    assert deviation_lines(found)[1] == "protocol deviation: open_loop_steps = 4 (OpenVLA-OFT: 8)"
 
 
 def test_gripper_is_binarised_and_zero_means_open():

@@ -38,6 +38,14 @@ def test_reopening_a_run_with_another_config_is_refused(tmp_path):
         new_run("exp", {"a": 1}, run="r", root=tmp_path, exist_ok=False)
 
 
+def test_a_refused_resume_names_what_changed(tmp_path):
+    new_run("exp", {"options": {"protocol": {"open_loop_steps": 8}}, "episodes": 50}, run="r", root=tmp_path)
+    changed = {"options": {"protocol": {"open_loop_steps": 4}}, "episodes": 50, "seed": 1}
+    with pytest.raises(ValueError, match=r"options\.protocol\.open_loop_steps: 8 there, 4 now") as err:
+        new_run("exp", changed, run="r", root=tmp_path)
+    assert "seed: None there, 1 now" in str(err.value) and "episodes" not in str(err.value)
+
+
 @pytest.mark.parametrize("name", ["", "../up", "a b", "x/y"])
 def test_run_names_must_be_plain(tmp_path, name):
     with pytest.raises(ValueError, match="must be letters"):

@@ -1,0 +1,113 @@
+"""scripts/evaluate_policies.py: the open-loop steps option reaches the harness, is checked, recorded
+and kept apart from the standard protocol's runs (on the fake env: no simulator, no trained models)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mocks.fake_libero import PushPolicy, make_fake_env
+
+from rsdlib.experiments.comparison import eval_options
+from rsdlib.libero.evaluate import evaluate, read_episodes
+from rsdlib.results import new_run
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "evaluate_policies.py"
+HORIZON = 8
+PREPARED = {"suite": "libero_spatial", "modality": "lowdim", "image_size": None, "horizon": HORIZON}
+
+
+class TimedPush(PushPolicy):
+    """PushPolicy with chunks of :data:`HORIZON` actions and the per-chunk diagnostics the script's
+    summary line reads."""
+
+    def act(self, obs):
+        out = super().act(obs)
+        out.actions = np.resize(out.actions, (HORIZON, 7))
+        out.diagnostics |= {"latency_ms": {"total": 1.0}, "main_passes": 1}
+        return out
+
+
+@pytest.fixture
+def models(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "prepared.json").write_text(json.dumps(PREPARED))
+    return folder
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """The script as a module, deciding with the fake policy on the fake env, in this process."""
+    spec = importlib.util.spec_from_file_location("evaluate_policies", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "policy_from_spec", lambda method, models: TimedPush())
+    fake = functools.partial(evaluate, executor="serial", env_factory=make_fake_env, progress=False)
+    monkeypatch.setattr(module, "evaluate", fake)
+    return module
+
+
+def run_cli(cli, models, results, *extra):
+    cli.main(["--models", str(models), "--methods", "rfsq_ar", "--tasks", "0", "--episodes", "3",
+              "--results", str(results), *extra])  # fmt: skip
+    return results / "libero_eval"
+
+
+@pytest.mark.parametrize("k", [0, -1, HORIZON + 1])
+def test_open_loop_steps_outside_one_to_the_horizon_are_refused_before_anything_runs(
+    cli, models, tmp_path, capsys, k
+):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(cli, models, tmp_path / "results", "--open-loop-steps", str(k))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--open-loop-steps {k}" in err and f"chunk horizon the models were trained on ({HORIZON})" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_open_loop_steps_set_the_env_steps_per_policy_call(cli, models, tmp_path, capsys):
+    runs = run_cli(cli, models, tmp_path / "results", "--open-loop-steps", "2")
+    out = capsys.readouterr().out
+    run_dir = runs / "libero_spatial-lowdim-rfsq_ar-ol2"
+    records = read_episodes(run_dir)
+    assert len(records) == 3
+    for r in records:  # the fake robot moves 0.1 per step: each call sees it 2 steps further on
+        positions = [d["position"] for d in r["diagnostics"]]
+        assert np.allclose(np.diff(positions), 0.2)
+        assert r["chunks"] == r["steps"] / 2 == 4
+    # the deviation is printed, and recorded in the config, the summary and the summary line
+    assert "protocol deviation: open_loop_steps = 2 (OpenVLA-OFT: 8)" in out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["options"]["protocol"]["open_loop_steps"] == 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["protocol_deviations"] == {"open_loop_steps": {"openvla_oft": 8, "used": 2}}
+    line = json.loads(next(s for s in out.splitlines() if s.startswith('{"method"')))
+    assert (line["open_loop_steps"], line["chunks_per_episode"]) == (2, 4)
+
+
+def test_the_standard_protocol_runs_whole_chunks_in_its_own_folder(cli, models, tmp_path, capsys):
+    results = tmp_path / "results"
+    run_cli(cli, models, results, "--open-loop-steps", "2")
+    runs = run_cli(cli, models, results)  # the default: OpenVLA-OFT's 8, the whole chunk
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "libero_spatial-lowdim-rfsq_ar",
+        "libero_spatial-lowdim-rfsq_ar-ol2",
+    ]
+    standard = runs / "libero_spatial-lowdim-rfsq_ar"
+    assert [r["chunks"] for r in read_episodes(standard)] == [1, 1, 1]  # 8 steps: the step limit
+    assert json.loads((standard / "metrics.json").read_text())["protocol_deviations"] == {}
+    assert out.count("protocol deviation") == 2  # the -ol2 run's start line and table line only
+
+
+def test_resuming_a_run_folder_with_other_open_loop_steps_is_refused(cli, models, tmp_path):
+    results = tmp_path / "results"
+    run_cli(cli, models, results, "--open-loop-steps", "2")
+    config = {"policy": TimedPush().config(), "episodes": 3, "options": eval_options(PREPARED)}
+    with pytest.raises(ValueError, match=r"options\.protocol\.open_loop_steps: 2 there, 8 now"):
+        new_run("libero_eval", config, run="libero_spatial-lowdim-rfsq_ar-ol2", root=results)
