@@ -76,7 +76,9 @@ def main() -> None:
         "--val", type=Path, default=None, help="packed chunks (default: <models>/val_sample.npz)"
     )
     parser.add_argument("--chunks", type=int, default=128, help="validation chunks for acceptance and error")
-    parser.add_argument("--latency-chunks", type=int, default=50, help="chunks decoded one at a time, timed")
+    parser.add_argument(
+        "--latency-chunks", type=int, default=50, help="chunks decoded one at a time, timed (0: no timing)"
+    )
     parser.add_argument("--gammas", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--rules", nargs="+", default=list(DEFAULT_RULES))
     parser.add_argument("--drafters", nargs="+", default=["head", "tiny"])
@@ -95,7 +97,7 @@ def main() -> None:
         val.batch(torch.tensor([i], device=args.device), trunk_config=models.trunk)["obs"]
         for i in range(min(args.latency_chunks, len(val)))
     ]
-    latency = latency_rows(models, singles, specs)
+    latency = latency_rows(models, singles, specs) if singles else []
     rows = merge_rows(quality, latency)
     print(
         f"device: {describe_device(args.device)}; {len(val)} validation chunks; {len(singles)} timed one at a time"
