@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="*", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads per worker (default: CPUs / workers); 1 when other jobs share the machine",
+    )  # fmt: skip
+    parser.add_argument(
         "--video",
         default=None,
         choices=("none", "failures", "all"),
@@ -104,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             run_dir=run_dir,
             options=options,
             workers=args.workers,
+            threads=args.threads,
         )
         print(format_table(result.summary))
         suite = result.summary["suites"][0]

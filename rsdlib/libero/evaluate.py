@@ -441,12 +441,14 @@ def _run_serial(runner: EpisodeRunner, specs: list[EpisodeSpec]) -> Iterator[dic
         runner.close()
 
 
-def _run_pool(args: tuple, specs: list[EpisodeSpec], workers: int) -> Iterator[dict[str, Any]]:
+def _run_pool(
+    args: tuple, specs: list[EpisodeSpec], workers: int, threads: int | None = None
+) -> Iterator[dict[str, Any]]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn: a fresh interpreter per worker, no inherited GL context or threads.
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(
         workers,
         mp_context=mp.get_context("spawn"),
@@ -555,6 +557,7 @@ def evaluate(
     options: EvalOptions | None = None,
     executor: str = "pool",
     workers: int = 2,
+    threads: int | None = None,
     ray_address: str | None = None,
     env_factory: EnvFactory = make_libero_env,
     progress: bool = True,
@@ -577,6 +580,9 @@ def evaluate(
         options: protocol, rendering and video settings.
         executor: ``serial``, ``pool`` or ``ray``.
         workers: processes (pool) or actors (ray).
+        threads: torch threads per pool worker (default: the CPUs shared out among the workers).
+            Pass 1 on a machine that other jobs share: a small policy runs no faster on more, and
+            threads competing with a busy core made each decode about 100 times slower.
         ray_address: a Ray cluster address; None starts Ray locally with ``workers`` CPUs.
         env_factory: makes an env per (suite, task); tests pass a fake.
         progress: show a progress bar (:func:`rsdlib.progress.progress`) with the success rate
@@ -616,7 +622,7 @@ def evaluate(
         runner = EpisodeRunner(*args)
         stream = _run_serial(runner, todo)
     elif executor == "pool":
-        stream = _run_pool(args, todo, min(workers, len(todo)))
+        stream = _run_pool(args, todo, min(workers, len(todo)), threads)
     else:
         stream = _run_ray(args, todo, min(workers, len(todo)), ray_address)
 

@@ -146,6 +146,14 @@ def test_pool_workers_share_the_cores_between_their_torch_threads(tmp_path):
     assert threads == {max(1, (os.cpu_count() or 1) // 2)}
 
 
+def test_pool_workers_take_the_threads_asked_for(tmp_path):
+    from mocks.fake_libero import TorchThreadsPolicy
+
+    result = evaluate(TorchThreadsPolicy(), [SUITE], [0], 2, run_dir=tmp_path / "run", executor="pool", workers=1,
+                      threads=3, env_factory=make_fake_env, progress=False)  # fmt: skip
+    assert {d["torch_threads"] for r in result.records for d in r["diagnostics"]} == {3}
+
+
 def test_truncated_last_line_is_dropped_and_rerun(tmp_path):
     run(tmp_path, tasks=(0,), episodes=3)
     path = tmp_path / "run" / EPISODES_FILE
