@@ -13,7 +13,9 @@
 # then OUT/summary.txt; exits non-zero if any step failed. About 4 minutes on one GPU (each
 # step has a time limit: 6 minutes in all). A step past its limit gets SIGABRT, and Python's
 # fault handler prints where every thread was into its log. Needs torch with CUDA,
-# transformers, vector-quantize-pytorch and this tree; no registry access, no LIBERO.
+# transformers, vector-quantize-pytorch and this tree; no registry access, no LIBERO. Where
+# vector-quantize-pytorch is missing and .whl/ holds the wheels scripts/gpu_wheels.sh downloads,
+# they are installed into OUT/site first.
 #
 # OUT: the argument, else $OUT, else results/gpu_check/<date>-<host>.
 # PYTHON: the interpreter (default .venv/bin/python if it exists, else python3).
@@ -31,6 +33,14 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
 device=${GPU_CHECK_DEVICE:-cuda}
+if ! "$PYTHON" -c "import vector_quantize_pytorch" 2>/dev/null; then
+    if ls .whl/vector_quantize_pytorch-*.whl >/dev/null 2>&1; then
+        "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --target "$out/site" .whl/*.whl \
+            && export PYTHONPATH="$out/site:$PYTHONPATH" && echo "installed $(ls .whl | wc -l) wheels from .whl/"
+    else
+        echo "vector-quantize-pytorch is missing: run scripts/gpu_wheels.sh where pip works and bring .whl/" >&2
+    fi
+fi
 quick=${GPU_CHECK_QUICK:-0}
 
 if [ "$quick" = 1 ]; then
