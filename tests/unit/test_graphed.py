@@ -7,7 +7,12 @@ check on a GPU with the graphs before it times them.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +198,27 @@ def test_both_loops_hand_the_head_the_states_of_the_newest_committed_layers_bloc
                     i,
                     int(committed[i]),
                 )
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_its_graphed_step_on_a_cpu(tmp_path):
+    """The smoke mode of scripts/gpu_check.sh: one results folder with provenance and the
+    side-by-side benchmark, whose parity check passed."""
+    repo = Path(__file__).resolve().parents[2]
+    env = os.environ | {
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_QUICK": "1",
+        "GPU_CHECK_STEPS": "graphed",
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", str(repo / "scripts" / "gpu_check.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "git commit:" in (tmp_path / "provenance.txt").read_text()
+    bench = json.loads((tmp_path / "bench_graphed.json").read_text())
+    assert [r["parity_ok"] for r in bench["results"]] == [True]
+    assert "ok      bench_graphed.log" in (tmp_path / "summary.txt").read_text()
