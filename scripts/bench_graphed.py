@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -141,6 +142,22 @@ def mean_passes(main, head, name: str, chunks: list, greedy: list[torch.Tensor])
     return float(np.mean([float(decoder.rsd(obs).main_passes.float().mean()) for obs in chunks]))
 
 
+def elapsed_ms(call: Callable[[], Any], *, cuda: bool) -> float:
+    """Milliseconds ``call`` takes: between CUDA events after the device is idle on a GPU (what
+    it queued, finished), else wall time."""
+    if cuda:
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    call()
+    return 1e3 * (time.perf_counter() - t0)
+
+
 def step_breakdown(
     main, head, chunks: list, gammas: list[int], *, runs: int, device: str
 ) -> tuple[dict, dict]:
@@ -159,30 +176,17 @@ def step_breakdown(
             replay = torch.zeros(1, main.L, main.N, dtype=torch.long, device=main.device)
             decoder.rsd(chunks[0], **({"replay": replay} if name.startswith("replay") else {}))
 
-    def timed(call: Callable[[], Any]) -> float:
-        if cuda:
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        t0 = time.perf_counter()
-        call()
-        return 1e3 * (time.perf_counter() - t0)
-
     samples: dict[str, list[float]] = {}
     for run in range(runs):
         obs = chunks[run % len(chunks)]
         for name, decoder in decoders.items():
             decoder._load(obs)
             if name == "plain":
-                samples.setdefault("prefix", []).append(timed(decoder._runs["prefix"]))
-                samples.setdefault("block", []).append(timed(decoder._runs["block"]))
+                samples.setdefault("prefix", []).append(elapsed_ms(decoder._runs["prefix"], cuda=cuda))
+                samples.setdefault("block", []).append(elapsed_ms(decoder._runs["block"], cuda=cuda))
                 continue
             decoder._runs["prefix"]()
-            samples.setdefault(f"round {name}", []).append(timed(decoder._runs["round"]))
+            samples.setdefault(f"round {name}", []).append(elapsed_ms(decoder._runs["round"], cuda=cuda))
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -222,18 +226,7 @@ def time_methods(calls: dict[str, Callable], chunks: list, *, runs: int, warmup:
         for run in range(warmup + runs):
             i = run % len(chunks)
             for name, call in calls.items():
-                if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    torch.cuda.synchronize()
-                    start.record()
-                    call(i, chunks[i])
-                    end.record()
-                    end.synchronize()
-                    seconds = start.elapsed_time(end) / 1e3
-                else:
-                    t0 = time.perf_counter()
-                    call(i, chunks[i])
-                    seconds = time.perf_counter() - t0
+                seconds = elapsed_ms(functools.partial(call, i, chunks[i]), cuda=cuda) / 1e3
                 if run >= warmup:
                     samples[name].append(seconds)
             if run % 10 == 9:

@@ -221,11 +221,13 @@ class GraphedDecoder:
         self.next_block = torch.zeros(B, dtype=torch.long, device=dev)  # the next block (plain)
         self.passes = torch.zeros(B, dtype=torch.long, device=dev)
         self.replay = torch.zeros(B, L, N, dtype=torch.long, device=dev)
-        #: The main states of the block that produced each item's newest committed layer.
-        self.main_hidden = torch.zeros(B, N, main.trunk.hidden_size, dtype=main.dtype, device=dev)
-        self.pooled = None
+        #: The main states of the block that produced each item's newest committed layer (only
+        #: for a head that reads them) and the head's pooled prefix.
+        self.main_hidden = self.pooled = None
         if isinstance(self.drafter, HeadDrafter):
             self.pooled = torch.zeros(B, N, self.drafter.config.hidden_size, dtype=main.dtype, device=dev)
+            if self.drafter.reads_main_hidden:
+                self.main_hidden = torch.zeros(B, N, main.trunk.hidden_size, dtype=main.dtype, device=dev)
         steps = {"prefix": self._prefix, "block": self._plain_block}
         if self.drafter is not None:
             steps["round"] = self._round
@@ -291,7 +293,8 @@ class GraphedDecoder:
         self.committed.fill_(1)
         self.next_block.fill_(1)
         self.passes.zero_()
-        self.main_hidden.copy_(hidden[:, P:])
+        if self.main_hidden is not None:
+            self.main_hidden.copy_(hidden[:, P:])
         if self.pooled is not None:
             self.pooled.copy_(self.drafter.pool(hidden[:, :P], valid))
 
@@ -328,5 +331,6 @@ class GraphedDecoder:
         self.tokens.copy_(torch.where(take[:, :, None], chosen, self.tokens))
         self.committed.copy_(torch.where(active, (c + accepted + 1).clamp(max=L), c))
         self.passes.add_(active.long())
-        newest = hidden.gather(1, accepted[:, None, None, None].expand(-1, 1, *hidden.shape[2:]))[:, 0]
-        self.main_hidden.copy_(torch.where(active[:, None, None], newest, self.main_hidden))
+        if self.main_hidden is not None:
+            newest = hidden.gather(1, accepted[:, None, None, None].expand(-1, 1, *hidden.shape[2:]))[:, 0]
+            self.main_hidden.copy_(torch.where(active[:, None, None], newest, self.main_hidden))

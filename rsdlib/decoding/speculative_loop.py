@@ -120,9 +120,9 @@ def speculative_decode(
     with clock.step("prefix"):
         state, block0 = main.prefix_with_first_block(obs)  # layer 0's logits come with the prefix
     first = block0.logits[:, 0]
-    # The main states of the block that produced each item's newest committed layer (for drafters
-    # that read them): block 0's now, then the verify pass's.
-    main_hidden = block0.hidden[:, 0]  # (B, N, D)
+    # The main states of the block that produced each item's newest committed layer, for a drafter
+    # that reads them: block 0's now, then the verify pass's.
+    main_hidden = block0.hidden[:, 0] if drafter.reads_main_hidden else None  # (B, N, D)
     with clock.step("draft"):
         drafter.begin(obs=obs, main_state=state)
     depth = torch.full((B,), L, dtype=torch.long, device=dev)
@@ -224,11 +224,12 @@ def speculative_decode(
 
             # 5. crop the cache to the committed blocks (block l read layer l-1)
             main.trunk.truncate(state, new_committed.clamp(max=L))
-            newest = (new_committed - 1 - committed).clamp(0, k - 1)  # offset of the newest layer's block
-            from_pass = verified.hidden.gather(
-                1, newest[:, None, None, None].expand(-1, 1, *main_hidden.shape[1:])
-            )
-            main_hidden = torch.where(active[:, None, None], from_pass[:, 0], main_hidden)
+            if main_hidden is not None:
+                newest = (new_committed - 1 - committed).clamp(0, k - 1)  # offset of the newest layer's block
+                from_pass = verified.hidden.gather(
+                    1, newest[:, None, None, None].expand(-1, 1, *main_hidden.shape[1:])
+                )
+                main_hidden = torch.where(active[:, None, None], from_pass[:, 0], main_hidden)
 
         with clock.step("record"):
             _record_round(

@@ -50,6 +50,8 @@ class Drafter(ABC):
     """Proposes tokens for the next layers with their probabilities."""
 
     name: str = "drafter"
+    #: Whether :meth:`propose` reads ``main_hidden`` (the loops skip gathering it otherwise).
+    reads_main_hidden: bool = False
 
     @abstractmethod
     def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
@@ -151,11 +153,9 @@ class HeadDrafter(nn.Module, Drafter):
         for block in self.blocks:
             x = x + block(x)
         x = self.norm(x)
-        if fixed:
-            return per_layer_logits(x, self.out_weight, self.out_bias, layer[:, None].expand(x.shape[:2]))
-        if bool((layer == layer[0]).all()):  # one layer for the batch: no weight gather
+        if not fixed and bool((layer == layer[0]).all()):  # one layer for the batch: one matmul
             return x @ self.out_weight[layer[0]] + self.out_bias[layer[0]]
-        return torch.einsum("bnh,bhv->bnv", x, self.out_weight[layer]) + self.out_bias[layer][:, None]
+        return per_layer_logits(x, self.out_weight, self.out_bias, layer[:, None].expand(x.shape[:2]))
 
     def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy on target tokens (demonstrations, or the main policy's greedy ones),
@@ -204,6 +204,10 @@ class HeadDrafter(nn.Module, Drafter):
         if stale_right:
             metrics["acc_stale"] = float(torch.stack(stale_right).mean())
         return loss, metrics
+
+    @property
+    def reads_main_hidden(self) -> bool:
+        return self.config.reads_blocks
 
     def begin(self, *, obs: ObservationBatch, main_state: TrunkState) -> None:
         self._pooled = self.pool(main_state.prefix_hidden, main_state.prefix_valid)
