@@ -115,7 +115,7 @@ def level_distance(
         x: ``(B, N)`` drafted tokens.
         p: ``(B, N, V)`` main distributions.
         delta: allowed levels of difference per channel.
-        digits: the tokenizer's ``index_to_digits``: ``(...)`` -> ``(..., channels)``.
+        digits: the tokenizer's ``index_to_digits`` for these rows' layers: ``(B, N)`` -> ``(B, N, channels)``.
     """
     choice = p.argmax(dim=-1)
     dist = (digits(x) - digits(choice)).abs()  # (B, N, channels)
@@ -176,7 +176,10 @@ def _judge_match_rate(x, q, p, tokens, layer, generator, params, tokenizer) -> V
 
 
 def _judge_level_distance(x, q, p, tokens, layer, generator, params, tokenizer) -> Verdict:
-    return level_distance(x, p, delta=params["delta"], digits=tokenizer.index_to_digits)
+    def digits(ids: torch.Tensor) -> torch.Tensor:  # each row's layer: levels may differ per layer
+        return tokenizer.index_to_digits(ids, layer=layer[:, None])
+
+    return level_distance(x, p, delta=params["delta"], digits=digits)
 
 
 def _judge_action_tolerance(x, q, p, tokens, layer, generator, params, tokenizer) -> Verdict:

@@ -96,7 +96,7 @@ class Decoder:
                 raise ValueError(
                     f"method {spec.method!r} needs the RFSQ tokenizer the policy was trained with"
                 )
-            check_tokenizer(self.tokenizer, num_layers=main.L, num_latents=main.N, codebook_size=main.V)
+            check_tokenizer(self.tokenizer, main.config.actions)
             check_chunk_shape(self.tokenizer, a.horizon, a.action_dim)
         if spec.method == "fast_ar":
             if self.tokenizer is None or not hasattr(self.tokenizer, "vocab_size"):

@@ -103,6 +103,8 @@ class MonitorInput:
         history: the episode's memory (empty for a first chunk or outside episodes).
         remaining: ``(B, L)`` the depth head's predicted remaining residual after k = 1..L layers
             (None when no monitor in use reads it).
+        codes: the codes layer k-1 has (fewer than V when the tokenizer's layers have their own
+            levels); None: V.
     """
 
     layers: int
@@ -112,13 +114,14 @@ class MonitorInput:
     chunk: torch.Tensor | None = None
     history: DepthHistory = field(default_factory=DepthHistory)
     remaining: torch.Tensor | None = None
+    codes: int | None = None
 
 
 def entropy(inp: MonitorInput) -> torch.Tensor:
     """Normalised entropy of the layer just decoded, mean over its N tokens: ``(B,)`` in [0, 1]."""
     p = inp.probs.double()
     h = -(p * p.clamp(min=1e-30).log()).sum(dim=-1)  # (B, N)
-    return (h / math.log(p.shape[-1])).mean(dim=-1)
+    return (h / math.log(inp.codes or p.shape[-1])).mean(dim=-1)
 
 
 def action_variance(inp: MonitorInput) -> torch.Tensor:
@@ -304,5 +307,7 @@ def judge_depth(
         chunk = decode(tokens[:, :layers].transpose(1, 2))
     if remaining is None:
         remaining = monitor.predict(hidden)
-    inp = MonitorInput(layers, tokens.shape[1], probs, hidden, chunk, history, remaining)
+    sizes = getattr(tokenizer, "layer_codebook_sizes", None)
+    codes = sizes[layers - 1] if sizes else None
+    inp = MonitorInput(layers, tokens.shape[1], probs, hidden, chunk, history, remaining, codes)
     return monitor.go_on(inp), monitor.values(inp)

@@ -91,7 +91,7 @@ def decode_rfsq_ar(
         monitor: stops decoding early (None: all L layers).
         history: what the monitor remembers of the episode's earlier chunks.
     """
-    check_tokenizer(tokenizer, num_layers=policy.L, num_latents=policy.N, codebook_size=policy.V)
+    check_tokenizer(tokenizer, policy.config.actions)
     obs = policy.prepare(observations)
     B, L, N = obs.batch_size, policy.L, policy.N
     clock = Stopwatch(policy.device)
@@ -151,7 +151,7 @@ def decode_rfsq_parallel(
     tokenizer: ActionTokenizer | None = None,
 ) -> DecodeResult:
     """All layers in one pass after the prefix (tokens independent given the observation)."""
-    check_tokenizer(tokenizer, num_layers=policy.L, num_latents=policy.N, codebook_size=policy.V)
+    check_tokenizer(tokenizer, policy.config.actions)
     obs = policy.prepare(observations)
     clock = Stopwatch(policy.device)
     with clock.step("prefix"):

@@ -13,6 +13,7 @@ import torch
 from rsdlib.decoding.trace import DecodeTrace
 
 if TYPE_CHECKING:
+    from rsdlib.policies.configuration import ActionSpace
     from rsdlib.tokenizers.base import ActionTokenizer
 
 
@@ -78,12 +79,11 @@ class Stopwatch:
         return out
 
 
-def check_tokenizer(
-    tokenizer: ActionTokenizer, *, num_layers: int, num_latents: int, codebook_size: int
-) -> None:
-    """Raise if ``tokenizer`` does not fit the policy's token shape."""
+def check_tokenizer(tokenizer: ActionTokenizer | None, actions: ActionSpace) -> None:
+    """Raise if ``tokenizer`` does not fit the policy's token shape (``policy.config.actions``)."""
     if tokenizer is None:
         return
+    num_layers, num_latents, codebook_size = actions.num_layers, actions.num_latents, actions.codebook_size
     have = (
         getattr(tokenizer, "num_layers", None),
         getattr(tokenizer, "num_latents", None),
@@ -93,6 +93,13 @@ def check_tokenizer(
         raise ValueError(
             f"tokenizer has (num_layers, num_latents, codebook_size) = {have}, the policy was built "
             f"for {(num_layers, num_latents, codebook_size)}: load the tokenizer the policy was trained with"
+        )
+    every = (codebook_size,) * num_layers
+    have_sizes = tuple(getattr(tokenizer, "layer_codebook_sizes", every))
+    if have_sizes != (actions.layer_codebook_sizes or every):
+        raise ValueError(
+            f"the tokenizer's layers have {list(have_sizes)} codes, the policy's "
+            f"{list(actions.layer_codebook_sizes or every)}: load the tokenizer the policy was trained with"
         )
 
 

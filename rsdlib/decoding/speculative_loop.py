@@ -104,7 +104,7 @@ def speculative_decode(
         item took part in (the prefix pass, which decoded layer 0, not included).
     """
     _check_settings(rule, gamma, temperature, generator)
-    check_tokenizer(tokenizer, num_layers=main.L, num_latents=main.N, codebook_size=main.V)
+    check_tokenizer(tokenizer, main.config.actions)
     obs = main.prepare(observations)
     B, L, N, V = obs.batch_size, main.L, main.N, main.V
     dev = main.device

@@ -9,7 +9,8 @@ token targets. The folder it writes is all that training needs: no LIBERO, no HD
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,33 @@ def prepare(
         "fast": fast_tok.config() | {"vocab": fast_tok.vocab_size, "max_tokens_seen": max(fast_lengths)},
     }
     (out / PREPARED_FILE).write_text(json.dumps(info, indent=1))
+    return out
+
+
+def retokenize(
+    prepared_dir: str | Path, out: str | Path, rfsq: dict[str, Any], *, progress: bool = True
+) -> Path:
+    """A copy of a prepared folder with another RFSQ tokenizer: the same episodes, split and
+    chunks (and FAST tokenizer), the RFSQ tokenizer refitted with ``rfsq`` settings over the
+    folder's own (its normaliser and seed kept) and both splits' tokens re-encoded.
+
+    What a tokenizer sweep trains on: every setting sees exactly the same data.
+    """
+    prepared_dir, out = Path(prepared_dir), Path(out)
+    info = read_prepared(prepared_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    old = RFSQTokenizer.load(prepared_dir / RFSQ_DIR)
+    settings = {**old.config(), **rfsq}
+    train = PackedChunks.load(prepared_dir / TRAIN_FILE)
+    tokenizer = RFSQTokenizer(**settings, normaliser=old.normaliser).fit(train.actions_raw, progress=progress)
+    tokenizer.save(out / RFSQ_DIR)
+    shutil.copytree(prepared_dir / FAST_DIR, out / FAST_DIR, dirs_exist_ok=True)
+    for name, data in ((TRAIN_FILE, train), (VAL_FILE, PackedChunks.load(prepared_dir / VAL_FILE))):
+        tokens = tokenizer.encode(data.actions_raw).transpose(1, 2).contiguous()  # (M, L, N)
+        replace(data, tokens=tokens).save(out / name, jpeg_quality=info.get("jpeg_quality"))
+    extra = {k: info["actions"][k] for k in ("fast_vocab", "fast_max_tokens")}
+    info = info | {"rfsq": tokenizer.config(), "actions": asdict(ActionSpace.from_tokenizer(tokenizer, **extra))}
+    (out / PREPARED_FILE).write_text(json.dumps(info | {"retokenized_from": str(prepared_dir)}, indent=1))
     return out
 
 

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from rsdlib.actions import ACTION_DIM
 from rsdlib.observations import MODALITIES, OBJECT_DIM, PROPRIO_DIM
 from rsdlib.policies.proprio import ORIENTATIONS, proprio_feature_dim
@@ -186,7 +188,10 @@ class ActionSpace:
     Attributes:
         num_layers: RFSQ layers L (coarse to fine).
         num_latents: tokens per layer N.
-        codebook_size: codes per layer V (product of the FSQ levels).
+        codebook_size: codes per layer V (product of the FSQ levels); with levels per layer, the
+            largest layer's.
+        layer_codebook_sizes: each layer's codes when they differ (coarse layers with fewer
+            codes); empty when every layer has V. A head masks each layer's logits past its codes.
         horizon: action steps per chunk H.
         action_dim: action dimensions A.
         fast_vocab: FAST BPE vocabulary (``fast_ar`` only; 0 when unused).
@@ -196,6 +201,7 @@ class ActionSpace:
     num_layers: int = 4
     num_latents: int = 4
     codebook_size: int = 1024  # rsdlib.tokenizers.RFSQTokenizer's default levels [2] * 10
+    layer_codebook_sizes: tuple[int, ...] = ()
     horizon: int = 8
     action_dim: int = ACTION_DIM
     fast_vocab: int = 0
@@ -205,6 +211,13 @@ class ActionSpace:
         for name in ("num_layers", "num_latents", "codebook_size", "horizon", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ActionSpace.{name} ({getattr(self, name)}) must be at least 1")
+        sizes = tuple(int(v) for v in self.layer_codebook_sizes)
+        object.__setattr__(self, "layer_codebook_sizes", sizes)  # a JSON list back to a tuple
+        if sizes and (len(sizes) != self.num_layers or min(sizes) < 1 or max(sizes) != self.codebook_size):
+            raise ValueError(
+                f"ActionSpace.layer_codebook_sizes ({list(sizes)}) must give each of the {self.num_layers} "
+                f"layers its codes, the largest equal to codebook_size ({self.codebook_size})"
+            )
         if self.fast_vocab < 0 or self.fast_max_tokens < 0:
             raise ValueError(
                 f"fast_vocab ({self.fast_vocab}) and fast_max_tokens ({self.fast_max_tokens}) must be >= 0"
@@ -220,14 +233,27 @@ class ActionSpace:
         ]
         if missing:
             raise TypeError(f"{type(tokenizer).__name__} lacks {missing} of the RFSQ tokenizer contract")
+        sizes = tuple(getattr(tokenizer, "layer_codebook_sizes", ()))
         return cls(
             num_layers=int(tokenizer.num_layers),
             num_latents=int(tokenizer.num_latents),
             codebook_size=int(tokenizer.codebook_size),
+            layer_codebook_sizes=sizes if len(set(sizes)) > 1 else (),
             horizon=int(tokenizer.horizon),
             action_dim=int(tokenizer.action_dim),
             **extra,
         )
+
+
+    def code_mask(self) -> torch.Tensor | None:
+        """``(L, V)`` added to each layer's logits: 0 for the codes layer l has, -inf past them.
+
+        None when every layer has all V codes (nothing to add)."""
+        if not self.layer_codebook_sizes:
+            return None
+        codes = torch.arange(self.codebook_size)
+        sizes = torch.tensor(self.layer_codebook_sizes)[:, None]
+        return torch.zeros(self.num_layers, self.codebook_size).masked_fill(codes >= sizes, float("-inf"))
 
 
 @dataclass(frozen=True)

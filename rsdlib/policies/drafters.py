@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsdlib.policies.configuration import HeadDrafterConfig
-from rsdlib.policies.heads import RFSQAutoregressive, per_layer_logits
+from rsdlib.policies.heads import RFSQAutoregressive, output_bias, per_layer_logits
 from rsdlib.policies.processor import ObservationBatch
 from rsdlib.policies.sampling import probabilities, sample
 from rsdlib.policies.trunk import TrunkState
@@ -115,6 +115,7 @@ class HeadDrafter(nn.Module, Drafter):
         self.norm = nn.LayerNorm(H)
         self.out_weight = nn.Parameter(torch.randn(self.L, H, self.V) * H**-0.5)
         self.out_bias = nn.Parameter(torch.zeros(self.L, self.V))
+        self.register_buffer("code_mask", a.code_mask(), persistent=False)
         self._pooled: torch.Tensor | None = None
 
     def pool(self, prefix_hidden: torch.Tensor, prefix_valid: torch.Tensor) -> torch.Tensor:
@@ -153,9 +154,10 @@ class HeadDrafter(nn.Module, Drafter):
         for block in self.blocks:
             x = x + block(x)
         x = self.norm(x)
+        bias = output_bias(self.out_bias, self.code_mask)
         if not fixed and bool((layer == layer[0]).all()):  # one layer for the batch: one matmul
-            return x @ self.out_weight[layer[0]] + self.out_bias[layer[0]]
-        return per_layer_logits(x, self.out_weight, self.out_bias, layer[:, None].expand(x.shape[:2]))
+            return x @ self.out_weight[layer[0]] + bias[layer[0]]
+        return per_layer_logits(x, self.out_weight, bias, layer[:, None].expand(x.shape[:2]))
 
     def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy on target tokens (demonstrations, or the main policy's greedy ones),

@@ -61,6 +61,11 @@ def per_layer_logits(
     return every.gather(-2, at).squeeze(-2)
 
 
+def output_bias(out_bias: torch.Tensor, code_mask: torch.Tensor | None) -> torch.Tensor:
+    """``(L, V)`` output bias with each layer's codes past its own masked (``ActionSpace.code_mask``)."""
+    return out_bias if code_mask is None else out_bias + code_mask
+
+
 def build_trunk(config: TrunkConfig) -> Trunk:
     """The trunk ``config.kind`` names: the default small ``llama`` trunk or a ``llava`` VLM."""
     if config.kind == "llava":
@@ -126,6 +131,7 @@ class RFSQAutoregressive(Policy):
         self.latent_embed = nn.Parameter(torch.randn(self.N, D) * 0.02)
         self.out_weight = nn.Parameter(torch.randn(self.L, D, self.V) * D**-0.5)
         self.out_bias = nn.Parameter(torch.zeros(self.L, self.V))
+        self.register_buffer("code_mask", a.code_mask(), persistent=False)
         nn.init.normal_(self.token_embed.weight, std=0.02)
 
     # -- block inputs and outputs -----------------------------------------------------------------
@@ -155,20 +161,21 @@ class RFSQAutoregressive(Policy):
         flat_b = b.reshape(-1)
         flat_h = hidden.reshape(B * k, N, D)
         out = hidden.new_empty(B * k, N, self.V)
+        bias = output_bias(self.out_bias, self.code_mask)
         layers = flat_b.unique().tolist()
         if len(layers) == 1:
-            return hidden @ self.out_weight[layers[0]] + self.out_bias[layers[0]]
+            return hidden @ self.out_weight[layers[0]] + bias[layers[0]]
         # One matmul per layer present (at most gamma + 1): no per-block copy of the (D, V) weights.
         for layer in layers:
             rows = (flat_b == layer).nonzero()[:, 0]
-            out[rows] = flat_h[rows] @ self.out_weight[layer] + self.out_bias[layer]
+            out[rows] = flat_h[rows] @ self.out_weight[layer] + bias[layer]
         return out.reshape(B, k, N, self.V)
 
     def block_outputs_fixed(self, hidden: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
         """:meth:`block_outputs` without reading block ids on the host (:func:`per_layer_logits`):
         fixed work and no sync, so a CUDA graph can hold it (:mod:`rsdlib.decoding.graphed`)."""
         b = block.clamp(0, self.L - 1)[:, :, None].expand(hidden.shape[:3])  # (B, k, N)
-        return per_layer_logits(hidden, self.out_weight, self.out_bias, b)
+        return per_layer_logits(hidden, self.out_weight, output_bias(self.out_bias, self.code_mask), b)
 
     def _positions(self, block: torch.Tensor) -> torch.Tensor:
         P = self.trunk.prefix_length
@@ -291,6 +298,7 @@ class RFSQParallel(Policy):
         self.queries = nn.Parameter(torch.randn(self.L, self.N, D) * 0.02)
         self.out_weight = nn.Parameter(torch.randn(self.L, D, self.V) * D**-0.5)
         self.out_bias = nn.Parameter(torch.zeros(self.L, self.V))
+        self.register_buffer("code_mask", a.code_mask(), persistent=False)
 
     def _run(self, obs: ObservationBatch, state: TrunkState | None) -> torch.Tensor:
         B = obs.batch_size
@@ -303,7 +311,8 @@ class RFSQParallel(Policy):
         else:
             hidden = self.trunk.extend(state, x, block=block, valid=valid, positions=pos)
         hidden = hidden.reshape(B, self.L, self.N, -1)  # (B, L, N, D)
-        return torch.einsum("blnd,ldv->blnv", hidden, self.out_weight) + self.out_bias[:, None]
+        bias = output_bias(self.out_bias, self.code_mask)
+        return torch.einsum("blnd,ldv->blnv", hidden, self.out_weight) + bias[:, None]
 
     def logits(self, state: TrunkState, obs: ObservationBatch) -> torch.Tensor:
         """One pass after the prefix: ``(B, L, N, V)`` logits, tokens independent."""

@@ -9,6 +9,7 @@ normalised (clamped) chunk.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -59,7 +60,8 @@ def evaluate_tokenizer(
             tokens = tokenizer.num_latents * k
             rows.append({
                 **labels, "tokenizer": "rfsq", "setting": f"k={k}", "layers": k, "tokens_per_chunk": float(tokens),
-                "bits_per_chunk": tokens * tokenizer.bits_per_token(), "sequential_steps": float(k),
+                "bits_per_chunk": tokenizer.num_latents * sum(math.log2(v) for v in tokenizer.layer_codebook_sizes[:k]),
+                "sequential_steps": float(k),
                 **error_metrics(chunks, tokenizer.decode(ids[:, :, :k]), tokenizer.normaliser),
             })  # fmt: skip
         return rows

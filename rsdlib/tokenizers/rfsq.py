@@ -9,6 +9,12 @@ index). Each layer gives one token per latent, an index into the product codeboo
 ``prod(levels)`` codes. The decoder maps the sum of the first k layers' codes back to a chunk,
 for any k in 1..L; training with quantize dropout makes every such prefix a usable action.
 
+Levels may differ per layer (``levels=[[2, 2, 2, 2], [4, 4, 4, 4], ...]``, the same number of
+channels in each): coarse layers with few codes are easier to draft, since a drafted layer is
+accepted only if all its tokens match (:class:`PerLayerResidualFSQ`). A policy's vocabulary is
+then the largest layer's; each layer's logits past its own codes are masked
+(``ActionSpace.layer_codebook_sizes``).
+
 Tokens are all a chunk's code: the quantizer works on the encoder output as it is (no
 per-vector statistics, which made the prototype's tokens undecodable), so
 ``decode(encode(x))`` equals the forward reconstruction bit for bit.
@@ -17,7 +23,8 @@ per-vector statistics, which made the prototype's tokens undecodable), so
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from vector_quantize_pytorch import ResidualFSQ
+from vector_quantize_pytorch import FSQ
 
 from rsdlib.actions import ACTION_DIM
 from rsdlib.progress import progress as progress_bar
@@ -40,23 +47,24 @@ WEIGHTS_FILE = "model.safetensors"
 _SLICE = 65536
 
 
-def index_to_digits(ids: Tensor, levels: list[int] | tuple[int, ...]) -> Tensor:
+def index_to_digits(ids: Tensor, levels: list[int] | tuple[int, ...] | Tensor) -> Tensor:
     """Split flat FSQ indices into per-channel level digits (mixed radix, channel 0 least significant).
 
-    This is ``ResidualFSQ``'s own index layout: ``id = sum_c digit_c * prod(levels[:c])``.
+    This is ``FSQ``'s own index layout: ``id = sum_c digit_c * prod(levels[:c])``.
 
     Args:
         ids: integer tensor of any shape (...), each in [0, prod(levels)).
-        levels: FSQ levels per channel, e.g. [8, 5, 5, 5].
+        levels: FSQ levels per channel, e.g. [8, 5, 5, 5]; or a ``(..., C)`` tensor of levels per
+            id (broadcast against ids), for ids of layers with different levels.
 
     Returns:
-        (..., len(levels)) LongTensor; entry c is in [0, levels[c]).
+        (..., C) LongTensor; entry c is in [0, levels[c]).
     """
-    levels_t = torch.tensor(list(levels), dtype=torch.long, device=ids.device)
-    basis = torch.cumprod(torch.cat([levels_t.new_ones(1), levels_t[:-1]]), 0)
+    levels_t = torch.as_tensor(levels, dtype=torch.long, device=ids.device)
+    basis = torch.cumprod(torch.cat([torch.ones_like(levels_t[..., :1]), levels_t[..., :-1]], -1), -1)
     ids = ids.long()
-    if (ids < 0).any() or (ids >= levels_t.prod()).any():
-        raise ValueError(f"FSQ indices must lie in [0, {int(levels_t.prod())}) for levels {list(levels)}")
+    if (ids < 0).any() or (ids >= levels_t.prod(-1)).any():
+        raise ValueError(f"FSQ indices must lie in [0, prod(levels)) for levels {levels_t.unique(dim=0).tolist()}")
     return (ids.unsqueeze(-1) // basis) % levels_t
 
 
@@ -92,37 +100,92 @@ class _ResidualMLP(nn.Module):
         return self.out(h)
 
 
+class PerLayerResidualFSQ(nn.Module):
+    """Residual FSQ whose layers may each have their own levels (``vector_quantize_pytorch.FSQ`` each).
+
+    ``ResidualFSQ``'s algorithm with one set of levels per layer: the input is soft-clamped to
+    layer 0's range, and layer l quantizes the residual divided by ``prod_{j<l} levels_j ** -1``
+    (per channel), so each layer's grid is its predecessor's levels times finer and the residual
+    spans it. With the same levels at every layer its ids and codes are ``ResidualFSQ``'s, bit for
+    bit (a test holds it to that); that library class takes one set of levels for all layers.
+
+    Args:
+        layer_levels: L lists of C levels (>= 2 each).
+    """
+
+    def __init__(self, layer_levels: list[list[int]]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            FSQ(levels=list(lv), dim=len(lv), preserve_symmetry=True, bound_hard_clamp=True) for lv in layer_levels
+        )
+        levels = torch.tensor(layer_levels, dtype=torch.float32)  # (L, C)
+        finer = torch.cat([torch.ones_like(levels[:1]), levels[:-1]]).cumprod(0)  # prod_{j<l} levels_j
+        self.register_buffer("scales", finer.reciprocal(), persistent=False)
+        self.register_buffer("clamp_value", 1 + 1 / (levels[0] - 1), persistent=False)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def forward(self, x: Tensor, *, keep: int | None = None) -> tuple[Tensor, Tensor]:
+        """Quantize ``x`` ``(B, N, C)`` with the first ``keep`` layers (default all; quantize dropout).
+
+        Returns:
+            ``(B, N, C)`` the sum of the kept layers' codes and ``(B, N, L)`` ids (-1 past ``keep``).
+        """
+        keep = self.num_layers if keep is None else keep
+        x = (x / self.clamp_value).tanh() * self.clamp_value
+        residual, out, ids = x, torch.zeros_like(x), []
+        for layer, fsq in enumerate(self.layers):
+            if layer >= keep:
+                ids.append(torch.full(x.shape[:2], -1, dtype=torch.long, device=x.device))
+                continue
+            codes, index = fsq(residual / self.scales[layer])
+            codes = codes * self.scales[layer]
+            residual = residual - codes.detach()
+            out = out + codes
+            ids.append(index.long())
+        return out, torch.stack(ids, dim=-1)
+
+    def output_from_ids(self, ids: Tensor) -> Tensor:
+        """``(B, N, k)`` ids of the first k layers (-1: a dropped layer) -> ``(B, N, C)`` sum of codes."""
+        out = 0.0
+        for layer in range(ids.shape[-1]):
+            index = ids[..., layer]
+            codes = self.layers[layer].indices_to_codes(index.clamp(min=0)) * self.scales[layer]
+            out = out + codes * (index >= 0).unsqueeze(-1)
+        return out
+
+
 class RFSQAutoencoder(nn.Module):
-    """Encoder, ``ResidualFSQ`` and decoder; works on normalised chunks.
+    """Encoder, :class:`PerLayerResidualFSQ` and decoder; works on normalised chunks.
 
     Args:
         horizon: H, actions per chunk.
         action_dim: A.
         num_latents: N, latent vectors (tokens per layer).
-        num_layers: L, residual quantizer layers.
-        levels: FSQ levels per latent channel; the codebook has prod(levels) codes.
+        layer_levels: L lists of FSQ levels per latent channel (C each); layer l has
+            prod(layer_levels[l]) codes.
         hidden: width of the encoder and decoder MLPs.
         depth: residual blocks in each MLP.
     """
 
     def __init__(
-        self, *, horizon: int, action_dim: int, num_latents: int, num_layers: int, levels: list[int], hidden: int,
+        self, *, horizon: int, action_dim: int, num_latents: int, layer_levels: list[list[int]], hidden: int,
         depth: int,
     ) -> None:  # fmt: skip
         super().__init__()
         self.horizon, self.action_dim, self.num_latents = horizon, action_dim, num_latents
-        self.num_layers, self.channels = num_layers, len(levels)
+        self.num_layers, self.channels = len(layer_levels), len(layer_levels[0])
         self.encoder = _ResidualMLP(
             horizon * action_dim, num_latents * self.channels, hidden=hidden, depth=depth
         )
         self.decoder = _ResidualMLP(
             num_latents * self.channels, horizon * action_dim, hidden=hidden, depth=depth
         )
-        # dim == len(levels): no projections inside the quantizer, so it has no parameters and
-        # its codes are exactly what the decoder reads.
-        self.quantizer = ResidualFSQ(
-            levels=list(levels), num_quantizers=num_layers, dim=self.channels, quantize_dropout=True
-        )
+        # No projections inside the quantizer: it has no parameters and its codes are exactly
+        # what the decoder reads.
+        self.quantizer = PerLayerResidualFSQ(layer_levels)
 
     def latents(self, x: Tensor) -> Tensor:
         """(B, H, A) normalised chunks -> (B, N, C) continuous latents."""
@@ -144,29 +207,16 @@ class RFSQAutoencoder(nn.Module):
             (B, H, A) reconstruction and (B, N, L) ids (-1 for layers dropped).
         """
         z = self.latents(x)
-        if dropout_seed is None:
-            with _no_quantize_dropout(self.quantizer):
-                quantized, ids = self.quantizer(z)
-        else:
-            quantized, ids = self.quantizer(z, rand_quantize_dropout_fixed_seed=dropout_seed)
-        return self.decode_latents(quantized), ids.long()
+        keep = None
+        if dropout_seed is not None and self.training and torch.is_grad_enabled():
+            # ResidualFSQ's draw: keep layers 0..i for i uniform in 0..L-1
+            keep = random.Random(dropout_seed).randrange(self.num_layers) + 1
+        quantized, ids = self.quantizer(z, keep=keep)
+        return self.decode_latents(quantized), ids
 
     def quantized_from_ids(self, ids: Tensor) -> Tensor:
         """(B, N, k) ids of the first k layers -> (B, N, C) sum of their codes."""
-        missing = self.num_layers - ids.shape[-1]
-        # -1 marks a dropped layer: ResidualFSQ masks its code to zero.
-        padded = torch.nn.functional.pad(ids, (0, missing), value=-1) if missing else ids
-        return self.quantizer.get_output_from_indices(padded)
-
-
-@contextmanager
-def _no_quantize_dropout(quantizer: ResidualFSQ):
-    keep = quantizer.quantize_dropout
-    quantizer.quantize_dropout = False
-    try:
-        yield
-    finally:
-        quantizer.quantize_dropout = keep
+        return self.quantizer.output_from_ids(ids)
 
 
 class RFSQTokenizer(ActionTokenizer):
@@ -177,7 +227,9 @@ class RFSQTokenizer(ActionTokenizer):
         action_dim: A.
         num_latents: N (<= H), tokens per layer.
         num_layers: L, layers (coarse to fine).
-        levels: FSQ levels per latent channel; codebook_size = prod(levels).
+        levels: FSQ levels per latent channel, the same for every layer; or L lists of them, one
+            per layer (each with the same number of channels). Layer l has prod(levels of l) codes;
+            ``codebook_size`` is the largest layer's.
         hidden: MLP width of encoder and decoder.
         depth: residual blocks per MLP.
         steps: training steps of :meth:`fit`.
@@ -201,7 +253,7 @@ class RFSQTokenizer(ActionTokenizer):
         action_dim: int = ACTION_DIM,
         num_latents: int = 4,
         num_layers: int = 4,
-        levels: list[int] | tuple[int, ...] = (2,) * 10,
+        levels: Sequence[int] | Sequence[Sequence[int]] = (2,) * 10,
         hidden: int = 256,
         depth: int = 2,
         steps: int = 3000,
@@ -212,13 +264,11 @@ class RFSQTokenizer(ActionTokenizer):
         seed: int = 0,
         normaliser: Normaliser | None = None,
     ) -> None:
-        levels = [int(v) for v in levels]
         if not 1 <= num_latents <= horizon:
             raise ValueError(f"num_latents ({num_latents}) must be in 1..horizon ({horizon})")
         if num_layers < 1:
             raise ValueError(f"num_layers ({num_layers}) must be at least 1")
-        if not levels or any(v < 2 for v in levels):
-            raise ValueError(f"levels ({levels}) must be a non-empty list of ints >= 2")
+        levels, self.layer_levels = _layer_levels(levels, num_layers)
         if steps < 1 or batch_size < 1 or warmup_steps < 0 or lr <= 0:
             raise ValueError(f"bad training settings: steps={steps}, batch_size={batch_size}, lr={lr}")
         self.horizon, self.action_dim = horizon, action_dim
@@ -233,8 +283,8 @@ class RFSQTokenizer(ActionTokenizer):
             )
         with seeded(seed):  # the initial weights depend on the seed alone
             self.model = RFSQAutoencoder(
-                horizon=horizon, action_dim=action_dim, num_latents=num_latents, num_layers=num_layers,
-                levels=levels, hidden=hidden, depth=depth,
+                horizon=horizon, action_dim=action_dim, num_latents=num_latents,
+                layer_levels=self.layer_levels, hidden=hidden, depth=depth,
             )  # fmt: skip
         self.model.eval()
         self._fitted = False
@@ -244,9 +294,14 @@ class RFSQTokenizer(ActionTokenizer):
     # -- properties the policies rely on ---------------------------------------------------
 
     @property
+    def layer_codebook_sizes(self) -> tuple[int, ...]:
+        """Codes of each layer, prod(its levels)."""
+        return tuple(math.prod(lv) for lv in self.layer_levels)
+
+    @property
     def codebook_size(self) -> int:
-        """Codes per layer, prod(levels): the vocabulary of one token."""
-        return math.prod(self.levels)
+        """The largest layer's codes: the vocabulary of one token."""
+        return max(self.layer_codebook_sizes)
 
     @property
     def vocab_size(self) -> int:
@@ -262,7 +317,7 @@ class RFSQTokenizer(ActionTokenizer):
     def config(self) -> dict[str, Any]:
         return {
             "horizon": self.horizon, "action_dim": self.action_dim, "num_latents": self.num_latents,
-            "num_layers": self.num_layers, "levels": list(self.levels), "hidden": self.hidden, "depth": self.depth,
+            "num_layers": self.num_layers, "levels": self.levels, "hidden": self.hidden, "depth": self.depth,
             "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
             "warmup_steps": self.warmup_steps, "seed": self.seed,
         }  # fmt: skip
@@ -353,14 +408,30 @@ class RFSQTokenizer(ActionTokenizer):
         self._check_fitted()
         if not 1 <= num_layers <= self.num_layers:
             raise ValueError(f"num_layers ({num_layers}) must be in 1..{self.num_layers}")
-        out = RFSQTokenizer(**{**self.config(), "num_layers": num_layers}, normaliser=self.normaliser)
+        levels = self.levels if self.uniform_levels else self.layer_levels[:num_layers]
+        out = RFSQTokenizer(**{**self.config(), "num_layers": num_layers, "levels": levels}, normaliser=self.normaliser)
         out.model.load_state_dict(self.model.state_dict())
         out._fitted, out.history = True, list(self.history)
         return out
 
-    def index_to_digits(self, ids: Tensor) -> Tensor:
-        """Ids (...) -> per-channel level digits (..., len(levels)); see the module's :func:`index_to_digits`."""
-        return index_to_digits(ids, self.levels)
+    @property
+    def uniform_levels(self) -> bool:
+        """Whether every layer has the same levels (``levels`` is one list)."""
+        return all(lv == self.layer_levels[0] for lv in self.layer_levels)
+
+    def index_to_digits(self, ids: Tensor, layer: int | Tensor | None = None) -> Tensor:
+        """Ids (...) -> per-channel level digits (..., C); see the module's :func:`index_to_digits`.
+
+        Args:
+            layer: the layer of the ids (an int, or a tensor broadcast against ids); needed only
+                when the layers' levels differ.
+        """
+        if self.uniform_levels:
+            return index_to_digits(ids, self.layer_levels[0])
+        if layer is None:
+            raise ValueError(f"the layers' levels differ ({self.layer_levels}): say which layer the ids are of")
+        table = torch.tensor(self.layer_levels, dtype=torch.long, device=ids.device)  # (L, C)
+        return index_to_digits(ids, table[torch.as_tensor(layer, device=ids.device).expand_as(ids)])
 
     def _check_ids(self, ids: Tensor) -> Tensor:
         if not isinstance(ids, Tensor) or ids.dtype not in (
@@ -375,10 +446,10 @@ class RFSQTokenizer(ActionTokenizer):
                 f"RFSQ ids must have shape (B, N={self.num_latents}, k) with 1 <= k <= L={self.num_layers}, "
                 f"got {tuple(ids.shape)}"
             )
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
-            raise ValueError(
-                f"RFSQ ids must lie in [0, {self.codebook_size}); got values in [{int(ids.min())}, {int(ids.max())}]"
-            )
+        sizes = torch.tensor(self.layer_codebook_sizes[: ids.shape[2]], device=ids.device)
+        if ids.numel() and (int(ids.min()) < 0 or bool((ids >= sizes).any())):
+            codes = self.codebook_size if self.uniform_levels else f"codes of their layer, {list(self.layer_codebook_sizes)}"
+            raise ValueError(f"RFSQ ids must lie in [0, {codes}); got values in [{int(ids.min())}, {int(ids.max())}]")
         return ids.long()
 
     # -- persistence -----------------------------------------------------------------------
@@ -410,6 +481,23 @@ class RFSQTokenizer(ActionTokenizer):
     @classmethod
     def load(cls, directory: str | Path) -> RFSQTokenizer:
         return super().load(directory)  # type: ignore[return-value]
+
+
+def _layer_levels(
+    levels: Sequence[int] | Sequence[Sequence[int]], num_layers: int
+) -> tuple[list[int] | list[list[int]], list[list[int]]]:
+    """``levels`` as configured (a list, or one list per layer) and as L lists, checked."""
+    per_layer = bool(levels) and all(isinstance(lv, (list, tuple)) for lv in levels)
+    layer_levels = [[int(v) for v in lv] for lv in levels] if per_layer else [[int(v) for v in levels]] * num_layers
+    if len(layer_levels) != num_layers:
+        raise ValueError(f"levels gives {len(layer_levels)} layers' levels, num_layers is {num_layers}")
+    channels = {len(lv) for lv in layer_levels}
+    if len(channels) != 1 or not layer_levels[0] or any(v < 2 for lv in layer_levels for v in lv):
+        raise ValueError(
+            f"levels ({list(levels)}) must be a non-empty list of ints >= 2, or one such list per layer, "
+            "all with the same number of channels"
+        )
+    return (layer_levels if per_layer else layer_levels[0]), layer_levels
 
 
 def _warmup_cosine(warmup: int, total: int):

@@ -40,8 +40,8 @@ class FakeRFSQ:
         )
         self.radix = torch.tensor([int(np.prod(levels[i + 1 :])) for i in range(C)])
 
-    def index_to_digits(self, ids: torch.Tensor) -> torch.Tensor:
-        """``(...)`` flat codes -> ``(..., channels)`` per-channel levels."""
+    def index_to_digits(self, ids: torch.Tensor, layer: object = None) -> torch.Tensor:
+        """``(...)`` flat codes -> ``(..., channels)`` per-channel levels (every layer has the same)."""
         return (ids[..., None] // self.radix) % torch.tensor(self.levels)
 
     def _values(self, ids: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from rsdlib.policies.configuration import TrunkConfig
 from rsdlib.policies.data import collate
 from rsdlib.policies.heads import build_policy
 from rsdlib.policies.packed import IGNORE, PackedChunks, PackedFileError, fast_targets
+from rsdlib.tokenizers import RFSQTokenizer
 from rsdlib.train import read_log
 
 SIZE = 16
@@ -345,3 +346,30 @@ def test_training_data_labels_old_folders_as_trained_on_the_evaluation_init_stat
     assert training_data_label({"modality": "lowdim", "starts": "sampled"}).endswith(
         "(held out from evaluation)"
     )
+
+
+def test_a_levels_per_layer_sweep_setting_trains_measures_and_resumes(prepared, tmp_path, monkeypatch):
+    from rsdlib.experiments import layer_levels
+
+    budget = layer_levels.SweepBudget(tokenizer_steps=20, main_steps=4, head_steps=2, distill_steps=2,
+                                      eval_chunks=8, gammas=(1, 2), batch_size=4, train_batch_size=4)  # fmt: skip
+    sizes = Sizes(main=TINY_TRUNK, head_hidden=16, head_blocks=1)
+    levels = layer_levels.parse_levels("2x2/3x2/3x2")
+    assert levels == [[2, 2], [3, 3], [3, 3]] and layer_levels.parse_levels("2x10") == [2] * 10
+    row = layer_levels.run_setting("coarse", levels, prepared, tmp_path, budget, sizes=sizes, progress=False)
+    assert row["codes"] == [4, 9, 9] and len(row["mse"]) == 3 and row["plain_main_passes"] == 2
+    for key in ("g1", "g2"):  # exact RSD after the prefix: at least one pass, at most plain decoding's
+        assert 1 <= row["rsd"][key]["main_passes"] <= 2
+    # the retokenized folder: the same chunks, tokens of the new tokenizer, its layer sizes recorded
+    data = tmp_path / "coarse" / "prepared"
+    info = json.loads((data / "prepared.json").read_text())
+    assert info["actions"]["layer_codebook_sizes"] == [4, 9, 9]
+    new, old = PackedChunks.load(data / "train.npz"), PackedChunks.load(prepared / "train.npz")
+    assert torch.equal(new.actions_raw, old.actions_raw)
+    tokenizer = RFSQTokenizer.load(data / "tokenizer_rfsq")
+    assert torch.equal(new.tokens, tokenizer.encode(new.actions_raw).transpose(1, 2))
+    # resumed: nothing is trained or measured again
+    monkeypatch.setattr(layer_levels, "train_models", lambda *a, **k: pytest.fail("trained again"))
+    assert layer_levels.run_setting("coarse", levels, prepared, tmp_path, budget, sizes=sizes) == row
+    with pytest.raises(ValueError, match="write 2x10"):
+        layer_levels.parse_levels("2y3")

@@ -136,7 +136,7 @@ def test_every_rfsq_layer_carries_information(rfsq, split):
     # In latent space each layer shrinks the quantization error by a large factor.
     x = rfsq.normaliser.normalise(torch.as_tensor(split.held_out)).float()
     with torch.no_grad():
-        z = rfsq.model.quantizer.soft_clamp_input_value
+        z = rfsq.model.quantizer.clamp_value
         target = (lambda v: (v / z).tanh() * z)(rfsq.model.latents(x))
         ids = rfsq.encode(split.held_out)
         residuals = [
