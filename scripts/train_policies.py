@@ -25,10 +25,14 @@ from pathlib import Path
 
 from rsdlib.experiments.cards import write_cards
 from rsdlib.experiments.distill import distill_head_drafter
+from rsdlib.experiments.layer_levels import parse_levels
 from rsdlib.experiments.prepare import prepare, read_prepared
 from rsdlib.experiments.recipe import LOWDIM_DEMOS, LOWDIM_MINUTES, train_lowdim_suite
 from rsdlib.experiments.train_models import MODELS, Sizes, default_schedule, default_sizes, train_models
 from rsdlib.observations import MODALITIES
+
+
+LEVELS_HELP = "RFSQ levels: 2x10 (every layer), or one group per layer, 2x6/2x6/3x6/3x6 (default 2x10)"
 
 
 def main() -> None:
@@ -42,6 +46,7 @@ def main() -> None:
     p.add_argument("--demos-root", default=None)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--rfsq-steps", type=int, default=3000)
+    p.add_argument("--rfsq-levels", type=parse_levels, default=None, help=LEVELS_HELP)
     p.add_argument("--jpeg-quality", type=int, default=None, help="store images as JPEG (smaller, lossy)")
     p.add_argument("--modality", choices=MODALITIES, default="rgb", help="lowdim: object poses, no images")
     t = sub.add_parser("train", help="train models on a prepared folder")
@@ -73,6 +78,7 @@ def main() -> None:
     lo.add_argument(
         "--models", nargs="*", default=None, choices=MODELS, help="default: every model of the recipe"
     )
+    lo.add_argument("--rfsq-levels", type=parse_levels, default=None, help=LEVELS_HELP)
     lo.add_argument("--device", default=None)
     d = sub.add_parser("distill", help="fine-tune the head drafter on the main policy's greedy tokens")
     d.add_argument("--models", required=True)
@@ -92,7 +98,8 @@ def main() -> None:
     if args.stage == "prepare":
         prepare(
             args.suite, args.out, demos_root=args.demos_root, stride=args.stride,
-            rfsq={"steps": args.rfsq_steps}, jpeg_quality=args.jpeg_quality, modality=args.modality,
+            rfsq={"steps": args.rfsq_steps} | ({"levels": args.rfsq_levels} if args.rfsq_levels else {}),
+            jpeg_quality=args.jpeg_quality, modality=args.modality,
         )  # fmt: skip
         print((Path(args.out) / "prepared.json").read_text())
     elif args.stage == "train":
@@ -121,7 +128,8 @@ def main() -> None:
         minutes = None if args.models is None else {m: LOWDIM_MINUTES[m] for m in args.models}
         record = train_lowdim_suite(
             args.suite, demos_root=args.demos_root, out=args.out, prepared_dir=args.prepared, minutes=minutes,
-            scale=args.scale, max_per_task=args.demos_per_task, steps=args.steps, device=args.device,
+            scale=args.scale, max_per_task=args.demos_per_task, steps=args.steps, rfsq_levels=args.rfsq_levels,
+            device=args.device,
         )  # fmt: skip
         print(json.dumps(record, indent=1))
     elif args.stage == "distill":

@@ -156,8 +156,9 @@ class MethodSpec:
 
     @property
     def lossless(self) -> bool:
-        """Whether the output equals the main model's (greedy tokens or distribution)."""
-        return not self.is_rsd or RULES[self.rule].lossless
+        """Whether the output equals the main model's at full depth (greedy tokens or distribution):
+        a depth monitor that stops early changes it, whatever the rule."""
+        return self.monitor is None and (not self.is_rsd or RULES[self.rule].lossless)
 
     @property
     def rule_label(self) -> str | None:

@@ -20,7 +20,7 @@ from rsdlib.plotting import place_labels
 from rsdlib.results import device_label, git_sha
 
 #: Colours of RSD settings and of plain methods in every paper figure.
-RED, BLUE = "#C44E52", "#4C72B0"
+RED, BLUE, GREEN = "#C44E52", "#4C72B0", "#55A868"
 
 
 def plot_pipeline(num_layers: int = 4, num_latents: int = 4, gamma: int = 2) -> plt.Figure:
@@ -110,25 +110,27 @@ def _layers(first: int, last: int) -> str:
 def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) -> plt.Figure:
     """Figure 3: LIBERO success (95% Wilson interval) against median chunk latency, one marker per
     method of the comparison whose latency was measured (plain methods, ``fast_ar`` among them,
-    as circles; RSD settings as diamonds), the RSD frontiers and the floor. The latency axis
+    as circles; RSD settings as diamonds; adaptive-depth settings as triangles), the RSD frontiers
+    and the floor. The latency axis
     starts at 0; the legend, under the axes, names only what is drawn."""
     timing = _timing(comparison["rows"], latency["rows"])
     rows = [r for r in comparison["rows"] if r["method"] in timing]
     fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
     for r in rows:
-        rsd = r["method"].startswith("rsd")
+        fmt, colour = _marker(r["method"])
         ax.errorbar(
             timing[r["method"]]["latency_median_ms"], 100 * r["rate"],
             yerr=[[100 * (r["rate"] - r["ci_low"])], [100 * (r["ci_high"] - r["rate"])]],
-            fmt="D" if rsd else "o", color=RED if rsd else BLUE, capsize=2, ms=5, lw=0.8, zorder=3,
+            fmt=fmt, color=colour, capsize=2, ms=5, lw=0.8, zorder=3,
         )  # fmt: skip
     for points, style, label in _frontiers(comparison["rows"], timing):
         lossless = label.startswith("lossless")
         # lossless RSD shares the plain policy's success: a wide grey band under the markers, so
         # that the dashed lossy line drawn over its end leaves it visible
+        colour = GREEN if label.startswith("adaptive") else RED
         ax.plot(*zip(*points, strict=True), style, label=label,
                 **({"color": "0.55", "lw": 3.0, "alpha": 0.45, "solid_capstyle": "round", "zorder": 1}
-                   if lossless else {"color": RED, "lw": 0.9, "alpha": 0.8, "zorder": 2}))  # fmt: skip
+                   if lossless else {"color": colour, "lw": 0.9, "alpha": 0.8, "zorder": 2}))  # fmt: skip
     floor = next((t["floor_ms"] for t in latency["rows"] if t.get("floor_ms")), None)
     floor_line = []
     if floor:
@@ -154,6 +156,18 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
         avoid=floor_line,
     )
     return fig
+
+
+def _marker(method: str) -> tuple[str, str]:
+    """A method's marker and colour: adaptive depth (a depth monitor) a green triangle, RSD a red
+    diamond, any other method a blue circle."""
+    try:
+        spec = MethodSpec.parse(method)
+    except ValueError:  # a name from before method specs
+        return ("D", RED) if method.startswith("rsd") else ("o", BLUE)
+    if spec.monitor is not None:
+        return "^", GREEN
+    return ("D", RED) if spec.is_rsd else ("o", BLUE)
 
 
 def trained_on(comparison: Mapping[str, Any]) -> str:
@@ -189,30 +203,36 @@ def _short(method: str) -> str:
 
 
 def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> list[tuple[list, str, str]]:
-    """The lossless and the lossy RSD frontier as (latency, success %) points from fast to slow:
-    lossless, plain ``rfsq_ar`` and the lossless RSD settings (same outputs, other latencies);
-    lossy, the lossy RSD settings with the exact ones at their strict end (the trade-off the
-    thresholds trace). A frontier needs two distinct points: one that would not be drawn is not
-    returned (so no legend names it)."""
-    kinds: dict[str, list[tuple[float, float]]] = {"lossless": [], "lossy": []}
+    """The lossless and lossy RSD frontiers and the adaptive-depth one as (latency, success %)
+    points from fast to slow: lossless, plain ``rfsq_ar`` and the lossless RSD settings (same
+    outputs, other latencies); lossy, the lossy RSD settings with the exact ones at their strict
+    end (the trade-off the thresholds trace); adaptive depth, the settings with a depth monitor
+    with full-depth ``rfsq_ar`` at their end. A frontier needs two distinct points: one that would
+    not be drawn is not returned (so no legend names it)."""
+    kinds: dict[str, list[tuple[float, float]]] = {"lossless": [], "lossy": [], "adaptive": []}
     for r in rows:
         t = timing.get(r["method"])
         try:
             spec = MethodSpec.parse(r["method"])
         except ValueError:  # a name from before method specs: on no frontier
             continue
-        if t is None or not (r["method"] == "rfsq_ar" or spec.is_rsd):
+        if t is None or not (r["method"] == "rfsq_ar" or spec.is_rsd or spec.monitor):
             continue
         point = (t["latency_median_ms"], 100 * r["rate"])
+        if spec.monitor is not None or r["method"] == "rfsq_ar":
+            kinds["adaptive"].append(point)
+        if spec.monitor is not None:
+            continue
         if spec.lossless:
             kinds["lossless"].append(point)
         if spec.is_rsd:
             kinds["lossy"].append(point)
     if len(kinds["lossy"]) == len([p for p in kinds["lossless"] if p in kinds["lossy"]]):
         kinds["lossy"] = []  # no lossy setting: nothing to trace
+    labels = {"lossless": "lossless RSD frontier", "lossy": "lossy RSD frontier", "adaptive": "adaptive depth"}
     return [
-        (sorted(kinds[kind]), style, f"{kind} RSD frontier")
-        for kind, style in (("lossless", "-"), ("lossy", "--"))
+        (sorted(kinds[kind]), style, labels[kind])
+        for kind, style in (("lossless", "-"), ("lossy", "--"), ("adaptive", ":"))
         if len(set(kinds[kind])) >= 2
     ]
 

@@ -24,6 +24,7 @@ from rsdlib.policies.configuration import ActionSpace
 from rsdlib.policies.packed import PackedChunks
 from rsdlib.policies.proprio import proprio_features
 from rsdlib.tokenizers import FASTTokenizer, RFSQTokenizer
+from rsdlib.tokenizers.rfsq import DEFAULT_LEVELS
 
 #: Files of a prepared folder.
 TRAIN_FILE, VAL_FILE, PREPARED_FILE = "train.npz", "val.npz", "prepared.json"
@@ -167,9 +168,15 @@ def demos_fingerprint(suite: str, demos_root: str | Path) -> dict[str, int]:
 
 
 def stale_reason(
-    prepared_dir: str | Path, suite: str, demos_root: str | Path, max_per_task: int | None
+    prepared_dir: str | Path,
+    suite: str,
+    demos_root: str | Path,
+    max_per_task: int | None,
+    rfsq_levels: list[int] | list[list[int]] | None = None,
 ) -> str | None:
-    """Why the prepared folder is not what :func:`prepare` would make now (None: it is)."""
+    """Why the prepared folder is not what :func:`prepare` would make now (None: it is).
+
+    ``rfsq_levels``: the RFSQ levels asked for (None: the tokenizer's default)."""
     info_path = Path(prepared_dir) / PREPARED_FILE
     if not info_path.is_file():
         return "nothing prepared yet"
@@ -180,6 +187,9 @@ def stale_reason(
         return "the demonstration files changed since it was prepared"
     if info.get("max_per_task") != max_per_task:
         return f"it was prepared from {info.get('max_per_task') or 'all'} demos per task"
+    levels = info.get("rfsq", {}).get("levels")
+    if levels is not None and levels != list(rfsq_levels or DEFAULT_LEVELS):
+        return f"its RFSQ tokenizer has levels {levels}"
     return None
 
 

@@ -60,6 +60,7 @@ def train_lowdim_suite(
     scale: float = 1.0,
     max_per_task: int | None = None,
     steps: int | None = None,
+    rfsq_levels: list[int] | list[list[int]] | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -75,6 +76,8 @@ def train_lowdim_suite(
         max_per_task: train on the first this many demos of each task (a data curve's point).
         steps: train every model for this many steps instead of its minutes (a data curve holds
             the optimisation fixed and varies only the data).
+        rfsq_levels: RFSQ levels, one list or one per layer (default the tokenizer's, ten binary
+            channels in every layer; see :mod:`rsdlib.experiments.layer_levels`).
 
     Returns:
         The recipe record (also written to ``<out>/recipe.json``): seconds per stage and model.
@@ -87,12 +90,12 @@ def train_lowdim_suite(
         raise ValueError(f"minutes names unknown models {unknown}; known: {MODELS}")
     record: dict[str, Any] = {"suite": suite, "device": describe_device(device or "cpu"), "minutes": budget}
     begin = start = time.perf_counter()
-    stale = stale_reason(prepared_dir, suite, demos_root, max_per_task)
+    stale = stale_reason(prepared_dir, suite, demos_root, max_per_task, rfsq_levels)
     if stale:
         print(f"preparing {prepared_dir}: {stale}")
         prepare(
             suite, prepared_dir, demos_root=demos_root, modality="lowdim", max_per_task=max_per_task,
-            progress=progress,
+            rfsq={"levels": rfsq_levels} if rfsq_levels else None, progress=progress,
         )  # fmt: skip
     record["prepare_s"] = round(time.perf_counter() - start, 1)
     schedules = {

@@ -43,6 +43,8 @@ from rsdlib.tokenizers.errors import REGENERATE, TokenizerFileError
 from rsdlib.tokenizers.normaliser import Normaliser
 
 WEIGHTS_FILE = "model.safetensors"
+#: Ten binary channels in every layer: 1024 codes per token (notebook 02's sweep).
+DEFAULT_LEVELS = (2,) * 10
 #: Chunks per forward pass inside encode/decode, bounding memory on large data sets.
 _SLICE = 65536
 
@@ -253,7 +255,7 @@ class RFSQTokenizer(ActionTokenizer):
         action_dim: int = ACTION_DIM,
         num_latents: int = 4,
         num_layers: int = 4,
-        levels: Sequence[int] | Sequence[Sequence[int]] = (2,) * 10,
+        levels: Sequence[int] | Sequence[Sequence[int]] = DEFAULT_LEVELS,
         hidden: int = 256,
         depth: int = 2,
         steps: int = 3000,

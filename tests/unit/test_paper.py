@@ -79,6 +79,18 @@ def test_frontiers_trace_plain_and_lossless_settings_and_the_lossy_thresholds():
     assert frontiers["lossy RSD frontier"] == [(15.0, 50.0), (20.0, 70.0), (25.0, 60.0)]
     # lossless settings alone draw no lossy frontier
     assert {label for _, _, label in _frontiers(rows[:2], timing)} == {"lossless RSD frontier"}
+    # adaptive depth (a monitor stops early: not lossless, whatever the rule) traces its own
+    # frontier from full-depth rfsq_ar, and stays off the RSD ones
+    adaptive = [{"method": "rfsq_ar+fixed:2", "rate": 0.25}, {"method": "rsd_head:g3:exact+entropy:0.5", "rate": 0.5}]
+    timing |= {"rfsq_ar+fixed:2": {"latency_median_ms": 12.0}, "rsd_head:g3:exact+entropy:0.5": {"latency_median_ms": 10.0}}
+    frontiers = {label: points for points, _, label in _frontiers(rows + adaptive, timing)}
+    assert frontiers["adaptive depth"] == [(10.0, 50.0), (12.0, 25.0), (30.0, 60.0)]
+    assert frontiers["lossless RSD frontier"] == [(25.0, 60.0), (30.0, 60.0)]
+    assert (10.0, 50.0) not in frontiers["lossy RSD frontier"]
+    fig = plot_iso_latency({**COMPARISON, "rows": COMPARISON["rows"] + [{**COMPARISON["rows"][0], "method": "rfsq_ar+fixed:2"}]},
+                           {**LATENCY, "rows": LATENCY["rows"] + [{**LATENCY["rows"][0], "method": "rfsq_ar+fixed:2"}]})  # fmt: skip
+    markers = {line.get_marker() for line in fig.axes[0].get_lines()}
+    assert "^" in markers  # adaptive depth's own marker
 
 
 def test_manifest_names_notebook_runs_hashes_commit_and_profile(tmp_path):

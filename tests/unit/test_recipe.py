@@ -307,8 +307,9 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
     assert info["object_kinds"] == ["akita_black_bowl", "plate"] and info["image_size"] is None
     assert info["proprio_orientation"] == "rot6d" and len(info["observation_stats"]["proprio_mean"]) == 11
     # The recipe reuses a prepared folder only while it is what prepare would make now.
-    assert stale_reason(prepared, SUITE, tmp_path / "demos", None) is None
-    assert "demos per task" in stale_reason(prepared, SUITE, tmp_path / "demos", 3)
+    assert stale_reason(prepared, SUITE, tmp_path / "demos", None, [3, 3]) is None
+    assert "demos per task" in stale_reason(prepared, SUITE, tmp_path / "demos", 3, [3, 3])
+    assert "levels [3, 3]" in stale_reason(prepared, SUITE, tmp_path / "demos", None)  # the default: 2x10
     assert PackedChunks.load(prepared / "train.npz").images is None
     sizes = replace(LOWDIM_SIZES, main=TINY_TRUNK, tiny=TINY_TRUNK, head_hidden=16, head_blocks=1)
     schedules = {m: Schedule(steps=3, batch_size=4, warmup_steps=1, eval_every=0) for m in MODELS}
@@ -336,7 +337,7 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
     np.testing.assert_array_equal(actions["rsd_head:g2:exact"], actions["rfsq_ar"])
     assert policy_from_spec("rfsq_ar", tmp_path / "models").model.config.trunk.proprio_orientation == "rot6d"
     write_task(tmp_path / "demos", "open_the_drawer", [12, 13], seed=9, images=False, objects=True)
-    assert "changed" in stale_reason(prepared, SUITE, tmp_path / "demos", None)
+    assert "changed" in stale_reason(prepared, SUITE, tmp_path / "demos", None, [3, 3])
 
 
 def test_training_data_labels_old_folders_as_trained_on_the_evaluation_init_states():

@@ -29,6 +29,8 @@ def test_a_spec_knows_its_rule_and_what_it_guarantees():
     assert not lossy.lossless and lossy.rule_label == "match_rate(tau=0.5) [lossy]"
     assert lossy.setting == "rsd_tiny:g3" and lossy.head == "rfsq_ar"
     assert MethodSpec.parse("rsd_head:g2:exact").lossless and MethodSpec.parse("l1_regression").lossless
+    assert not MethodSpec.parse("rfsq_ar+fixed:2").lossless  # stopping early changes the chunk
+    assert not MethodSpec.parse("rsd_head:g2:exact+entropy:0.3").lossless
     assert type(MethodSpec.parse("rsd_head:g1:level_distance:1").param) is int  # the rule's own type
     assert not MethodSpec.parse("rsd_tiny:g2:exact:once").redraft
     for name, kind in RULES.items():  # every rule of the table has a spec
