@@ -111,3 +111,33 @@ def test_resuming_a_run_folder_with_other_open_loop_steps_is_refused(cli, models
     config = {"policy": TimedPush().config(), "episodes": 3, "options": eval_options(PREPARED)}
     with pytest.raises(ValueError, match=r"options\.protocol\.open_loop_steps: 2 there, 8 now"):
         new_run("libero_eval", config, run="libero_spatial-lowdim-rfsq_ar-ol2", root=results)
+
+
+def _record(task: int, init: int, success: bool, chunks: int, depth: int | None = None) -> dict:
+    diagnostics = [{"latency_ms": {"total": 10.0}, "main_passes": 3 if depth is None else depth - 1}
+                   | ({} if depth is None else {"depth": depth, "num_layers": 4}) for _ in range(chunks)]  # fmt: skip
+    return {"suite": "libero_spatial", "task_id": task, "init_index": init, "success": success, "steps": 10 * chunks,
+            "chunks": chunks, "diagnostics": diagnostics}  # fmt: skip
+
+
+def test_compare_runs_pairs_the_shared_episodes_and_reads_a_run_still_writing(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT.parent / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full, short = tmp_path / "full", tmp_path / "short"
+    full.mkdir(), short.mkdir()
+    outcomes = [(t, i, (t + i) % 3 > 0) for t in range(2) for i in range(5)]  # 10 episodes, 6 solved
+    (full / "episodes.jsonl").write_text("".join(json.dumps(_record(t, i, s, 4)) + "\n" for t, i, s in outcomes))
+    # the short run holds the first 3 init states of each task, flips one outcome, and is mid-write
+    lines = [json.dumps(_record(t, i, s if (t, i) != (0, 0) else not s, 5, depth=2)) for t, i, s in outcomes if i < 3]
+    (short / "episodes.jsonl").write_text("\n".join(lines) + '\n{"suite": "libero_spa')
+    before = (short / "episodes.jsonl").read_bytes()
+    module.main([str(full), str(short)])
+    out = capsys.readouterr().out
+    assert out.startswith("6 episodes every run holds")
+    assert "| full | 4/6 |" in out and "| short | 5/6 |" in out
+    assert "| 0 | 1 | 1 | 0 | 2.00 | 1.00 |" in out  # only the short run solved (0, 0); no episode's chunks agree
+    assert (short / "episodes.jsonl").read_bytes() == before  # only read, never cut
+    (short / "episodes.jsonl").write_text("not json\n" + "\n".join(lines) + "\n")
+    with pytest.raises(SystemExit, match="line 1"):
+        module.main([str(full), str(short)])
