@@ -13,6 +13,7 @@ Usage::
 
     python scripts/bench_rsd.py --models checkpoints/libero_spatial --chunks 128 --latency-chunks 50
     python scripts/bench_rsd.py --models M --val prepared/val.npz --device cuda   # on a GPU
+    python scripts/bench_rsd.py --models M --drafters --specs rfsq_ar+learned:0.025 rsd_head:g2:exact+learned:0.025
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def main() -> None:
     )
     parser.add_argument("--gammas", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--rules", nargs="+", default=list(DEFAULT_RULES))
-    parser.add_argument("--drafters", nargs="+", default=["head", "tiny"])
+    parser.add_argument("--drafters", nargs="*", default=["head", "tiny"], help="none: only --specs")
+    parser.add_argument(
+        "--specs", nargs="*", default=[],
+        help="more method specs, e.g. adaptive depth: rfsq_ar+learned:0.025 rsd_head:g2:exact+learned:0.025",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
@@ -90,7 +95,7 @@ def main() -> None:
     models = ModelSet(args.models, args.device)
     val = PackedChunks.load(args.val or args.models / "val_sample.npz")
     val = val.subset(range(min(args.chunks, len(val)))).to(args.device)
-    specs = [f"rsd_{d}:g{g}:{r}" for d in args.drafters for g in args.gammas for r in args.rules]
+    specs = [f"rsd_{d}:g{g}:{r}" for d in args.drafters for g in args.gammas for r in args.rules] + args.specs
     batch = val.batch(torch.arange(len(val), device=args.device), trunk_config=models.trunk)
     quality = quality_rows(models, batch, specs)
     singles = [
