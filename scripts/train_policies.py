@@ -91,6 +91,10 @@ def main() -> None:
         action="store_true",
         help="the head also reads the main trunk's block states (EAGLE-style)",
     )
+    d.add_argument(
+        "--closed-loop", default=None,
+        help="policy rollouts (scripts/collect_policy_states.py): their states join the training chunks",
+    )  # fmt: skip
     c = sub.add_parser("cards", help="validation metrics and cards")
     c.add_argument("--out", required=True)
     c.add_argument("--prepared", default=None)
@@ -135,7 +139,7 @@ def main() -> None:
     elif args.stage == "distill":
         report = distill_head_drafter(
             args.models, args.prepared, out=args.out, steps=args.steps, batch_size=args.batch_size,
-            reads_blocks=args.reads_blocks,
+            reads_blocks=args.reads_blocks, closed_loop=args.closed_loop,
         )  # fmt: skip
         print(json.dumps(report, indent=1))
     else:

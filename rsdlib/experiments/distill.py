@@ -5,6 +5,8 @@ rules judge drafts against that argmax too. A head that imitates the demonstrati
 wrong target wherever the main policy is unsure (its argmax and the demonstration then differ).
 Distillation trains the head on what it is judged on: the main policy's greedy tokens, each layer
 conditioned on the main policy's own coarser layers (what RSD feeds the head after acceptance).
+Beside the demonstrations' states it can learn on closed-loop ones, the states the main policy
+itself visits in LIBERO episodes (:mod:`rsdlib.libero.policy_rollouts`): where RSD runs.
 
 The main policy is frozen and images are not augmented, so its prefix states are computed once
 per chunk and kept (float16): training then runs the head alone, fast enough on a CPU. A head that
@@ -21,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from rsdlib.decoding.plain import decode_rfsq_ar
+from rsdlib.experiments.prepare import read_prepared
+from rsdlib.libero.dataset import load_demos
 from rsdlib.policies import checkpoints
 from rsdlib.policies.drafters import HeadDrafter
 from rsdlib.policies.heads import RFSQAutoregressive
@@ -51,6 +56,17 @@ class Targets:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @classmethod
+    def cat(cls, parts: list[Targets]) -> Targets:
+        """The targets of several sets of chunks, one after the other."""
+        blocks = [p.block_hidden for p in parts]
+        return cls(
+            torch.cat([p.prefix_hidden for p in parts]),
+            torch.cat([p.prefix_valid for p in parts]),
+            torch.cat([p.tokens for p in parts]),
+            None if any(b is None for b in blocks) else torch.cat(blocks),
+        )
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = {
@@ -91,6 +107,25 @@ def main_targets(
     )
 
 
+def closed_loop_chunks(
+    root: str | Path, prepared: str | Path, *, progress: bool = True
+) -> tuple[PackedChunks, PackedChunks]:
+    """Training and validation chunks of the policy rollouts under ``root`` for the prepared
+    folder's suite, split by episode and packed as the prepared folder was (horizon, share held
+    out, stride, seed). Only observations matter here: the targets are the main policy's tokens."""
+    info = read_prepared(prepared)
+    if info.get("modality") != "lowdim":
+        raise ValueError("closed-loop states are recorded without images: distil a lowdim main policy with them")
+    data = load_demos(
+        info["suite"], root=root, horizon=info["horizon"], val_fraction=info["val_fraction"],
+        rng=np.random.default_rng(info["seed"]), images=False, objects=True,
+    )  # fmt: skip
+    train_part, val_part = (
+        PackedChunks.from_dataset(split, stride=info["stride"], progress=progress) for split in (data.train, data.val)
+    )
+    return train_part, val_part
+
+
 def agreement(head: HeadDrafter, targets: Targets, *, batch_size: int = 1024) -> dict[str, float]:
     """Teacher-forced loss and per-layer token agreement of ``head`` with the main greedy tokens."""
     sums: dict[str, float] = {}
@@ -115,6 +150,7 @@ def distill_head_drafter(
     lr: float = 1e-3,
     seed: int = 0,
     reads_blocks: bool = False,
+    closed_loop: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``<models>/head_drafter`` on ``<models>/rfsq_ar``'s greedy tokens.
@@ -127,6 +163,10 @@ def distill_head_drafter(
         steps, batch_size, lr: the schedule of :func:`rsdlib.train.train` (AdamW, warmup, cosine).
         reads_blocks: make the head read the main trunk's block states too (EAGLE-style): a head
             that does not yet is extended, its trained weights kept and the new inputs learnt.
+        closed_loop: a root of policy rollouts (``<root>/<suite>/*_demo.hdf5``, written by
+            :func:`~rsdlib.libero.policy_rollouts.collect_policy_rollouts`): their states join the
+            training chunks, split by episode as the prepared folder was, and the report gives the
+            agreement on their held-out episodes too (``val_closed_loop_before`` / ``_after``).
 
     Returns:
         A report: agreement on the validation split before and after, steps, seconds.
@@ -151,8 +191,16 @@ def distill_head_drafter(
         main, PackedChunks.load(prepared / "train.npz"), with_blocks=blocks, progress=progress
     )
     val = main_targets(main, PackedChunks.load(prepared / "val.npz"), with_blocks=blocks, progress=progress)
+    val_closed, demo_chunks = None, len(targets)
+    if closed_loop is not None:
+        train_closed, val_closed = (
+            main_targets(main, part, with_blocks=blocks, progress=progress)
+            for part in closed_loop_chunks(closed_loop, prepared, progress=progress)
+        )
+        targets = Targets.cat([targets, train_closed])
     targets_s = time.perf_counter() - t0
     before = agreement(head, val)
+    before_closed = None if val_closed is None else agreement(head, val_closed)
 
     def batches(step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return targets.batch(torch.randint(len(targets), (batch_size,), generator=generator))
@@ -175,13 +223,14 @@ def distill_head_drafter(
             "batch_size": batch_size,
             "lr": lr,
             "seed": seed,
+            "closed_loop": None if closed_loop is None else str(closed_loop),
         }
     }
     head = checkpoints.with_metadata(head, meta)
     trained = json.loads((models / "head_drafter" / checkpoints.CONFIG).read_text()).get("metadata", {})
     checkpoints.save(head, out, metadata=trained)  # how the head was first trained stays on record
     report = {
-        "train_chunks": len(targets),
+        "train_chunks": demo_chunks,
         "val_chunks": len(val),
         "targets_s": round(targets_s, 1),
         "train_s": round(train_s, 1),
@@ -189,5 +238,12 @@ def distill_head_drafter(
         "val_after": after,
         **meta["distilled"],
     }
+    if val_closed is not None:
+        report |= {
+            "closed_loop_train_chunks": len(targets) - demo_chunks,
+            "closed_loop_val_chunks": len(val_closed),
+            "val_closed_loop_before": before_closed,
+            "val_closed_loop_after": agreement(head, val_closed),
+        }
     (out / "distilled.json").write_text(json.dumps(report, indent=1) + "\n")
     return report

@@ -258,7 +258,7 @@ def _code_version() -> str:
     return git_sha() or "unknown"
 
 
-def _env_info(env, config: DemoConfig) -> dict[str, Any]:
+def env_attrs(env, config: DemoConfig) -> dict[str, Any]:
     task = env.task
     return {
         "problem_info": json.dumps(
@@ -441,7 +441,7 @@ def generate_task(
             new, outcome = _roll_out(
                 env, config, inits, desc=f"{suite} task {task_id} rollouts", progress=progress
             )
-            attrs = _env_info(env, config) if old_attrs is None else old_attrs
+            attrs = env_attrs(env, config) if old_attrs is None else old_attrs
             names, kinds = [obj.name for obj in env.objects], list(env.object_kinds)
         rollouts = old_rollouts + new
         if not rollouts:

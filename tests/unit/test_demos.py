@@ -251,3 +251,34 @@ def test_a_data_curve_reads_the_first_demos_of_each_task(tmp_path):
     }
     with pytest.raises(ValueError, match="max_per_task"):
         load_demos(SUITE, root=tmp_path, rng=np.random.default_rng(0), max_per_task=0)
+
+
+class _KeepStill:
+    """A policy that holds the arm still with the gripper open: every episode fails, and is kept."""
+
+    def reset(self, context) -> None:
+        pass
+
+    def act(self, obs):
+        chunk = np.zeros((8, 7))
+        chunk[:, 6] = -1.0
+        return chunk
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_policy_rollouts_start_where_neither_the_demonstrations_nor_the_benchmark_do(tmp_path):
+    from rsdlib.libero.policy_rollouts import POLICY_ROLLOUT_SEED, collect_policy_rollouts
+    from rsdlib.seeding import placement_seed
+
+    report = collect_policy_rollouts(SUITE, 0, _KeepStill(), episodes=2, root=tmp_path, description="keep still")
+    assert report["episodes"] + len(report["starts_refused"]) == 2 and report["successes"] == 0
+    with h5py.File(report["path"], "r") as f:
+        assert f["data"].attrs["kind"] == "policy_rollouts" and "not demonstrations" in f["data"].attrs["actions_are"]
+        groups = [f["data"][name] for name in f["data"]]
+        seeds = {int(g.attrs["sample_seed"]) for g in groups}
+        assert all(g.attrs["start"] == "sampled" and len(g["actions"]) == 220 for g in groups)  # failed: ran to the limit
+    demo_seeds = {placement_seed(0, SUITE, 0, i) for i in range(100)}  # the demonstrations' starts
+    assert seeds <= {placement_seed(POLICY_ROLLOUT_SEED, SUITE, 0, i) for i in range(2)} and not seeds & demo_seeds
+    data = load_demos(SUITE, root=tmp_path, rng=np.random.default_rng(0), val_fraction=0.5, images=False, objects=True)
+    assert len(data.train.refs) + len(data.val.refs) == report["episodes"]

@@ -316,6 +316,14 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
     train_models(
         prepared, tmp_path / "models", schedules=schedules, sizes=sizes, device="cpu", progress=False
     )
+    # closed-loop states (policy rollouts in the demonstration layout) join the distillation
+    for t, task in enumerate(("pick_the_bowl", "place_the_cup")):
+        write_task(tmp_path / "rollouts", task, [9, 10, 11, 12, 13], seed=20 + t, images=False, objects=True)
+    report = distill_head_drafter(tmp_path / "models", prepared, out=tmp_path / "distilled", steps=2,
+                                  closed_loop=tmp_path / "rollouts", progress=False)  # fmt: skip
+    assert report["closed_loop_train_chunks"] > 0 and report["closed_loop_val_chunks"] > 0
+    assert report["train_chunks"] == len(PackedChunks.load(prepared / "train.npz"))
+    assert set(report["val_closed_loop_after"]) == set(report["val_after"])
     cards = write_cards(tmp_path / "models", prepared_dir=prepared)
     assert cards["rfsq_ar"]["data"]["training_data"] == training_data_label(info)
     assert "held out from evaluation" in (tmp_path / "models" / "README.md").read_text()
