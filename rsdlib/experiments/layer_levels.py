@@ -32,10 +32,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
-from rsdlib.decoding import acceptance_per_layer, decode_rfsq_ar, make_rule, speculative_decode
 from rsdlib.experiments.distill import distill_head_drafter
 from rsdlib.experiments.prepare import RFSQ_DIR, VAL_FILE, retokenize
 from rsdlib.experiments.train_models import Schedule, Sizes, train_models
+from rsdlib.experiments.validation import main_token_accuracy, rsd_on_chunks
 from rsdlib.policies import checkpoints
 from rsdlib.policies.packed import PackedChunks
 from rsdlib.tokenizers import RFSQTokenizer
@@ -164,39 +164,6 @@ def run_setting(
     }
     row_file.write_text(json.dumps(row, indent=1) + "\n")
     return row
-
-
-@torch.no_grad()
-def rsd_on_chunks(main, head, chunks: PackedChunks, *, gammas: Sequence[int], batch_size: int) -> dict[str, Any]:
-    """``exact`` RSD with ``head`` on every chunk at each gamma: acceptance per layer and main
-    passes per chunk; raises if a token differs from plain greedy decoding (lossless by design)."""
-    out: dict[str, Any] = {}
-    batches = list(chunks.batches(batch_size, trunk_config=main.config.trunk))
-    greedy = [decode_rfsq_ar(main, main.prepare(b["obs"])).tokens for b in batches]
-    for gamma in gammas:
-        traces = []
-        for batch, plain in zip(batches, greedy, strict=True):
-            result = speculative_decode(main, head, main.prepare(batch["obs"]), rule=make_rule("exact"), gamma=gamma)
-            if not torch.equal(result.tokens, plain):
-                raise AssertionError(f"exact RSD at gamma {gamma} returned tokens other than greedy decoding")
-            traces += result.traces
-        out[f"g{gamma}"] = {
-            "acceptance": acceptance_per_layer(traces),
-            "main_passes": sum(t.main_passes for t in traces) / len(traces),
-        }
-    return out
-
-
-@torch.no_grad()
-def main_token_accuracy(main, chunks: PackedChunks, *, batch_size: int) -> list[float]:
-    """Teacher-forced token accuracy per layer on the chunks' demonstration tokens."""
-    sums, n = None, 0
-    for batch in chunks.batches(batch_size, trunk_config=main.config.trunk):
-        logits = main.teacher_forced_logits(main.prepare(batch["obs"]), batch["tokens"])
-        right = (logits.argmax(-1) == batch["tokens"]).double().sum(dim=(0, 2))  # (L,)
-        sums = right if sums is None else sums + right
-        n += batch["tokens"].shape[0] * batch["tokens"].shape[2]
-    return (sums / n).tolist()
 
 
 def plot_layer_levels(rows: Sequence[dict[str, Any]], *, gamma: int = 2) -> plt.Figure:

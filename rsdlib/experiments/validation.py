@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rsdlib.decoding import acceptance_per_layer, make_rule, speculative_decode
 from rsdlib.decoding.plain import (
     FastLengthConstraint,
     decode_fast_ar,
@@ -186,3 +187,36 @@ def validation_loss(model: Any, val_set: PackedChunks, trunk: Any, loss_fn: Any 
         for k, v in loss_fn(batch)[1].items():
             sums[k] = sums.get(k, 0.0) + v * n
     return {k: v / len(val_set) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def rsd_on_chunks(main, head, chunks: PackedChunks, *, gammas: Sequence[int], batch_size: int) -> dict[str, Any]:
+    """``exact`` RSD with ``head`` on every chunk at each gamma: acceptance per layer and main
+    passes per chunk; raises if a token differs from plain greedy decoding (lossless by design)."""
+    out: dict[str, Any] = {}
+    batches = list(chunks.batches(batch_size, trunk_config=main.config.trunk))
+    greedy = [decode_rfsq_ar(main, main.prepare(b["obs"])).tokens for b in batches]
+    for gamma in gammas:
+        traces = []
+        for batch, plain in zip(batches, greedy, strict=True):
+            result = speculative_decode(main, head, main.prepare(batch["obs"]), rule=make_rule("exact"), gamma=gamma)
+            if not torch.equal(result.tokens, plain):
+                raise AssertionError(f"exact RSD at gamma {gamma} returned tokens other than greedy decoding")
+            traces += result.traces
+        out[f"g{gamma}"] = {
+            "acceptance": acceptance_per_layer(traces),
+            "main_passes": sum(t.main_passes for t in traces) / len(traces),
+        }
+    return out
+
+
+@torch.no_grad()
+def main_token_accuracy(main, chunks: PackedChunks, *, batch_size: int) -> list[float]:
+    """Teacher-forced token accuracy per layer on the chunks' demonstration tokens."""
+    sums, n = None, 0
+    for batch in chunks.batches(batch_size, trunk_config=main.config.trunk):
+        logits = main.teacher_forced_logits(main.prepare(batch["obs"]), batch["tokens"])
+        right = (logits.argmax(-1) == batch["tokens"]).double().sum(dim=(0, 2))  # (L,)
+        sums = right if sums is None else sums + right
+        n += batch["tokens"].shape[0] * batch["tokens"].shape[2]
+    return (sums / n).tolist()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +32,7 @@ from rsdlib.tokenizers import RFSQTokenizer
 from rsdlib.train import read_log
 
 SIZE = 16
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 TINY_TRUNK = TrunkConfig(
     hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, image_size=SIZE, image_channels=(4, 8)
 )
@@ -290,7 +293,7 @@ def test_the_main_policy_as_its_own_drafter_agrees_on_every_layer(prepared):
     assert acc["rfsq_ar (teacher-forced)"] == acc["tiny_policy (teacher-forced)"]
 
 
-def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrations_started(tmp_path):
+def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrations_started(tmp_path, capsys):
     """prepare(modality="lowdim") packs object rows and no images; every model trains on them;
     the cards name the training data; RSD with exact acceptance reproduces plain decoding."""
     from rsdlib.experiments.cards import training_data_label
@@ -324,6 +327,14 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
     assert report["closed_loop_train_chunks"] > 0 and report["closed_loop_val_chunks"] > 0
     assert report["train_chunks"] == len(PackedChunks.load(prepared / "train.npz"))
     assert set(report["val_closed_loop_after"]) == set(report["val_after"])
+    spec = importlib.util.spec_from_file_location("compare_heads", SCRIPTS / "compare_heads.py")
+    compare_heads = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_heads)
+    compare_heads.main(["--models", str(tmp_path / "models"), "--prepared", str(prepared), "--heads",
+                        str(tmp_path / "models" / "head_drafter"), str(tmp_path / "distilled"),
+                        "--closed-loop", str(tmp_path / "rollouts"), "--gammas", "1", "2"])  # fmt: skip
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "chunks |" not in line]
+    assert len(table) == 4 and sum("closed loop" in line for line in table) == 2  # 2 heads x 2 sets
     cards = write_cards(tmp_path / "models", prepared_dir=prepared)
     assert cards["rfsq_ar"]["data"]["training_data"] == training_data_label(info)
     assert "held out from evaluation" in (tmp_path / "models" / "README.md").read_text()
