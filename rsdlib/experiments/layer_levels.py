@@ -167,16 +167,24 @@ def run_setting(
 
 
 def plot_layer_levels(rows: Sequence[dict[str, Any]], *, gamma: int = 2) -> plt.Figure:
-    """Three panels: reconstruction MSE per depth, the head's whole-layer agreement per layer, and
-    ``exact`` main passes per chunk at ``gamma`` against plain decoding's."""
-    fig, (ax_mse, ax_agree, ax_pass) = plt.subplots(1, 3, figsize=(13, 3.8))
-    for row in rows:
+    """Four panels: reconstruction MSE per depth; the head's whole-layer agreement per layer; the
+    same agreement against the main policy's token accuracy on that layer (a main policy that has
+    learnt little of a layer answers alike everywhere, which any head copies: agreement is only
+    comparable between main policies that know their layers alike); ``exact`` main passes per
+    chunk at ``gamma`` against plain decoding's."""
+    fig, (ax_mse, ax_agree, ax_known, ax_pass) = plt.subplots(1, 4, figsize=(17, 3.8))
+    for i, row in enumerate(rows):
         label = f"{row['name']} ({'/'.join(str(c) for c in row['codes'])} codes)"
         depths = range(1, len(row["mse"]) + 1)
         ax_mse.plot(depths, row["mse"], marker="o", label=label)
         agree = row["head_layer_agreement"]
-        ax_agree.plot([li for li, a in enumerate(agree) if a is not None], [a for a in agree if a is not None],
-                      marker="o", label=label)  # fmt: skip
+        layers = [li for li, a in enumerate(agree) if a is not None]
+        ax_agree.plot(layers, [agree[li] for li in layers], marker="o", label=label)
+        ax_known.scatter([row["main_token_accuracy"][li] for li in layers], [agree[li] for li in layers],
+                         color=f"C{i}", label=label)  # fmt: skip
+        for li in layers:
+            ax_known.annotate(f"L{li}", (row["main_token_accuracy"][li], agree[li]), fontsize=7,
+                              xytext=(3, 3), textcoords="offset points")  # fmt: skip
     ax_mse.axhline(1e-3, ls="--", c="grey", lw=0.8)
     ax_mse.axhline(1e-2, ls=":", c="grey", lw=0.8)
     ax_mse.set(yscale="log", xlabel="layers decoded k", ylabel="reconstruction MSE (normalised)",
@@ -184,6 +192,8 @@ def plot_layer_levels(rows: Sequence[dict[str, Any]], *, gamma: int = 2) -> plt.
     ax_agree.axhline(NEEDED_LAYER_ACCEPTANCE, ls="--", c="grey", lw=0.8)
     ax_agree.set(ylim=(0, 1), xlabel="layer", ylabel="whole layers equal to main greedy",
                  title="distilled head agrees with the main policy")  # fmt: skip
+    ax_known.set(xlim=(0, 1), ylim=(0, 1), xlabel="main policy's token accuracy (demonstrations)",
+                 ylabel="whole layers equal to main greedy", title="agreement against what the main policy knows")  # fmt: skip
     key = f"g{gamma}"
     names = [r["name"] for r in rows]
     ax_pass.bar(names, [r["rsd"][key]["main_passes"] for r in rows], color="C0")

@@ -394,5 +394,5 @@ def test_a_levels_per_layer_sweep_setting_trains_measures_and_resumes(prepared, 
     with pytest.raises(ValueError, match="write 2x10"):
         layer_levels.parse_levels("2y3")
     fig = layer_levels.plot_layer_levels([row, {**row, "name": "other"}], gamma=2)
-    mse_ax, agree_ax, passes_ax = fig.axes
+    mse_ax, agree_ax, known_ax, passes_ax = fig.axes
     assert len(mse_ax.get_lines()) >= 2 and len(passes_ax.patches) == 2
