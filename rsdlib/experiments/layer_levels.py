@@ -185,6 +185,9 @@ def plot_layer_levels(rows: Sequence[dict[str, Any]], *, gamma: int = 2) -> plt.
         for li in layers:
             ax_known.annotate(f"L{li}", (row["main_token_accuracy"][li], agree[li]), fontsize=7,
                               xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    num_layers = max(len(r["mse"]) for r in rows)
+    ax_mse.set_xticks(range(1, num_layers + 1))
+    ax_agree.set_xticks(range(num_layers))
     ax_mse.axhline(1e-3, ls="--", c="grey", lw=0.8)
     ax_mse.axhline(1e-2, ls=":", c="grey", lw=0.8)
     ax_mse.set(yscale="log", xlabel="layers decoded k", ylabel="reconstruction MSE (normalised)",
