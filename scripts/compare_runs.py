@@ -20,9 +20,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from rsdlib.experiments.adaptive import depth_rows, plot_depth_frontier
 from rsdlib.experiments.comparison import chunk_stats
 from rsdlib.libero.evaluate import EPISODES_FILE
 from rsdlib.metrics import paired_outcomes, record_key, success_summary
+from rsdlib.plotting import save_figure
 
 
 def finished_episodes(run_dir: Path) -> list[dict]:
@@ -41,9 +43,19 @@ def finished_episodes(run_dir: Path) -> list[dict]:
     return records
 
 
+def method_spec(run_dir: Path) -> str:
+    """The method spec a run folder evaluated (its ``config.json``)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    return config["policy"]["spec"]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders; the first is the reference")
+    parser.add_argument(
+        "--frontier", type=Path, default=None,
+        help="also draw success against main passes per chunk (the adaptive-depth frontier) to FRONTIER.{png,pdf}",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     runs = {run: finished_episodes(run) for run in args.runs}
     shared = set.intersection(*({record_key(r) for r in records} for records in runs.values()))
@@ -66,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"| {'-' if layers is None else f'{layers:.2f}'} | {stats.get('main_passes', float('nan')):.2f} "
             f"| {stats.get('latency_median_ms', float('nan')):.1f} |"
         )
+    if args.frontier:
+        rows = depth_rows({method_spec(run): records for run, records in runs.items()})
+        save_figure(plot_depth_frontier(rows, x="main_passes"), args.frontier)
+        print(f"wrote {args.frontier}.png")
     print("\nLatencies are as each run measured them, under whatever else the machine ran then; time "
           "methods side by side (scripts/bench_rsd.py, notebook 07) to compare them.")
 

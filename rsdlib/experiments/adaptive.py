@@ -71,6 +71,13 @@ def _full_depth(records: Sequence[Mapping[str, Any]]) -> float | None:
     return float(np.mean(kinds)) if kinds else None
 
 
+#: What the frontier's x axis may be, and its label.
+FRONTIER_X = {
+    "latency_median_ms": "chunk latency in episodes, ms (median{device})",
+    "main_passes": "main passes per chunk after the prefix (mean)",
+}
+
+
 def plot_depth_timeline(record: Mapping[str, Any], *, open_loop_steps: int, title: str = "") -> plt.Figure:
     """Layers decoded per chunk over one episode, with the gripper's close and open events.
 
@@ -123,46 +130,50 @@ def plot_depth_timeline(record: Mapping[str, Any], *, open_loop_steps: int, titl
     return fig
 
 
-def plot_depth_frontier(rows: Sequence[Mapping[str, Any]], *, device: str = "") -> plt.Figure:
-    """LIBERO success (95% Wilson interval) against median in-episode chunk latency.
+def plot_depth_frontier(
+    rows: Sequence[Mapping[str, Any]], *, device: str = "", x: str = "latency_median_ms"
+) -> plt.Figure:
+    """LIBERO success (95% Wilson interval) against median in-episode chunk latency, or with
+    ``x="main_passes"`` against main passes per chunk (which no other load on the machine changes:
+    for runs made at different times).
 
     Rows as :func:`depth_rows` gives them (any method: plain and RSD rows are drawn as references;
     adaptive rows are coloured by monitor and joined from low to high threshold).
     """
+    if x not in FRONTIER_X:
+        raise ValueError(f"x ({x!r}) must be one of {sorted(FRONTIER_X)}")
     fig, ax = plt.subplots(figsize=(4.8, 3.2), layout="constrained")
     by_monitor: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
-        if r.get("latency_median_ms") is None or r.get("rate") is None:
+        if r.get(x) is None or r.get("rate") is None:
             continue
         spec = MethodSpec.parse(r["method"])
-        x, y = r["latency_median_ms"], 100 * r["rate"]
+        px, py = r[x], 100 * r["rate"]
         err = [[100 * (r["rate"] - r["ci_low"])], [100 * (r["ci_high"] - r["rate"])]]
         if spec.monitor is None:
             colour, marker = ("#C44E52", "D") if spec.is_rsd else ("#333333", "s")
-            ax.errorbar(x, y, yerr=err, fmt=marker, color=colour, ms=5, capsize=2, lw=0.8)
-            ax.annotate(r["method"], (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6)
+            ax.errorbar(px, py, yerr=err, fmt=marker, color=colour, ms=5, capsize=2, lw=0.8)
+            ax.annotate(r["method"], (px, py), xytext=(4, 3), textcoords="offset points", fontsize=6)
         else:
             by_monitor.setdefault(spec.monitor, []).append(r)
     for monitor, group in sorted(by_monitor.items()):
-        group = sorted(group, key=lambda r: r["latency_median_ms"])
+        group = sorted(group, key=lambda r: r[x])
         colour = MONITOR_COLOURS.get(monitor, "#777777")
-        xs, ys = [r["latency_median_ms"] for r in group], [100 * r["rate"] for r in group]
+        xs, ys = [r[x] for r in group], [100 * r["rate"] for r in group]
         err = [
             [100 * (r["rate"] - r["ci_low"]) for r in group],
             [100 * (r["ci_high"] - r["rate"]) for r in group],
         ]
         ax.errorbar(xs, ys, yerr=err, fmt="o-", color=colour, ms=4, capsize=2, lw=0.8, label=monitor)
-        for r, x, y in zip(group, xs, ys, strict=True):
+        for r, px, py in zip(group, xs, ys, strict=True):
             ax.annotate(
-                f"{r['layers']:.1f} layers", (x, y), xytext=(3, -9), textcoords="offset points", fontsize=5
+                f"{r['layers']:.1f} layers", (px, py), xytext=(3, -9), textcoords="offset points", fontsize=5
             )
     n = sorted({r["n"] for r in rows if r.get("n")})
-    slowest = max(
-        (r["latency_median_ms"] for r in rows if r.get("latency_median_ms") is not None), default=1.0
-    )
+    slowest = max((r[x] for r in rows if r.get(x) is not None), default=1.0)
     ax.set_xlim(0, 1.2 * slowest)  # room for the labels right of the slowest point
     ax.set(
-        xlabel=f"chunk latency in episodes, ms (median{', ' + device if device else ''})",
+        xlabel=FRONTIER_X[x].format(device=", " + device if device else ""),
         ylabel=f"success, % (n = {', '.join(map(str, n))})",
         ylim=(-3, 103),
     )

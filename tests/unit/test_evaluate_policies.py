@@ -132,12 +132,15 @@ def test_compare_runs_pairs_the_shared_episodes_and_reads_a_run_still_writing(tm
     lines = [json.dumps(_record(t, i, s if (t, i) != (0, 0) else not s, 5, depth=2)) for t, i, s in outcomes if i < 3]
     (short / "episodes.jsonl").write_text("\n".join(lines) + '\n{"suite": "libero_spa')
     before = (short / "episodes.jsonl").read_bytes()
-    module.main([str(full), str(short)])
+    for run, spec in ((full, "rfsq_ar"), (short, "rfsq_ar+fixed:2")):
+        (run / "config.json").write_text(json.dumps({"policy": {"spec": spec}}))
+    module.main([str(full), str(short), "--frontier", str(tmp_path / "frontier")])
     out = capsys.readouterr().out
     assert out.startswith("6 episodes every run holds")
     assert "| full | 4/6 |" in out and "| short | 5/6 |" in out
     assert "| 0 | 1 | 1 | 0 | 2.00 | 1.00 |" in out  # only the short run solved (0, 0); no episode's chunks agree
     assert (short / "episodes.jsonl").read_bytes() == before  # only read, never cut
+    assert (tmp_path / "frontier.png").stat().st_size > 0
     (short / "episodes.jsonl").write_text("not json\n" + "\n".join(lines) + "\n")
     with pytest.raises(SystemExit, match="line 1"):
         module.main([str(full), str(short)])
