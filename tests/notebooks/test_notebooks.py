@@ -73,7 +73,7 @@ def check_06_step_through_rsd(out: dict) -> None:
 
 
 def check_07_latency(out: dict) -> None:
-    assert out["methods"] == 4 + 2 * 2  # four plain methods, two drafters x two rules
+    assert out["methods"] == 4 + 2 * 2 + 1  # four plain methods, two drafters x two rules, one adaptive depth
     assert (
         out["exact_is_lossless"] is True and out["plain_passes"] == 3
     )  # L - 1: layer 0 comes with the prefix
