@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from rsdlib.experiments.distill import agreement, closed_loop_chunks, main_targets
+from rsdlib.experiments.distill import Targets, agreement, closed_loop_chunks, main_targets
 from rsdlib.experiments.validation import rsd_on_chunks
 from rsdlib.policies import checkpoints
 from rsdlib.policies.packed import PackedChunks
@@ -48,13 +48,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("|---|---|---:|---|---|" + "---|" * len(args.gammas))
     for name, chunks in sets.items():
         chunks = chunks.subset(torch.linspace(0, len(chunks) - 1, min(args.chunks, len(chunks))).long())
-        targets = main_targets(main_policy, chunks, progress=False)
+        targets: dict[bool, Targets] = {}  # with the main model's block states or not, made once
         for path in args.heads:
             head = checkpoints.load(path).eval()
-            if head.config.reads_blocks:  # its targets need the main model's block states too
-                agree = agreement(head, main_targets(main_policy, chunks, with_blocks=True, progress=False))
-            else:
-                agree = agreement(head, targets)
+            blocks = head.config.reads_blocks  # its targets need the main model's block states too
+            if blocks not in targets:
+                targets[blocks] = main_targets(main_policy, chunks, with_blocks=blocks, progress=False)
+            agree = agreement(head, targets[blocks])
             L = main_policy.L
             tokens = " ".join(f"{agree[f'acc_layer{i}']:.2f}" if f"acc_layer{i}" in agree else "-" for i in range(L))
             layers = " ".join(f"{agree[f'match_layer{i}']:.2f}" if f"match_layer{i}" in agree else "-" for i in range(L))

@@ -22,25 +22,19 @@ from pathlib import Path
 
 from rsdlib.experiments.adaptive import depth_rows, plot_depth_frontier
 from rsdlib.experiments.comparison import chunk_stats
-from rsdlib.libero.evaluate import EPISODES_FILE
+from rsdlib.libero.evaluate import EPISODES_FILE, read_episodes
 from rsdlib.metrics import paired_outcomes, record_key, success_summary
 from rsdlib.plotting import save_figure
 
 
 def finished_episodes(run_dir: Path) -> list[dict]:
     """The complete records of a run folder, without touching the file."""
-    path = run_dir / EPISODES_FILE
-    if not path.is_file():
+    if not (run_dir / EPISODES_FILE).is_file():
         raise SystemExit(f"{run_dir} holds no {EPISODES_FILE}: is it an evaluation run folder?")
-    lines = [line for line in path.read_text().split("\n") if line.strip()]
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):  # only a last line may be unfinished
-                raise SystemExit(f"{path}, line {number}: not a JSON record") from None
-    return records
+    try:
+        return read_episodes(run_dir, repair=False)
+    except ValueError as err:  # a malformed line before the last
+        raise SystemExit(str(err)) from None
 
 
 def method_spec(run_dir: Path) -> str:

@@ -194,12 +194,12 @@ def rsd_on_chunks(main, head, chunks: PackedChunks, *, gammas: Sequence[int], ba
     """``exact`` RSD with ``head`` on every chunk at each gamma: acceptance per layer and main
     passes per chunk; raises if a token differs from plain greedy decoding (lossless by design)."""
     out: dict[str, Any] = {}
-    batches = list(chunks.batches(batch_size, trunk_config=main.config.trunk))
-    greedy = [decode_rfsq_ar(main, main.prepare(b["obs"])).tokens for b in batches]
+    observations = [main.prepare(b["obs"]) for b in chunks.batches(batch_size, trunk_config=main.config.trunk)]
+    greedy = [decode_rfsq_ar(main, obs).tokens for obs in observations]
     for gamma in gammas:
         traces = []
-        for batch, plain in zip(batches, greedy, strict=True):
-            result = speculative_decode(main, head, main.prepare(batch["obs"]), rule=make_rule("exact"), gamma=gamma)
+        for obs, plain in zip(observations, greedy, strict=True):
+            result = speculative_decode(main, head, obs, rule=make_rule("exact"), gamma=gamma)
             if not torch.equal(result.tokens, plain):
                 raise AssertionError(f"exact RSD at gamma {gamma} returned tokens other than greedy decoding")
             traces += result.traces

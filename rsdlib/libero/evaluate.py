@@ -482,11 +482,12 @@ def _run_ray(
 # -- the run folder -----------------------------------------------------------------------------
 
 
-def read_episodes(run_dir: str | Path) -> list[dict[str, Any]]:
+def read_episodes(run_dir: str | Path, *, repair: bool = True) -> list[dict[str, Any]]:
     """The episode records already in ``run_dir/episodes.jsonl`` ([] when there is none).
 
-    A last line cut off by an interrupted write is dropped (and cut from the file, so the
-    episode is simply run again); a complete last record whose newline was never written is
+    A last line cut off by an interrupted write is dropped (and with ``repair`` cut from the file,
+    so the episode is simply run again; without it the file is only read, as a reader beside a
+    run still writing must); a complete last record whose newline was never written is
     kept (:func:`_append` writes the newline before the next record). A malformed line
     elsewhere raises, naming the file and line.
     """
@@ -501,9 +502,10 @@ def read_episodes(run_dir: str | Path) -> list[dict[str, Any]]:
             try:
                 records.append(json.loads(line))
             except ValueError as err:  # bad JSON, or UTF-8 cut mid-character
-                if number == len(lines):  # no newline after it: the write was interrupted
-                    with path.open("r+b") as f:
-                        f.truncate(kept)  # the good lines stay byte for byte
+                if number == len(lines):  # no newline after it: the write was interrupted (or goes on)
+                    if repair:
+                        with path.open("r+b") as f:
+                            f.truncate(kept)  # the good lines stay byte for byte
                     break
                 raise ValueError(
                     f"{path} line {number} is not valid JSON ({err}); repair or delete the line"
