@@ -109,7 +109,6 @@ class LiberoEnv:
         self.render = render or RenderOptions()
         self.task: TaskSpec = get_task(suite, task_id)
         self.backend = configure_rendering(self.render.backend)
-        self.init_states = init_states(suite, task_id)
         self.max_steps = self.protocol.max_steps_for(suite)
         self._env = self._make()
         problem = self._env.env
@@ -139,6 +138,12 @@ class LiberoEnv:
         if self.render.enabled:
             return OffScreenRenderEnv(**kwargs)
         return ControlEnv(**kwargs, has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False)
+
+    @property
+    def init_states(self) -> np.ndarray:
+        """The task's fixed evaluation init states (read when first asked for: a scene of the
+        workbench's own is built before its init states exist)."""
+        return init_states(self.task.suite, self.task.task_id)
 
     # -- episode -----------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ same when every movable object is within :data:`SAME_PLACEMENT_M` of where it is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 #: Two placements are one init state when no movable object is further apart than this (m).
@@ -46,11 +48,7 @@ def placement(env, flat_state: np.ndarray) -> np.ndarray:
     A flat state is ``[time, qpos, qvel]``; a movable object is a body with a free joint,
     whose first three qpos numbers are its position.
     """
-    import mujoco
-
-    model = env.raw.env.sim.model._model
-    free = [j for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
-    starts = np.array([1 + model.jnt_qposadr[j] for j in free], dtype=int)
+    starts = _free_joint_qpos(env)
     return np.asarray(flat_state)[starts[:, None] + np.arange(3)]
 
 
@@ -73,3 +71,77 @@ def check_held_out(env, flat_state: np.ndarray) -> float:
             "benchmark init state; demonstrations must not start where the evaluation does"
         )
     return distance
+
+
+def _free_joint_qpos(env) -> np.ndarray:
+    """Flat-state indices of the first qpos number of each movable object (its position)."""
+    model = env.raw.env.sim.model._model
+    return np.array([1 + model.jnt_qposadr[j] for j in _free_joint_ids(env)], dtype=int)
+
+
+def mirror_state(env, flat_state: np.ndarray, swap: tuple[int, int]) -> np.ndarray:
+    """The mirror image of a start across the robot's axis (the plane y = 0).
+
+    Every movable object goes to ``y -> -y`` with its orientation reflected (a quaternion
+    ``(w, x, y, z)`` becomes ``(w, -x, y, -z)``); the two objects of ``swap`` (indices into the
+    movable objects, e.g. two identical bowls, each sampled from its own side's region) trade
+    places, so each is again in its own region. The robot is left as it is: its start pose is
+    symmetric about that plane. Velocities stay as they are (zero in a placed start).
+    """
+    state = np.array(flat_state, dtype=np.float64, copy=True)
+    starts = _free_joint_qpos(env)
+    poses = np.stack([state[s : s + 7] for s in starts])  # (K, 7): xyz, wxyz
+    poses[:, 1] *= -1
+    poses[:, [4, 6]] *= -1
+    a, b = swap
+    poses[[a, b]] = poses[[b, a]]
+    for s, pose in zip(starts, poses, strict=True):
+        state[s : s + 7] = pose
+    return state
+
+
+def movable_names(env) -> list[str]:
+    """The names of the movable objects' free joints, in the order :func:`placement` lists them."""
+    model = env.raw.env.sim.model._model
+    return [model.joint(int(s)).name for s in _free_joint_ids(env)]
+
+
+def _free_joint_ids(env) -> list[int]:
+    import mujoco
+
+    model = env.raw.env.sim.model._model
+    return [j for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+
+
+def mirrored_starts(env, count: int, swap: tuple[str, str], seed_of: Callable[[int], int]) -> np.ndarray:
+    """``count`` evaluation init states of a mirror-symmetric scene, in mirrored pairs.
+
+    Start ``2i`` is LIBERO's placement drawn with ``seed_of(k)`` (the next k whose start settles);
+    start ``2i + 1`` is its mirror image (:func:`mirror_state`, the objects named by ``swap``
+    trading places), also checked to settle. Returns ``(count, state_dim)`` flat states.
+    """
+    if count < 2 or count % 2:
+        raise ValueError(f"mirrored starts come in pairs: count must be even and >= 2, got {count}")
+    names = movable_names(env)
+    missing = [n for n in swap if not any(j.startswith(n) for j in names)]
+    if missing:
+        raise ValueError(
+            f"no movable object named {missing} in {env.task.suite} task {env.task.task_id}: {names}"
+        )
+    pair = tuple(next(i for i, j in enumerate(names) if j.startswith(n)) for n in swap)
+    states: list[np.ndarray] = []
+    k = 0
+    while len(states) < count:
+        env.reset_sampled(seed_of(k), wait=False)
+        k += 1
+        drawn = env.sim_state()
+        twins = [drawn, mirror_state(env, drawn, pair)]
+        try:
+            for state in twins:
+                env.raw.set_init_state(state)
+                env.wait()
+                check_settled(env, state, env.sim_state())
+        except UnstableStartError:
+            continue
+        states.extend(twins)
+    return np.stack(states)

@@ -23,7 +23,7 @@ MAX_STEPS = {
     "libero_goal": 300,
     "libero_10": 520,
     "libero_90": 400,
-    "rsd_ambiguity": 220,  # a libero_spatial scene
+    "rsd_ambiguity": 220,  # one pick and place, as in libero_spatial
 }
 
 #: The no-op action used while objects settle: no motion, gripper open (-1).

@@ -42,18 +42,22 @@ class ExtraTask:
 
     Attributes:
         name: the BDDL file's stem, under ``rsdlib/libero/bddl/<suite>/``.
-        scene_of: the LIBERO task whose scene the BDDL file copies; its init states apply.
+        scene_of: the LIBERO task whose scene the BDDL file copies, whose init states then apply;
+            None for a scene of its own, whose evaluation init states ship beside the BDDL file
+            as ``<name>.init.npy`` (made by ``scripts/make_init_states.py``).
     """
 
     name: str
-    scene_of: tuple[str, int]
+    scene_of: tuple[str, int] | None = None
+
+    def init_file(self, suite: str) -> Path:
+        """Where this task's own evaluation init states are kept."""
+        return BDDL_DIR / suite / f"{self.name}.init.npy"
 
 
 #: The workbench's own tasks, per suite, in task order.
 EXTRA_TASKS: dict[str, tuple[ExtraTask, ...]] = {
-    "rsd_ambiguity": (
-        ExtraTask("pick_up_a_black_bowl_and_place_it_on_the_plate", scene_of=("libero_spatial", 0)),
-    ),
+    "rsd_ambiguity": (ExtraTask("pick_up_a_black_bowl_and_place_it_on_the_plate"),),
 }
 
 BDDL_DIR = Path(__file__).parent / "bddl"
@@ -95,7 +99,18 @@ def init_states(suite: str, task_id: int) -> np.ndarray:
     """The task's fixed init states, shape (num_init_states, state_dim), float64."""
     _check_task(suite, task_id)
     if suite in EXTRA_TASKS:
-        return init_states(*EXTRA_TASKS[suite][task_id].scene_of)
+        extra = EXTRA_TASKS[suite][task_id]
+        if extra.scene_of is not None:
+            return init_states(*extra.scene_of)
+        path = extra.init_file(suite)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{suite} task {task_id} has no evaluation init states ({path} is missing); make them with "
+                f"`python scripts/make_init_states.py --suite {suite} --task {task_id}`"
+            )
+        states = np.load(path)
+        states.setflags(write=False)
+        return states
     states = np.asarray(_benchmark(suite).get_task_init_states(task_id))
     states.setflags(write=False)
     return states
@@ -108,7 +123,7 @@ def get_task(suite: str, task_id: int) -> TaskSpec:
         extra = EXTRA_TASKS[suite][task_id]
         bddl = BDDL_DIR / suite / f"{extra.name}.bddl"
         configure_rendering()
-        n = len(init_states(suite, task_id))
+        n = len(init_states(suite, task_id)) if extra.scene_of or extra.init_file(suite).exists() else 0
         return TaskSpec(suite, int(task_id), extra.name, _language(bddl), str(bddl), n)
     bench = _benchmark(suite)
     task = bench.get_task(task_id)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from rsdlib.experiments.ambiguity import TARGETS, commitment_rows, committed_to
+from rsdlib.experiments.ambiguity import PLACE, TARGETS, commitment_rows, committed_to
 from rsdlib.libero.goals import choose_alternative, goal_holds, goal_objects, has_alternatives
 
 EITHER = [["or", ["on", "bowl_1", "plate_1"], ["on", "bowl_2", "plate_1"]]]
@@ -57,18 +58,31 @@ def test_a_rollout_commits_to_the_bowl_it_moved():
 
 
 @pytest.mark.libero
-def test_the_ambiguity_scene_loads_and_either_bowl_on_the_plate_is_success():
+def test_the_ambiguity_scene_is_mirror_symmetric_and_either_bowl_on_the_plate_is_success():
     from rsdlib.libero.demos import record_rollout
     from rsdlib.libero.env import LiberoEnv, RenderOptions
     from rsdlib.libero.experts import ExpertConfig, ScriptedExpert
-    from rsdlib.libero.tasks import get_task, init_states
+    from rsdlib.libero.init_states import movable_names, placement
+    from rsdlib.libero.tasks import get_task
 
     task = get_task("rsd_ambiguity", 0)
-    assert "a black bowl" in task.language and task.num_init_states == len(init_states("libero_spatial", 0))
+    assert "a black bowl" in task.language and task.num_init_states == 50
     expert = ScriptedExpert(ExpertConfig())
     with LiberoEnv("rsd_ambiguity", 0, render=RenderOptions(enabled=False)) as env:
+        names = [n.removesuffix("_joint0") for n in movable_names(env)]
+        assert names == [*TARGETS, PLACE]
+        # Init states come in mirrored pairs: the twin has every object at y -> -y, the bowls swapped.
+        for i in range(0, task.num_init_states, 2):
+            drawn, twin = placement(env, env.init_states[i]), placement(env, env.init_states[i + 1])
+            mirrored = drawn[[1, 0, 2]] * [1, -1, 1]
+            np.testing.assert_allclose(twin, mirrored, atol=1e-9)
+            assert (
+                drawn[0, 1] > 0.1 > -0.1 > drawn[1, 1] and abs(drawn[2, 1]) < 0.03
+            )  # bowls apart, plate on the axis
         env.reset(0)
         assert not env.success
+        # The robot starts on the axis of symmetry.
+        assert abs(env.raw.env._get_observations(force_update=True)["robot0_eef_pos"][1]) < 1e-3
         for init_index, target in ((0, TARGETS[0]), (1, TARGETS[1])):
             rollout = record_rollout(env, expert, init_index, seed=init_index)
             assert rollout.success and expert.goal == [["on", target, "plate_1"]]
