@@ -11,7 +11,7 @@ each drafter, gamma and acceptance rule), on validation chunks the models never 
 
 Usage::
 
-    python scripts/bench_rsd.py --models checkpoints/libero_spatial --chunks 128 --latency-chunks 50
+    python scripts/bench_rsd.py --models checkpoints/lowdim/libero_spatial --chunks 128 --latency-chunks 50
     python scripts/bench_rsd.py --models M --val prepared/val.npz --device cuda   # on a GPU
     python scripts/bench_rsd.py --models M --drafters --specs rfsq_ar+learned:0.025 rsd_head:g2:exact+learned:0.025
 """
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", type=Path, default=Path("checkpoints/libero_spatial"))
+    parser.add_argument("--models", type=Path, default=Path("checkpoints/lowdim/libero_spatial"))
     parser.add_argument(
         "--val", type=Path, default=None, help="packed chunks (default: <models>/val_sample.npz)"
     )

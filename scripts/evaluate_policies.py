@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/evaluate_policies.py --models checkpoints/libero_spatial --episodes 5 --workers 2
+    python scripts/evaluate_policies.py --models checkpoints/lowdim/libero_spatial --episodes 5 --workers 2
     python scripts/evaluate_policies.py --methods rfsq_ar rsd_head:g3:exact --episodes 50   # more, resumed
     python scripts/evaluate_policies.py --methods rfsq_ar+entropy:0.2 rsd_head:g3:match_rate:0.5
     python scripts/evaluate_policies.py --models checkpoints/lowdim/libero_spatial --episodes 50 --methods rfsq_ar
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="checkpoints/libero_spatial")
+    parser.add_argument("--models", default="checkpoints/lowdim/libero_spatial")
     parser.add_argument(
         "--methods",
         nargs="*",

@@ -6,7 +6,7 @@ call, plain decoding one block per call, and their sums round differently. In fl
 float64 that never flipped an argmax here; in bfloat16 near-ties flip. This prints, per dtype,
 the chunks (of the validation sample) whose tokens differ.
 
-    .venv/bin/python scripts/exact_by_dtype.py --models checkpoints/libero_spatial --chunks 128
+    .venv/bin/python scripts/exact_by_dtype.py --models checkpoints/lowdim/libero_spatial --chunks 128
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", type=Path, default=Path("checkpoints/libero_spatial"))
+    parser.add_argument("--models", type=Path, default=Path("checkpoints/lowdim/libero_spatial"))
     parser.add_argument("--chunks", type=int, default=128)
     parser.add_argument("--gammas", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32", "bfloat16"])

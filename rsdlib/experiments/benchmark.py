@@ -63,6 +63,21 @@ class ModelSet:
     def trunk(self) -> Any:
         return self.main.config.trunk
 
+    def describe(self) -> dict[str, Any]:
+        """What a latency table's caption names: the weights' dtype and each model's parameters."""
+        models = {
+            **self.heads,
+            "head_drafter": self.drafters["head"],
+            "tiny_policy": self.drafters["tiny"].policy,
+        }
+        dtypes = sorted(
+            {str(p.dtype).removeprefix("torch.") for m in models.values() for p in m.parameters()}
+        )
+        return {
+            "dtype": "/".join(dtypes),
+            "parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()},
+        }
+
     def decoder(self, spec: MethodSpec | str) -> Decoder | None:
         """The decoder of one method (None where it needs a tokenizer this machine cannot load)."""
         spec = MethodSpec.parse(spec)

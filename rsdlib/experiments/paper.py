@@ -176,6 +176,17 @@ def trained_on(comparison: Mapping[str, Any]) -> str:
     return comparison.get("training_data") or training_data_label({})
 
 
+def timing_setup(latency: Mapping[str, Any]) -> str:
+    """Where and how a latency run timed its chunks, for a caption: device and threads, then the
+    weights' dtype and each model's parameters where the run recorded them (07 from 2026-12-01)."""
+    text = device_label(latency["device"])
+    models = latency.get("models")
+    if models:
+        sizes = ", ".join(f"{name} {n / 1e6:.2f}M" for name, n in models["parameters"].items())
+        text += f", {models['dtype']} weights; parameters: {sizes}"
+    return text
+
+
 def _timing(
     rows: Sequence[Mapping[str, Any]], timed: Sequence[Mapping[str, Any]]
 ) -> dict[str, Mapping[str, Any]]:
@@ -229,7 +240,11 @@ def _frontiers(rows: Sequence[Mapping[str, Any]], timing: Mapping[str, Any]) -> 
             kinds["lossy"].append(point)
     if len(kinds["lossy"]) == len([p for p in kinds["lossless"] if p in kinds["lossy"]]):
         kinds["lossy"] = []  # no lossy setting: nothing to trace
-    labels = {"lossless": "lossless RSD frontier", "lossy": "lossy RSD frontier", "adaptive": "adaptive depth"}
+    labels = {
+        "lossless": "lossless RSD frontier",
+        "lossy": "lossy RSD frontier",
+        "adaptive": "adaptive depth",
+    }
     return [
         (sorted(kinds[kind]), style, labels[kind])
         for kind, style in (("lossless", "-"), ("lossy", "--"), ("adaptive", ":"))

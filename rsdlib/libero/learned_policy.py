@@ -7,8 +7,8 @@ policy, a drafter and an acceptance rule) or plain decoding (``rfsq_ar``, ``rfsq
 :func:`chunk_diagnostics` of its :class:`~rsdlib.decoding.DecodeTrace`, so a LIBERO run records
 acceptance, main passes and latency beside success::
 
-    policy = from_checkpoint("checkpoints/libero_spatial/rfsq_ar", "rsd_head:g2:exact",
-                             drafter_path="checkpoints/libero_spatial/head_drafter")
+    policy = from_checkpoint("checkpoints/lowdim/libero_spatial/rfsq_ar", "rsd_head:g2:exact",
+                             drafter_path="checkpoints/lowdim/libero_spatial/head_drafter")
     evaluate(policy, ["libero_spatial"], episodes=50, run_dir=..., options=EvalOptions(render=True))
 
 The policy reads only the cameras, the proprio vector and the instruction; never the privileged

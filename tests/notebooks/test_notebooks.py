@@ -86,7 +86,7 @@ def check_08_libero_comparison(out: dict) -> None:
 
 
 def check_09_ambiguity(out: dict) -> None:
-    assert out["methods"] == ["l1_regression", "rfsq_ar@1"] and out["rollouts_per_method"] == [1]
+    assert out["methods"] == ["l1_regression", "rfsq_ar@1"] and out["rollouts_per_method"] == [1, 1]
     assert out["errors"] == 0 and out["every_rollout_has_a_path"] is True
 
 

@@ -34,11 +34,12 @@ def test_the_expert_alternative_alternates_with_the_init_index():
     assert goal_objects(EITHER) == ["bowl_1", "plate_1", "bowl_2"]
 
 
-def record(moved_1: float, moved_2: float, success: bool) -> dict:
+def record(moved_1: float, moved_2: float, success: bool, init_index: int = 0) -> dict:
     start = {t: [0.1 * i, 0.0, 0.9] for i, t in enumerate(TARGETS)}
     end = {TARGETS[0]: [moved_1, 0.0, 0.9], TARGETS[1]: [0.1 + moved_2, 0.0, 0.9]}
     return {
         "success": success,
+        "init_index": init_index,
         "objects": {t: {"start": start[t], "end": end[t]} for t in TARGETS},
         "eef_path": [[0, 0, 1], [0.05, 0, 1]],
     }
@@ -55,6 +56,26 @@ def test_a_rollout_commits_to_the_bowl_it_moved():
     (row,) = rows
     assert (row["n"], row["successes"]) == (3, 2)
     assert row["committed"] == pytest.approx(2 / 3) and row["share neither"] == pytest.approx(1 / 3)
+
+
+BOWL_1, BOWL_2, NEITHER = (0.2, 0.0, True), (0.0, 0.2, True), (0.0, 0.0, False)
+
+
+def test_balance_split_starts_and_mirror_consistency_are_counted_per_start_and_pair():
+    # A greedy-like policy that follows the scene: init 0 -> bowl 1, its mirror twin 1 -> bowl 2.
+    follows = [record(*BOWL_1, init_index=0), record(*BOWL_2, init_index=1)]
+    # One that always takes bowl 1: not mirror consistent, and every committed rollout is bowl 1.
+    fixed_side = [record(*BOWL_1, init_index=0), record(*BOWL_1, init_index=1)]
+    # A sampler: from start 2 both bowls over its rollouts, from start 3 only bowl 2 (and a miss).
+    sampler = [record(*BOWL_1, init_index=2), record(*BOWL_2, init_index=2), record(*BOWL_2, init_index=3),
+               record(*NEITHER, init_index=3)]  # fmt: skip
+    rows = {r["method"]: r for r in commitment_rows({"f": follows, "s": fixed_side, "x": sampler})}
+    assert rows["f"]["mirror consistent"] == 1.0 and rows["s"]["mirror consistent"] == 0.0
+    assert rows["f"]["bowl 1 of committed"] == 0.5 and rows["s"]["bowl 1 of committed"] == 1.0
+    assert rows["s"]["b1_low"] < 1.0 == rows["s"]["b1_high"]  # two rollouts cannot rule out balance
+    assert rows["f"]["starts split"] is None  # one rollout per start: nothing to split
+    assert rows["x"]["starts split"] == 0.5 and rows["x"]["starts"] == 2
+    assert rows["x"]["mirror consistent"] == 1.0  # each start's first rollout: bowl 1 from 2, bowl 2 from 3
 
 
 @pytest.mark.libero

@@ -32,7 +32,7 @@ def settled(env, init_index: int) -> np.ndarray:
 HEIGHT_SLACK_M = 0.03
 
 
-@pytest.mark.parametrize("suite", MAIN_SUITES)
+@pytest.mark.parametrize("suite", [*MAIN_SUITES, "rsd_ambiguity"])
 def test_sampled_starts_are_none_of_the_benchmark_init_states(suite):
     """For every task of the suite: the demonstrations' first sampled starts (their seeds, as
     ``generate_task`` derives them) lie away from all 50 evaluation init states, the check that

@@ -15,6 +15,7 @@ from rsdlib.experiments.paper import (  # noqa: E402
     plot_iso_latency,
     plot_pipeline,
     plot_success_per_task_by_method,
+    timing_setup,
     write_manifest,
 )
 from rsdlib.plotting import paper_style, save_figure  # noqa: E402
@@ -81,8 +82,14 @@ def test_frontiers_trace_plain_and_lossless_settings_and_the_lossy_thresholds():
     assert {label for _, _, label in _frontiers(rows[:2], timing)} == {"lossless RSD frontier"}
     # adaptive depth (a monitor stops early: not lossless, whatever the rule) traces its own
     # frontier from full-depth rfsq_ar, and stays off the RSD ones
-    adaptive = [{"method": "rfsq_ar+fixed:2", "rate": 0.25}, {"method": "rsd_head:g3:exact+entropy:0.5", "rate": 0.5}]
-    timing |= {"rfsq_ar+fixed:2": {"latency_median_ms": 12.0}, "rsd_head:g3:exact+entropy:0.5": {"latency_median_ms": 10.0}}
+    adaptive = [
+        {"method": "rfsq_ar+fixed:2", "rate": 0.25},
+        {"method": "rsd_head:g3:exact+entropy:0.5", "rate": 0.5},
+    ]
+    timing |= {
+        "rfsq_ar+fixed:2": {"latency_median_ms": 12.0},
+        "rsd_head:g3:exact+entropy:0.5": {"latency_median_ms": 10.0},
+    }
     frontiers = {label: points for points, _, label in _frontiers(rows + adaptive, timing)}
     assert frontiers["adaptive depth"] == [(10.0, 50.0), (12.0, 25.0), (30.0, 60.0)]
     assert frontiers["lossless RSD frontier"] == [(25.0, 60.0), (30.0, 60.0)]
@@ -237,3 +244,15 @@ def test_acceptance_by_rule_is_a_heatmap_with_values_and_not_drafted_cells():
         hatched = [p for p in ax.patches if p.get_hatch()]
         assert len(hatched) == 15 + 5  # layer 2 everywhere, layer 1 at gamma 1
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["not drafted"]
+
+
+def test_a_latency_caption_names_device_dtype_and_model_sizes_where_the_run_recorded_them():
+    old = {"device": "CPU x86_64, 1 thread"}
+    assert timing_setup(old) == "CPU x86_64, 1 thread"  # runs from before sizes were recorded
+    new = old | {
+        "models": {"dtype": "float32", "parameters": {"rfsq_ar": 1_834_000, "head_drafter": 560_000}}
+    }
+    assert (
+        timing_setup(new)
+        == "CPU x86_64, 1 thread, float32 weights; parameters: rfsq_ar 1.83M, head_drafter 0.56M"
+    )

@@ -209,6 +209,10 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
 
     # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
     models = ModelSet(out)
+    described = models.describe()  # what Table 1's caption names
+    assert described["dtype"] == "float32"
+    assert described["parameters"]["rfsq_ar"] == sum(p.numel() for p in models.main.parameters()) > 0
+    assert set(described["parameters"]) == {*models.heads, "head_drafter", "tiny_policy"}
     settings = [
         MethodSpec.parse(s) for s in ("rsd_head:g2:exact", "rsd_tiny:g3:exact", "rsd_head:g1:match_rate:0.5")
     ]
@@ -333,7 +337,11 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
     compare_heads.main(["--models", str(tmp_path / "models"), "--prepared", str(prepared), "--heads",
                         str(tmp_path / "models" / "head_drafter"), str(tmp_path / "distilled"),
                         "--closed-loop", str(tmp_path / "rollouts"), "--gammas", "1", "2"])  # fmt: skip
-    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "chunks |" not in line]
+    table = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and "chunks |" not in line
+    ]
     assert len(table) == 4 and sum("closed loop" in line for line in table) == 2  # 2 heads x 2 sets
     cards = write_cards(tmp_path / "models", prepared_dir=prepared)
     assert cards["rfsq_ar"]["data"]["training_data"] == training_data_label(info)
