@@ -259,6 +259,8 @@ def execute_profile(
     build_dir = Path(build_dir or BUILD_DIR / run_name)
     if figures_dir is None:
         figures_dir = FIGURES_DIR if run_name == profile else build_dir / "figures"
+    for folder in (figures_dir, results_dir):  # notebooks write into them without making them
+        Path(folder).mkdir(parents=True, exist_ok=True)
     if run_name != profile:
         print(
             f"--set overrides: this run is {run_name!r} (its run folders are named after it); executed "

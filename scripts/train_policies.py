@@ -31,7 +31,6 @@ from rsdlib.experiments.recipe import LOWDIM_DEMOS, LOWDIM_MINUTES, train_lowdim
 from rsdlib.experiments.train_models import MODELS, Sizes, default_schedule, default_sizes, train_models
 from rsdlib.observations import MODALITIES
 
-
 LEVELS_HELP = "RFSQ levels: 2x10 (every layer), or one group per layer, 2x6/2x6/3x6/3x6 (default 2x10)"
 
 

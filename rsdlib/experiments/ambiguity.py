@@ -31,6 +31,7 @@ PLACE = "plate_1"
 #: A bowl that ends this far (metres) from where it started was picked (or pushed) by the robot.
 MOVED_M = 0.03
 OUTCOMES = ("bowl 1", "bowl 2", "both", "neither")
+TARGET_OUTCOMES = OUTCOMES[:2]
 OUTCOME_COLORS = {"bowl 1": "#4C72B0", "bowl 2": "#DD8452", "both": "#8172B3", "neither": "#C44E52"}
 
 
@@ -60,9 +61,9 @@ def commitment_rows(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
     - ``starts split``: the share of init states with more than one rollout from which rollouts
       took each bowl at least once (a sampling policy can; a greedy one repeats itself); None
       when no init state had two rollouts.
-    - ``mirror consistent``: the share of mirrored pairs of init states (``2i``, ``2i + 1``) both
-      rolled out whose rollouts' outcomes are each other's mirror image (bowl 1 <-> bowl 2), read
-      from each start's first rollout; a policy that follows the scene, not a fixed side, is 1.
+    - ``mirror consistent``: among mirrored pairs of init states (``2i``, ``2i + 1``) whose first
+      rollouts both committed to a bowl, the share that took mirrored bowls (bowl 1 <-> bowl 2);
+      a policy that follows the scene, not a fixed side, is 1; None when no pair committed twice.
     """
     rows = []
     for method, recs in records.items():
@@ -73,9 +74,10 @@ def commitment_rows(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
         for r, o in zip(recs, outcomes, strict=True):
             per_start.setdefault(int(r["init_index"]), []).append(o)
         repeated = [v for v in per_start.values() if len(v) > 1]
-        pairs = [
+        firsts = [
             (per_start[i][0], per_start[i + 1][0]) for i in per_start if i % 2 == 0 and i + 1 in per_start
         ]
+        pairs = [(a, b) for a, b in firsts if a in TARGET_OUTCOMES and b in TARGET_OUTCOMES]
         bowl_1, committed = outcomes.count("bowl 1"), outcomes.count("bowl 1") + outcomes.count("bowl 2")
         low, high = wilson_interval(bowl_1, committed)
         rows.append(
@@ -106,16 +108,19 @@ def plot_paths(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
     Drawn with the robot's axis vertical (table x up, y to the left, as the robot sees the
     table), so the scene's mirror symmetry is left against right. Bowls and plate are drawn
     where they started in each method's first rollout; the starts of other init states differ by
-    at most a few centimetres. A triangle marks where the gripper starts.
+    at most a few centimetres. A triangle marks where the gripper starts. The view is the scene
+    (objects and start, with a margin): paths that leave it are cut at its edge.
     """
     methods = list(records)
     fig, axes = plt.subplots(1, len(methods), figsize=(1.9 * len(methods), 2.9), layout="constrained")
     axes = np.atleast_1d(axes)
-    paths = [np.asarray(r["eef_path"])[:, :2] for recs in records.values() for r in recs]
-    if paths:
-        span = np.concatenate(paths)
-        half = max(np.abs(span[:, 1]).max(), 0.2) + 0.05  # symmetric about the axis
-        xlim, ylim = (half, -half), (span[:, 0].min() - 0.05, span[:, 0].max() + 0.05)
+    first = next((recs[0] for recs in records.values() if recs), None)
+    if first is not None:
+        scene = np.array(
+            [first["objects"][n]["start"][:2] for n in (*TARGETS, PLACE)] + [first["eef_path"][0][:2]]
+        )
+        half = np.abs(scene[:, 1]).max() + 0.15  # symmetric about the axis
+        xlim, ylim = (half, -half), (scene[:, 0].min() - 0.1, scene[:, 0].max() + 0.15)
     else:
         xlim, ylim = (1, -1), (-1, 1)
     for ax, method in zip(axes, methods, strict=True):
@@ -131,9 +136,7 @@ def plot_paths(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
                 ax.add_patch(
                     plt.Circle((y, x), 0.035, fill=False, lw=1.0, ls="-" if label != "plate" else "--")
                 )
-                ax.annotate(
-                    label, (y, x), xytext=(0, 10), textcoords="offset points", fontsize=6, ha="center"
-                )
+                ax.annotate(label, (y, x), xytext=(0, 7), textcoords="offset points", fontsize=5, ha="center")
             start = np.asarray(recs[0]["eef_path"])[0]
             ax.plot(start[1], start[0], "^", color="black", ms=4)
         ax.axvline(0, color="0.8", lw=0.5, zorder=0)

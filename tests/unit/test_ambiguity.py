@@ -76,6 +76,9 @@ def test_balance_split_starts_and_mirror_consistency_are_counted_per_start_and_p
     assert rows["f"]["starts split"] is None  # one rollout per start: nothing to split
     assert rows["x"]["starts split"] == 0.5 and rows["x"]["starts"] == 2
     assert rows["x"]["mirror consistent"] == 1.0  # each start's first rollout: bowl 1 from 2, bowl 2 from 3
+    # Pairs where a first rollout moved no bowl say nothing about following the scene.
+    missed = [record(*NEITHER, init_index=0), record(*NEITHER, init_index=1), record(*BOWL_1, init_index=2)]
+    assert commitment_rows({"m": missed})[0]["mirror consistent"] is None
 
 
 @pytest.mark.libero

@@ -21,7 +21,14 @@ from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
 from rsdlib.decoding.graphed import GraphedDecoder
 from rsdlib.decoding.monitors import MonitorInput, entropy
 from rsdlib.decoding.result import check_tokenizer
-from rsdlib.policies import ActionSpace, HeadDrafter, HeadDrafterConfig, PolicyDrafter, RandomDrafter, checkpoints
+from rsdlib.policies import (
+    ActionSpace,
+    HeadDrafter,
+    HeadDrafterConfig,
+    PolicyDrafter,
+    RandomDrafter,
+    checkpoints,
+)
 from rsdlib.tokenizers import RFSQTokenizer, digits_to_index
 from rsdlib.tokenizers.rfsq import PerLayerResidualFSQ
 
@@ -42,7 +49,9 @@ def test_per_layer_quantizer_is_residual_fsq_where_the_levels_agree(levels):
         assert torch.equal(ids, ids_ref.long())
         assert torch.equal(codes, codes_ref)
         for k in (1, 2, 4):
-            assert torch.equal(mine.output_from_ids(ids[..., :k]), ref.get_output_from_indices(ids_ref[..., :k]))
+            assert torch.equal(
+                mine.output_from_ids(ids[..., :k]), ref.get_output_from_indices(ids_ref[..., :k])
+            )
     # quantize dropout: the same seed keeps the same layers
     ref.train()
     for seed in range(5):
@@ -71,10 +80,12 @@ def test_tokens_stay_inside_each_layer_and_decode_exactly(tokenizer, chunks, tmp
     assert tokenizer.layer_codebook_sizes == (8, 27, 64) and tokenizer.codebook_size == 64
     ids = tokenizer.encode(chunks)  # (B, N, L)
     for layer, size in enumerate(tokenizer.layer_codebook_sizes):
-        assert 0 <= int(ids[..., layer].min()) and int(ids[..., layer].max()) < size
+        assert int(ids[..., layer].min()) >= 0 and int(ids[..., layer].max()) < size
         assert len(ids[..., layer].unique()) > 1, "every layer must carry information"
     assert torch.equal(tokenizer.decode(ids), tokenizer.reconstruct(chunks))
-    errors = [float(((tokenizer.decode(ids[..., :k]) - torch.as_tensor(chunks)) ** 2).mean()) for k in (1, 2, 3)]
+    errors = [
+        float(((tokenizer.decode(ids[..., :k]) - torch.as_tensor(chunks)) ** 2).mean()) for k in (1, 2, 3)
+    ]
     assert errors[2] < errors[0], errors
     # save and load: same config (levels per layer), same ids
     tokenizer.save(tmp_path / "tok")
@@ -151,7 +162,11 @@ def test_a_layer_never_gives_a_code_it_does_not_have(main, obs):
 def _head(main, *, reads_blocks=False):
     torch.manual_seed(11)
     cfg = HeadDrafterConfig(
-        trunk_hidden_size=16, hidden_size=8, num_blocks=1, actions=main.config.actions, reads_blocks=reads_blocks
+        trunk_hidden_size=16,
+        hidden_size=8,
+        num_blocks=1,
+        actions=main.config.actions,
+        reads_blocks=reads_blocks,
     )
     return HeadDrafter(config=cfg).double().eval()
 
@@ -164,7 +179,9 @@ def test_exact_rsd_is_greedy_decoding_on_layers_with_fewer_codes(main, obs, gamm
         assert torch.equal(rsd.tokens, greedy.tokens)
     head, B = _head(main), obs.batch_size
     for layer, size in enumerate(SIZES):  # the head masks as the main policy does
-        logits = head.layer_logits(head.pool(*_prefix(main, obs)), torch.full((B,), layer), torch.zeros(B, 2).long())
+        logits = head.layer_logits(
+            head.pool(*_prefix(main, obs)), torch.full((B,), layer), torch.zeros(B, 2).long()
+        )
         assert torch.isneginf(logits[..., size:]).all() and torch.isfinite(logits[..., :size]).all()
     fixed = GraphedDecoder(main, drafter=_head(main, reads_blocks=True), gamma=gamma)
     assert torch.equal(fixed.plain(obs).tokens, greedy.tokens)
@@ -182,7 +199,9 @@ def test_speculative_sampling_keeps_the_distribution_on_layers_with_fewer_codes(
     other = tiny_policy(seed=2, num_layers=2, num_latents=2, codebook_size=3, hidden=8, sharpen=4.0,
                         layer_codebook_sizes=sizes)  # fmt: skip
     obs1 = main.prepare(observations(1, seed=4))
-    combos = [c for c in itertools.product(range(3), repeat=4) if c[0] < 2 and c[1] < 2]  # layer 0 has 2 codes
+    combos = [
+        c for c in itertools.product(range(3), repeat=4) if c[0] < 2 and c[1] < 2
+    ]  # layer 0 has 2 codes
     tokens = torch.tensor(combos).reshape(-1, 2, 2)
     with torch.no_grad():
         logp = torch.log_softmax(main.teacher_forced_logits(obs1.repeat(len(combos)), tokens), -1)
