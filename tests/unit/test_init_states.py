@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rsdlib.libero.protocol import SUITES
+from rsdlib.libero.protocol import EXTRA_SUITES, SUITES
 from rsdlib.seeding import placement_seed
 
 pytestmark = [pytest.mark.libero, pytest.mark.slow]
@@ -51,7 +51,7 @@ def test_sampled_starts_are_none_of_the_benchmark_init_states(suite):
     )
     from rsdlib.libero.tasks import num_tasks
 
-    assert suite in SUITES
+    assert suite in (*SUITES, *EXTRA_SUITES)
     nearest, refused = [], 0
     for task_id in range(num_tasks(suite)):
         with LiberoEnv(suite, task_id, render=RenderOptions(enabled=False)) as env:
