@@ -23,7 +23,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rsdlib.metrics import success_summary, wilson_interval
+from rsdlib.metrics import success_summary
 
 SUITE = "rsd_ambiguity"
 TARGETS = ("akita_black_bowl_1", "akita_black_bowl_2")
@@ -78,20 +78,19 @@ def commitment_rows(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
             (per_start[i][0], per_start[i + 1][0]) for i in per_start if i % 2 == 0 and i + 1 in per_start
         ]
         pairs = [(a, b) for a, b in firsts if a in TARGET_OUTCOMES and b in TARGET_OUTCOMES]
-        bowl_1, committed = outcomes.count("bowl 1"), outcomes.count("bowl 1") + outcomes.count("bowl 2")
-        low, high = wilson_interval(bowl_1, committed)
+        balance = success_summary(outcomes.count("bowl 1"), sum(o in TARGET_OUTCOMES for o in outcomes))
         rows.append(
             {"method": method}
             | success_summary(sum(bool(r["success"]) for r in recs), n)
             | {f"share {o}": share[o] for o in OUTCOMES}
             | {
-                "committed": committed / n if n else 0.0,
-                "bowl 1 of committed": bowl_1 / committed if committed else None,
-                "b1_low": low,
-                "b1_high": high,
+                "committed": share["bowl 1"] + share["bowl 2"],
+                "bowl 1 of committed": balance["rate"],
+                "b1_low": balance["ci_low"],
+                "b1_high": balance["ci_high"],
                 "starts": len(per_start),
                 "starts split": (
-                    sum({"bowl 1", "bowl 2"} <= set(v) for v in repeated) / len(repeated)
+                    sum(set(TARGET_OUTCOMES) <= set(v) for v in repeated) / len(repeated)
                     if repeated
                     else None
                 ),
