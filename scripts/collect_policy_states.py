@@ -29,8 +29,12 @@ from rsdlib.libero.tasks import num_tasks
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, required=True, help="a models folder (its suite is rolled out)")
-    parser.add_argument("--method", default="rfsq_ar", help="the method spec that acts (default: plain rfsq_ar)")
+    parser.add_argument(
+        "--models", type=Path, required=True, help="a models folder (its suite is rolled out)"
+    )
+    parser.add_argument(
+        "--method", default="rfsq_ar", help="the method spec that acts (default: plain rfsq_ar)"
+    )
     parser.add_argument("--episodes", type=int, default=20, help="sampled starts per task")
     parser.add_argument("--tasks", type=int, nargs="*", default=None, help="task ids (default: all)")
     parser.add_argument("--root", type=Path, default=ROLLOUTS_DIR)

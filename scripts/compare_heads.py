@@ -30,8 +30,12 @@ from rsdlib.policies.packed import PackedChunks
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, required=True, help="the folder of the main policy (rfsq_ar)")
-    parser.add_argument("--prepared", type=Path, required=True, help="the prepared folder the models came from")
-    parser.add_argument("--heads", type=Path, nargs="+", required=True, help="head-drafter checkpoint folders")
+    parser.add_argument(
+        "--prepared", type=Path, required=True, help="the prepared folder the models came from"
+    )
+    parser.add_argument(
+        "--heads", type=Path, nargs="+", required=True, help="head-drafter checkpoint folders"
+    )
     parser.add_argument("--closed-loop", type=Path, default=None, help="policy rollouts root")
     parser.add_argument("--chunks", type=int, default=512, help="chunks per set (evenly spread)")
     parser.add_argument("--gammas", type=int, nargs="+", default=[2, 3])
@@ -56,15 +60,25 @@ def main(argv: Sequence[str] | None = None) -> None:
                 targets[blocks] = main_targets(main_policy, chunks, with_blocks=blocks, progress=False)
             agree = agreement(head, targets[blocks])
             L = main_policy.L
-            tokens = " ".join(f"{agree[f'acc_layer{i}']:.2f}" if f"acc_layer{i}" in agree else "-" for i in range(L))
-            layers = " ".join(f"{agree[f'match_layer{i}']:.2f}" if f"match_layer{i}" in agree else "-" for i in range(L))
+            tokens = " ".join(
+                f"{agree[f'acc_layer{i}']:.2f}" if f"acc_layer{i}" in agree else "-" for i in range(L)
+            )
+            layers = " ".join(
+                f"{agree[f'match_layer{i}']:.2f}" if f"match_layer{i}" in agree else "-" for i in range(L)
+            )
             rsd = rsd_on_chunks(main_policy, head, chunks, gammas=args.gammas, batch_size=128)
             cells = [
-                " ".join("-" if a is None else f"{a:.2f}" for a in r["acceptance"][1:]) + f"; {r['main_passes']:.2f}"
+                " ".join("-" if a is None else f"{a:.2f}" for a in r["acceptance"][1:])
+                + f"; {r['main_passes']:.2f}"
                 for r in rsd.values()
             ]
-            print(f"| {path} | {name} | {len(chunks)} | {tokens} | {layers} | " + " | ".join(cells) + " |", flush=True)
-    print(f"\nplain decoding: {main_policy.L - main_policy.prefix_layers} main passes per chunk after the prefix")
+            print(
+                f"| {path} | {name} | {len(chunks)} | {tokens} | {layers} | " + " | ".join(cells) + " |",
+                flush=True,
+            )
+    print(
+        f"\nplain decoding: {main_policy.L - main_policy.prefix_layers} main passes per chunk after the prefix"
+    )
 
 
 if __name__ == "__main__":

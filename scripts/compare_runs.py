@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = depth_rows({method_spec(run): records for run, records in runs.items()})
         save_figure(plot_depth_frontier(rows, x="main_passes"), args.frontier)
         print(f"wrote {args.frontier}.png")
-    print("\nLatencies are as each run measured them, under whatever else the machine ran then; time "
-          "methods side by side (scripts/bench_rsd.py, notebook 07) to compare them.")
+    print(
+        "\nLatencies are as each run measured them, under whatever else the machine ran then; time "
+        "methods side by side (scripts/bench_rsd.py, notebook 07) to compare them."
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,16 @@ def main() -> None:
         rows.append(run_setting(name, levels, args.prepared, out, budget))
         print_row(rows[-1])
     (out / "sweep.json").write_text(
-        json.dumps({"prepared": args.prepared, "device": device_info(), "threads": torch.get_num_threads(),
-                    "rows": rows}, indent=1) + "\n"  # fmt: skip
+        json.dumps(
+            {
+                "prepared": args.prepared,
+                "device": device_info(),
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"  # fmt: skip
     )
     use_paper_style()
     save_figure(plot_layer_levels(rows, gamma=budget.gammas[0]), out / "layer_levels")

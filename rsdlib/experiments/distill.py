@@ -115,13 +115,16 @@ def closed_loop_chunks(
     out, stride, seed). Only observations matter here: the targets are the main policy's tokens."""
     info = read_prepared(prepared)
     if info.get("modality") != "lowdim":
-        raise ValueError("closed-loop states are recorded without images: distil a lowdim main policy with them")
+        raise ValueError(
+            "closed-loop states are recorded without images: distil a lowdim main policy with them"
+        )
     data = load_demos(
         info["suite"], root=root, horizon=info["horizon"], val_fraction=info["val_fraction"],
         rng=np.random.default_rng(info["seed"]), images=False, objects=True,
     )  # fmt: skip
     train_part, val_part = (
-        PackedChunks.from_dataset(split, stride=info["stride"], progress=progress) for split in (data.train, data.val)
+        PackedChunks.from_dataset(split, stride=info["stride"], progress=progress)
+        for split in (data.train, data.val)
     )
     return train_part, val_part
 
@@ -228,7 +231,8 @@ def distill_head_drafter(
     }
     head = checkpoints.with_metadata(head, meta)
     trained = json.loads((models / "head_drafter" / checkpoints.CONFIG).read_text()).get("metadata", {})
-    checkpoints.save(head, out, metadata=trained)  # how the head was first trained stays on record
+    # How the head was first trained stays on record; stored in float16 like every shipped model.
+    checkpoints.save(head, out, metadata=trained, storage_dtype=torch.float16)
     report = {
         "train_chunks": demo_chunks,
         "val_chunks": len(val),

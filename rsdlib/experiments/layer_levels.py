@@ -121,21 +121,28 @@ def run_setting(
     data, models = folder / "prepared", folder / "models"
     t0 = time.perf_counter()
     if not (data / "prepared.json").is_file():
-        retokenize(prepared, data, {"levels": _as_list(levels), "steps": budget.tokenizer_steps}, progress=progress)
+        retokenize(
+            prepared, data, {"levels": _as_list(levels), "steps": budget.tokenizer_steps}, progress=progress
+        )
     seconds["tokenizer"] = time.perf_counter() - t0
     tokenizer = RFSQTokenizer.load(data / RFSQ_DIR)
     val = PackedChunks.load(data / VAL_FILE)
     mse = [r["mse_normalised"] for r in evaluate_tokenizer(tokenizer, val.actions_raw)]
 
     t0 = time.perf_counter()
-    schedules = {"rfsq_ar": budget.schedule(budget.main_steps), "head_drafter": budget.schedule(budget.head_steps)}
+    schedules = {
+        "rfsq_ar": budget.schedule(budget.main_steps),
+        "head_drafter": budget.schedule(budget.head_steps),
+    }
     train_models(data, models, models=["rfsq_ar", "head_drafter"], schedules=schedules, sizes=sizes, device="cpu",
                  progress=progress)  # fmt: skip
     seconds["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     report_file = models / DISTILLED_DIR / "distilled.json"
     if not report_file.is_file():
-        distill_head_drafter(models, data, out=models / DISTILLED_DIR, steps=budget.distill_steps, progress=progress)
+        distill_head_drafter(
+            models, data, out=models / DISTILLED_DIR, steps=budget.distill_steps, progress=progress
+        )
     report = json.loads(report_file.read_text())
     seconds["distill"] = time.perf_counter() - t0
 
@@ -151,7 +158,9 @@ def run_setting(
         "name": name,
         "levels": _as_list(levels),
         "codes": list(tokenizer.layer_codebook_sizes),
-        "bits_per_layer": [round(tokenizer.num_latents * math.log2(v), 2) for v in tokenizer.layer_codebook_sizes],
+        "bits_per_layer": [
+            round(tokenizer.num_latents * math.log2(v), 2) for v in tokenizer.layer_codebook_sizes
+        ],
         "mse": mse,
         "main_token_accuracy": main_token_accuracy(main, chunks, batch_size=budget.batch_size),
         "head_token_agreement": [after.get(f"acc_layer{li}") for li in range(L)],

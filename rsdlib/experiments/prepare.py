@@ -156,7 +156,10 @@ def retokenize(
         tokens = tokenizer.encode(data.actions_raw).transpose(1, 2).contiguous()  # (M, L, N)
         replace(data, tokens=tokens).save(out / name, jpeg_quality=info.get("jpeg_quality"))
     extra = {k: info["actions"][k] for k in ("fast_vocab", "fast_max_tokens")}
-    info = info | {"rfsq": tokenizer.config(), "actions": asdict(ActionSpace.from_tokenizer(tokenizer, **extra))}
+    info = info | {
+        "rfsq": tokenizer.config(),
+        "actions": asdict(ActionSpace.from_tokenizer(tokenizer, **extra)),
+    }
     (out / PREPARED_FILE).write_text(json.dumps(info | {"retokenized_from": str(prepared_dir)}, indent=1))
     return out
 

@@ -45,6 +45,7 @@ from rsdlib.policies.heads import RFSQAutoregressive, build_policy
 from rsdlib.policies.packed import PackedBatches, PackedChunks
 from rsdlib.policies.processor import build_instruction_vocab
 from rsdlib.results import describe_device, write_json
+from rsdlib.tokenizers import rfsq as rfsq_tokenizer
 from rsdlib.train import TrainConfig, train
 
 #: Every model the recipe knows, in training order (the head drafter and the depth head need the
@@ -203,6 +204,8 @@ def train_models(
     for folder in (RFSQ_DIR, FAST_DIR):
         if (prepared_dir / folder).resolve() != (out / folder).resolve():
             shutil.copytree(prepared_dir / folder, out / folder, dirs_exist_ok=True)
+    if (prepared_dir / RFSQ_DIR).resolve() != (out / RFSQ_DIR).resolve():
+        rfsq_tokenizer.compact(out / RFSQ_DIR)  # ships in float16, like the models (see its docstring)
     (out / PREPARED_FILE).write_text(json.dumps(info, indent=1))
     train_set = PackedChunks.load(prepared_dir / TRAIN_FILE).to(device)
     val_set = PackedChunks.load(prepared_dir / VAL_FILE).to(device)

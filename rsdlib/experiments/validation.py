@@ -190,11 +190,15 @@ def validation_loss(model: Any, val_set: PackedChunks, trunk: Any, loss_fn: Any 
 
 
 @torch.no_grad()
-def rsd_on_chunks(main, head, chunks: PackedChunks, *, gammas: Sequence[int], batch_size: int) -> dict[str, Any]:
+def rsd_on_chunks(
+    main, head, chunks: PackedChunks, *, gammas: Sequence[int], batch_size: int
+) -> dict[str, Any]:
     """``exact`` RSD with ``head`` on every chunk at each gamma: acceptance per layer and main
     passes per chunk; raises if a token differs from plain greedy decoding (lossless by design)."""
     out: dict[str, Any] = {}
-    observations = [main.prepare(b["obs"]) for b in chunks.batches(batch_size, trunk_config=main.config.trunk)]
+    observations = [
+        main.prepare(b["obs"]) for b in chunks.batches(batch_size, trunk_config=main.config.trunk)
+    ]
     greedy = [decode_rfsq_ar(main, obs).tokens for obs in observations]
     for gamma in gammas:
         traces = []

@@ -61,11 +61,15 @@ def collect_policy_rollouts(
     rollouts, refused = [], []
     config = DemoConfig(episodes=episodes, seed=seed, dart_std=0.0, protocol=Protocol())
     with LiberoEnv(suite, task_id, config.protocol, RenderOptions(enabled=False)) as env:
-        for index in progress_bar(range(episodes), desc=f"{suite} task {task_id} policy", disable=not progress):
+        for index in progress_bar(
+            range(episodes), desc=f"{suite} task {task_id} policy", disable=not progress
+        ):
             sample_seed = placement_seed(seed, suite, task_id, index)
             try:
                 rollouts.append(
-                    record_rollout(env, policy, index, episode_seed(seed, suite, task_id, index), sample_seed=sample_seed)
+                    record_rollout(
+                        env, policy, index, episode_seed(seed, suite, task_id, index), sample_seed=sample_seed
+                    )
                 )
             except (HeldOutError, UnstableStartError):  # never a benchmark start; no thrown objects
                 refused.append(index)

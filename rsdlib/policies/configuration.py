@@ -244,7 +244,6 @@ class ActionSpace:
             **extra,
         )
 
-
     def code_mask(self) -> torch.Tensor | None:
         """``(L, V)`` added to each layer's logits: 0 for the codes layer l has, -inf past them.
 

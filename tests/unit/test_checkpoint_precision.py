@@ -8,6 +8,7 @@ so a change that makes half-precision storage lossier than it is today fails her
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -280,3 +281,34 @@ def test_compact_leaves_the_checkpoint_whole_when_float16_overflows(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == sorted([CONFIG, WEIGHTS])
     compact(path, torch.bfloat16)
     assert load(path).out_bias[0, 0].item() == -69632.0
+
+
+# -- what ships -----------------------------------------------------------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
+#: The budget for everything under checkpoints/ that a clone downloads (the policies issue's 60 MB).
+SHIPPED_BUDGET_MB = 60
+
+
+def _shipped_files() -> list[Path]:
+    # last/ (the resumable training state with its optimizer) and logs are ignored by git: not shipped
+    return [
+        p for p in SHIPPED.rglob("*")
+        if p.is_file() and "last" not in p.relative_to(SHIPPED).parts and p.suffix != ".log"
+    ]  # fmt: skip
+
+
+def test_shipped_weights_are_half_precision_and_fit_the_budget():
+    weights = [p for p in _shipped_files() if p.suffix == ".safetensors"]
+    assert weights, f"no shipped weights under {SHIPPED}"
+    wide = []
+    for path in weights:
+        with safe_open(str(path), "pt") as fh:
+            dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        if dtypes & {"F32", "F64"}:
+            wide.append(str(path.relative_to(SHIPPED)))
+    assert not wide, (
+        f"stored in float32 (compact them: checkpoints.compact / tokenizers.rfsq.compact): {wide}"
+    )
+    total_mb = sum(p.stat().st_size for p in _shipped_files()) / 1e6
+    assert total_mb < SHIPPED_BUDGET_MB, f"checkpoints/ holds {total_mb:.1f} MB, over {SHIPPED_BUDGET_MB} MB"

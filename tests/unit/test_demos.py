@@ -271,14 +271,26 @@ def test_policy_rollouts_start_where_neither_the_demonstrations_nor_the_benchmar
     from rsdlib.libero.policy_rollouts import POLICY_ROLLOUT_SEED, collect_policy_rollouts
     from rsdlib.seeding import placement_seed
 
-    report = collect_policy_rollouts(SUITE, 0, _KeepStill(), episodes=2, root=tmp_path, description="keep still")
+    report = collect_policy_rollouts(
+        SUITE, 0, _KeepStill(), episodes=2, root=tmp_path, description="keep still"
+    )
     assert report["episodes"] + len(report["starts_refused"]) == 2 and report["successes"] == 0
     with h5py.File(report["path"], "r") as f:
-        assert f["data"].attrs["kind"] == "policy_rollouts" and "not demonstrations" in f["data"].attrs["actions_are"]
+        assert (
+            f["data"].attrs["kind"] == "policy_rollouts"
+            and "not demonstrations" in f["data"].attrs["actions_are"]
+        )
         groups = [f["data"][name] for name in f["data"]]
         seeds = {int(g.attrs["sample_seed"]) for g in groups}
-        assert all(g.attrs["start"] == "sampled" and len(g["actions"]) == 220 for g in groups)  # failed: ran to the limit
+        assert all(
+            g.attrs["start"] == "sampled" and len(g["actions"]) == 220 for g in groups
+        )  # failed: ran to the limit
     demo_seeds = {placement_seed(0, SUITE, 0, i) for i in range(100)}  # the demonstrations' starts
-    assert seeds <= {placement_seed(POLICY_ROLLOUT_SEED, SUITE, 0, i) for i in range(2)} and not seeds & demo_seeds
-    data = load_demos(SUITE, root=tmp_path, rng=np.random.default_rng(0), val_fraction=0.5, images=False, objects=True)
+    assert (
+        seeds <= {placement_seed(POLICY_ROLLOUT_SEED, SUITE, 0, i) for i in range(2)}
+        and not seeds & demo_seeds
+    )
+    data = load_demos(
+        SUITE, root=tmp_path, rng=np.random.default_rng(0), val_fraction=0.5, images=False, objects=True
+    )
     assert len(data.train.refs) + len(data.val.refs) == report["episodes"]

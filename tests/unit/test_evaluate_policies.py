@@ -127,9 +127,15 @@ def test_compare_runs_pairs_the_shared_episodes_and_reads_a_run_still_writing(tm
     full, short = tmp_path / "full", tmp_path / "short"
     full.mkdir(), short.mkdir()
     outcomes = [(t, i, (t + i) % 3 > 0) for t in range(2) for i in range(5)]  # 10 episodes, 6 solved
-    (full / "episodes.jsonl").write_text("".join(json.dumps(_record(t, i, s, 4)) + "\n" for t, i, s in outcomes))
+    (full / "episodes.jsonl").write_text(
+        "".join(json.dumps(_record(t, i, s, 4)) + "\n" for t, i, s in outcomes)
+    )
     # the short run holds the first 3 init states of each task, flips one outcome, and is mid-write
-    lines = [json.dumps(_record(t, i, s if (t, i) != (0, 0) else not s, 5, depth=2)) for t, i, s in outcomes if i < 3]
+    lines = [
+        json.dumps(_record(t, i, s if (t, i) != (0, 0) else not s, 5, depth=2))
+        for t, i, s in outcomes
+        if i < 3
+    ]
     (short / "episodes.jsonl").write_text("\n".join(lines) + '\n{"suite": "libero_spa')
     before = (short / "episodes.jsonl").read_bytes()
     for run, spec in ((full, "rfsq_ar"), (short, "rfsq_ar+fixed:2")):
@@ -138,7 +144,9 @@ def test_compare_runs_pairs_the_shared_episodes_and_reads_a_run_still_writing(tm
     out = capsys.readouterr().out
     assert out.startswith("6 episodes every run holds")
     assert "| full | 4/6 |" in out and "| short | 5/6 |" in out
-    assert "| 0 | 1 | 1 | 0 | 2.00 | 1.00 |" in out  # only the short run solved (0, 0); no episode's chunks agree
+    assert (
+        "| 0 | 1 | 1 | 0 | 2.00 | 1.00 |" in out
+    )  # only the short run solved (0, 0); no episode's chunks agree
     assert (short / "episodes.jsonl").read_bytes() == before  # only read, never cut
     assert (tmp_path / "frontier.png").stat().st_size > 0
     (short / "episodes.jsonl").write_text("not json\n" + "\n".join(lines) + "\n")

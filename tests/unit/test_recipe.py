@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from fake_demos import SUITE, write_task
+from safetensors.torch import load_file
 
 from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
 from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
@@ -133,6 +134,12 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     out = tmp_path / "models"
     seconds = train_models(prepared, out, schedules=schedules, sizes=sizes, device="cpu", progress=False)
     assert set(seconds) == set(MODELS)
+
+    def tokenizer_dtypes(folder):
+        return {v.dtype for v in load_file(str(folder / "tokenizer_rfsq" / "model.safetensors")).values()}
+
+    # The shipped copy of the tokenizer is float16; the prepared one, which encoded the data, float32.
+    assert tokenizer_dtypes(out) == {torch.float16} and tokenizer_dtypes(prepared) == {torch.float32}
     val_rows = [r for r in read_log(out / "rfsq_ar") if r["split"] == "val"]
     assert "action_mae" in val_rows[-1] and "acc_layer0" in val_rows[-1]  # decoded action error in the log
     cards = write_cards(out, prepared_dir=prepared)
@@ -194,6 +201,7 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     assert report["val_after"]["loss"] < report["val_before"]["loss"]
     saved = json.loads((tmp_path / "distilled" / "config.json").read_text())
     assert saved["config"]["metadata"]["distilled"]["steps"] == 40 and saved["metadata"]["step"] == 3
+    assert checkpoints.read_storage_dtype(tmp_path / "distilled") == torch.float16  # ships like every model
     # ... and a head extended to read the main trunk's block states learns from them, loads, and
     # drafts in an exact decode that stays greedy.
     report = distill_head_drafter(out, prepared, out=tmp_path / "eagle", steps=40, batch_size=8, lr=3e-3,

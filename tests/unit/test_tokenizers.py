@@ -183,6 +183,29 @@ def test_rfsq_save_load_gives_the_same_tokens_and_chunks(rfsq, split, tmp_path):
         FASTTokenizer.load(tmp_path / "rfsq")
 
 
+def test_a_compacted_rfsq_halves_its_file_and_decodes_within_half_precision(rfsq, split, tmp_path):
+    from safetensors.torch import load_file
+
+    from rsdlib.tokenizers.rfsq import WEIGHTS_FILE, compact
+
+    folder = rfsq.save(tmp_path / "rfsq")
+    before = (folder / WEIGHTS_FILE).stat().st_size
+    compact(folder)
+    assert 0.45 < (folder / WEIGHTS_FILE).stat().st_size / before < 0.55
+    assert {v.dtype for v in load_file(str(folder / WEIGHTS_FILE)).values()} == {torch.float16}
+    half = RFSQTokenizer.load(folder)
+    assert {p.dtype for p in half.model.parameters()} == {torch.float32}  # upcast on load
+    ids = rfsq.encode(split.held_out)
+    # float16 keeps ~3 decimal digits: actions move far less than one quantisation step
+    assert (half.decode(ids) - rfsq.decode(ids)).abs().max() < 2e-3
+    assert (half.encode(split.held_out) != ids).float().mean() < 0.02  # only values on a boundary move
+    with pytest.raises(ValueError, match="float16 or torch.bfloat16"):
+        compact(folder, torch.float32)
+    (folder / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(Exception, match="unreadable"):
+        compact(folder)
+
+
 def test_a_truncated_rfsq_gives_the_same_prefix_tokens_and_decodes(rfsq, split):
     ids = rfsq.encode(split.held_out[:50])
     short = rfsq.truncated(2)
