@@ -14,6 +14,7 @@ Usage::
     python scripts/bench_rsd.py --models checkpoints/lowdim/libero_spatial --chunks 128 --latency-chunks 50
     python scripts/bench_rsd.py --models M --val prepared/val.npz --device cuda   # on a GPU
     python scripts/bench_rsd.py --models M --drafters --specs rfsq_ar+learned:0.025 rsd_head:g2:exact+learned:0.025
+    python scripts/bench_rsd.py --models M --device cuda --fixed rfsq_ar rsd_head:g2:exact   # + fixed-shape engine
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def main() -> None:
         "--specs", nargs="*", default=[],
         help="more method specs, e.g. adaptive depth: rfsq_ar+learned:0.025 rsd_head:g2:exact+learned:0.025",
     )  # fmt: skip
+    parser.add_argument(
+        "--fixed", nargs="*", default=[],
+        help="specs also timed on the fixed-shape engine (CUDA graphs on a GPU), e.g. rfsq_ar rsd_head:g2:exact",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
@@ -102,7 +107,7 @@ def main() -> None:
         val.batch(torch.tensor([i], device=args.device), trunk_config=models.trunk)["obs"]
         for i in range(min(args.latency_chunks, len(val)))
     ]
-    latency = latency_rows(models, singles, specs) if singles else []
+    latency = latency_rows(models, singles, specs, fixed=args.fixed) if singles else []
     rows = merge_rows(quality, latency)
     print(
         f"device: {describe_device(args.device)}; {len(val)} validation chunks; {len(singles)} timed one at a time"

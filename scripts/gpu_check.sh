@@ -45,12 +45,12 @@ quick=${GPU_CHECK_QUICK:-0}
 
 if [ "$quick" = 1 ]; then
     decoding_args=(--sizes tiny --runs 3 --warmup 1 --distill-steps 2)
-    rsd_args=(--chunks 8 --latency-chunks 4 --gammas 2 --rules exact)
+    rsd_args=(--chunks 8 --latency-chunks 4 --gammas 2 --rules exact --fixed rfsq_ar rsd_head:g2:exact)
     graphed_args=(--sizes shipped --dtypes float32 --chunks 4 --runs 3 --warmup 1)
     pass_cost_args=(--sizes h128 --runs 3 --warmup 1)
 else
     decoding_args=(--sizes tiny default --runs 20 --warmup 3)
-    rsd_args=(--chunks 64 --latency-chunks 20)
+    rsd_args=(--chunks 64 --latency-chunks 20 --fixed rfsq_ar rsd_head:g1:exact rsd_head:g2:exact rsd_head:g3:exact)
     graphed_args=(--sizes shipped h1024 --dtypes float32 bfloat16 --chunks 16 --runs 30 --warmup 3)
     pass_cost_args=(--runs 20 --warmup 3)
 fi

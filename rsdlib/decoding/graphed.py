@@ -33,13 +33,16 @@ embedding, MLP) around :func:`torch.nn.functional.scaled_dot_product_attention` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from rsdlib.decoding.trace import DecodeTrace, RoundRecord
 from rsdlib.policies.drafters import HeadDrafter
 from rsdlib.policies.heads import RFSQAutoregressive
 from rsdlib.policies.processor import ObservationBatch
@@ -53,10 +56,49 @@ class GraphedResult:
     Attributes:
         tokens: ``(B, L, N)`` greedy tokens (on the policy's device).
         main_passes: ``(B,)`` sequential main passes after the prefix (as a trace counts them).
+        seconds: wall time per step: ``prefix``, and ``plain`` (block passes) or ``verify``
+            (RSD rounds: the head's draft and the verify pass run as one step).
+        rounds: with ``record=True``, per RSD round the device tensors :func:`traces` reads
+            (``start``, ``drafted``, ``draft``, ``main``, ``accepted``, ``active``), copied on the
+            device as the decode goes and read only when the traces are built.
     """
 
     tokens: torch.Tensor
     main_passes: torch.Tensor
+    seconds: dict[str, float] = field(default_factory=dict)
+    rounds: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+
+class StepClock:
+    """Wall time per named step with no host sync between steps: CUDA events on a GPU, read once
+    after the decode; ``perf_counter`` on a CPU, where each op has run when its call returns."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple[str, object, object]] = []
+
+    def _now(self) -> object:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = self._now()
+        yield
+        self.marks.append((name, start, self._now()))
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per step name (waits for the device once, on a GPU)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+        out: dict[str, float] = {}
+        for name, a, b in self.marks:
+            s = a.elapsed_time(b) / 1e3 if self.cuda else b - a  # type: ignore[attr-defined,operator]
+            out[name] = out.get(name, 0.0) + s
+        return out
 
 
 class SlotCache:
@@ -150,10 +192,14 @@ class GraphedDecoder:
     def plain(self, obs: ObservationBatch) -> GraphedResult:
         """Plain greedy decoding: the prefix pass (layer 0 in it), then L-1 block passes."""
         self._load(obs)
-        self._runs["prefix"]()
-        for _ in range(self.L - 1):
-            self._runs["block"]()
-        return GraphedResult(tokens=self.tokens.clone(), main_passes=self.passes.clone())
+        clock = StepClock(self.main.device)
+        with clock.step("prefix"):
+            self._runs["prefix"]()
+        with clock.step("plain"):
+            for _ in range(self.L - 1):
+                self._runs["block"]()
+        tokens, passes = self.tokens.clone(), self.passes.clone()
+        return GraphedResult(tokens=tokens, main_passes=passes, seconds=clock.seconds())
 
     @torch.no_grad()
     def floor(self, obs: ObservationBatch) -> None:
@@ -163,24 +209,35 @@ class GraphedDecoder:
         self._runs["block"]()
 
     @torch.no_grad()
-    def rsd(self, obs: ObservationBatch, *, replay: torch.Tensor | None = None) -> GraphedResult:
+    def rsd(
+        self, obs: ObservationBatch, *, replay: torch.Tensor | None = None, record: bool = False
+    ) -> GraphedResult:
         """RSD with the ``exact`` rule: the greedy tokens in fewer passes when drafts are right.
 
         Args:
             obs: a prepared batch.
             replay: ``(B, L, N)`` tokens to propose, for the ``replay`` drafter only.
+            record: keep each round's drafts, main tokens and verdicts (device copies, no host
+                read) for :func:`traces`.
         """
         if self.drafter is None:
             raise ValueError("this GraphedDecoder has no drafter: build it with a HeadDrafter or 'replay'")
         if (replay is not None) != (self.drafter == "replay"):
             raise ValueError("pass replay= tokens exactly when the drafter is 'replay'")
         self._load(obs, replay)
-        self._runs["prefix"]()
-        for _ in range(self.L - 1):  # each round commits at least one layer of every active item
-            self._runs["round"]()
-            if bool((self.committed >= self.L).all()):  # the one host read per round
-                break
-        return GraphedResult(tokens=self.tokens.clone(), main_passes=self.passes.clone())
+        clock, rounds = StepClock(self.main.device), []
+        with clock.step("prefix"):
+            self._runs["prefix"]()
+        with clock.step("verify"):
+            for _ in range(self.L - 1):  # each round commits at least one layer of every active item
+                start = self.committed.clone() if record else None
+                self._runs["round"]()
+                if record:  # the round's outputs are rewritten by the next replay: copy them now
+                    rounds.append({"start": start, **{k: v.clone() for k, v in self._round_out.items()}})
+                if bool((self.committed >= self.L).all()):  # the one host read per round
+                    break
+        tokens, passes = self.tokens.clone(), self.passes.clone()
+        return GraphedResult(tokens=tokens, main_passes=passes, seconds=clock.seconds(), rounds=rounds)
 
     # -- buffers and graphs -----------------------------------------------------------------------
 
@@ -331,6 +388,84 @@ class GraphedDecoder:
         self.tokens.copy_(torch.where(take[:, :, None], chosen, self.tokens))
         self.committed.copy_(torch.where(active, (c + accepted + 1).clamp(max=L), c))
         self.passes.add_(active.long())
+        # What a trace needs of this round. Under capture these are the graph's static outputs:
+        # each replay rewrites them in place, and rsd(record=True) copies them after each one.
+        self._round_out = {
+            "drafted": g,
+            "draft": draft,
+            "main": main_tokens,
+            "accepted": accepted,
+            "active": active,
+        }
         if self.main_hidden is not None:
             newest = hidden.gather(1, accepted[:, None, None, None].expand(-1, 1, *hidden.shape[2:]))[:, 0]
             self.main_hidden.copy_(torch.where(active[:, None, None], newest, self.main_hidden))
+
+
+def traces(
+    result: GraphedResult,
+    *,
+    prefix_layers: int,
+    gamma: int | None = None,
+    drafter: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[DecodeTrace]:
+    """One :class:`DecodeTrace` per item, built after the decode from what it kept on the device.
+
+    A plain result (no rounds) gives ``rfsq_ar`` traces; an RSD result recorded with
+    ``record=True`` gives ``rsd`` traces whose rounds, verdicts, corrections, bonus layers, sources
+    and main passes are the eager engine's (tests/unit/test_graphed.py compares them). Only the
+    probabilities are left empty (``draft_probs``, ``main_probs``, ``main_top_*``): this path
+    computes none, since ``exact`` reads none; the eager engine records them.
+    """
+    tokens = result.tokens.tolist()
+    B, L, N = result.tokens.shape
+    passes = result.main_passes.tolist()
+    common = {"num_layers": L, "num_latents": N, "prefix_layers": prefix_layers, "batch_size": B}
+    timings = dict(timings or {})
+    if not result.rounds:
+        if gamma is not None:
+            raise ValueError(
+                "an RSD result has no rounds to build traces from: decode with rsd(..., record=True)"
+            )
+        return [
+            DecodeTrace(
+                method="rfsq_ar",
+                tokens=tokens[i],
+                sources=[["plain"] * N for _ in range(L)],
+                main_passes=passes[i],
+                timings=dict(timings),
+                **common,
+            )  # fmt: skip
+            for i in range(B)
+        ]
+    rounds = [{k: v.tolist() for k, v in r.items()} for r in result.rounds]  # the host reads, once
+    out = []
+    for i in range(B):
+        # The prefix pass committed layer 0 as a round without a draft (as the eager engine records it).
+        records = [_round(0, [], [], 0, None, tokens[i][0])]
+        for r in rounds:
+            if not r["active"][i]:
+                continue
+            c, g, a = r["start"][i], r["drafted"][i], r["accepted"][i]
+            draft, main = r["draft"][i][:g], r["main"][i]
+            judged = min(a + 1, g)  # every accepted layer and the first rejected one
+            verdicts = [[d == m for d, m in zip(draft[j], main[j], strict=True)] for j in range(judged)]
+            correction = main[a] if a < g else None
+            bonus = main[g] if a == g and c + g < L else None
+            records.append(_round(c, draft, verdicts, a, correction, bonus))
+        trace = DecodeTrace(
+            method="rsd", tokens=tokens[i], sources=[], main_passes=passes[i], rounds=records,
+            timings=dict(timings), rule="exact", lossless=True, gamma=gamma, drafter=drafter,
+            draft_steps=len(rounds), **common,
+        )  # fmt: skip
+        trace.sources = trace.sources_from_rounds()
+        out.append(trace)
+    return out
+
+
+def _round(start, draft, verdicts, accepted, correction, bonus) -> RoundRecord:
+    return RoundRecord(
+        start_layer=start, draft_tokens=draft, draft_probs=[], main_probs=[], main_top_tokens=[],
+        main_top_probs=[], token_accepted=verdicts, accepted_layers=accepted, correction=correction, bonus=bonus,
+    )  # fmt: skip

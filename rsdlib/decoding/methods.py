@@ -8,15 +8,21 @@ a latency table and in a success rate::
     decoder = Decoder(MethodSpec.parse("rsd_head:g2:exact"), main, drafter=head, tokenizer=rfsq)
     result = decoder.decode(batch)              # tokens and one trace per item
     chunks = decoder.env_actions(result)        # (B, H, A) in environment units
+
+``engine="fixed"`` decodes greedy ``rfsq_ar`` and RSD ``exact`` with the head drafter on the
+fixed-shape path (:mod:`rsdlib.decoding.graphed`: CUDA graphs on a GPU, no host sync inside a
+round): the same tokens, passes and traces (less the probabilities, which it never computes).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
 
+from rsdlib.decoding import graphed
 from rsdlib.decoding.acceptance import AcceptanceRule
 from rsdlib.decoding.monitors import MISSING_DEPTH_HEAD, DepthHistory, DepthMonitor
 from rsdlib.decoding.plain import (
@@ -31,12 +37,20 @@ from rsdlib.decoding.result import DecodeResult, check_tokenizer, decode_actions
 from rsdlib.decoding.spec import RFSQ_METHODS, MethodSpec
 from rsdlib.decoding.speculative_loop import speculative_decode
 from rsdlib.policies.depth_head import ResidualNormHead, check_depth_head
-from rsdlib.policies.drafters import Drafter, HeadDrafter, PolicyDrafter
+from rsdlib.policies.drafters import Drafter, HeadDrafter, PolicyDrafter, ReplayDrafter
 from rsdlib.policies.heads import FastAutoregressive, L1Regression, Policy, RFSQAutoregressive, RFSQParallel
 
 if TYPE_CHECKING:  # the tokenizers' code is not needed to decode tokens (a bare GPU machine)
     from rsdlib.tokenizers.base import ActionTokenizer
     from rsdlib.tokenizers.normaliser import Normaliser
+
+#: The decoding engines: ``eager`` serves every method; ``fixed`` is rsdlib.decoding.graphed.
+ENGINES = ("eager", "fixed")
+#: What the fixed-shape engine decodes.
+FIXED_ENGINE_SCOPE = (
+    "greedy rfsq_ar and greedy RSD with the exact rule and the head or replay drafter (redrafting every round), "
+    "on a llama trunk, without a depth monitor (use engine='eager' for the rest)"
+)
 
 #: The head class each method decodes with.
 METHOD_HEADS: dict[str, type[Policy]] = {
@@ -66,6 +80,9 @@ class Decoder:
         fast_constraint: for ``fast_ar``, built from the FAST tokenizer: keeps every decoded
             sequence to exactly one chunk. None for a tokenizer that cannot say how many
             coefficients its ids spell (a test double): such a decode may be malformed.
+        engine: ``eager`` (every method) or ``fixed`` (greedy ``rfsq_ar`` and RSD ``exact`` with
+            the head or replay drafter, on a llama trunk, without a depth monitor: see
+            :data:`FIXED_ENGINE_SCOPE`).
 
     Raises:
         ValueError: a head, tokenizer, normaliser or drafter that does not fit the method.
@@ -77,9 +94,11 @@ class Decoder:
     tokenizer: ActionTokenizer | None = None
     normaliser: Normaliser | None = None
     depth_head: ResidualNormHead | None = None
+    engine: str = "eager"
     rule: AcceptanceRule | None = field(init=False, default=None)
     monitor: DepthMonitor | None = field(init=False, default=None, repr=False)
     fast_constraint: FastLengthConstraint | None = field(init=False, default=None, repr=False)
+    _fixed: graphed.GraphedDecoder | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         spec, main = MethodSpec.parse(self.spec), self.main
@@ -124,6 +143,20 @@ class Decoder:
                 raise ValueError(f"{str(spec)!r}: {MISSING_DEPTH_HEAD}")
             check_depth_head(self.depth_head, main)
             self.monitor = replace(self.monitor, predictor=self.depth_head.predict_remaining)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.engine == "fixed":
+            self._fixed = self._fixed_decoder()
+
+    def _fixed_decoder(self) -> graphed.GraphedDecoder:
+        s = self.spec
+        plain = s.method == "rfsq_ar"
+        drafts = isinstance(self.drafter, HeadDrafter | ReplayDrafter)
+        rsd = s.is_rsd and s.rule == "exact" and drafts and s.redraft
+        if s.temperature > 0 or s.monitor is not None or not (plain or rsd):
+            raise ValueError(f"engine 'fixed' cannot decode {str(s)!r}: it decodes {FIXED_ENGINE_SCOPE}")
+        drafter = "replay" if isinstance(self.drafter, ReplayDrafter) else self.drafter
+        return graphed.GraphedDecoder(self.main, drafter if rsd else None, gamma=s.gamma or 1)
 
     def decode(
         self,
@@ -140,6 +173,8 @@ class Decoder:
                 chunks (None: nothing, as for a first chunk); this chunk is added to it, as if
                 all its steps will be executed before the next decode (LIBERO's open loop).
         """
+        if self._fixed is not None:
+            return self._decode_fixed(observations)
         result = self._decode(observations, generator=generator, history=history)
         if history is not None and self.spec.monitor is not None:
             depth = torch.tensor([t.layers_used for t in result.traces])
@@ -151,6 +186,24 @@ class Decoder:
                 executed=result.actions.shape[1],
             )
         return result
+
+    def _decode_fixed(self, observations: Observations) -> DecodeResult:
+        fixed, rsd = self._fixed, self.spec.is_rsd
+        obs = self.main.prepare(observations)
+        replay = self.drafter.tokens if isinstance(self.drafter, ReplayDrafter) else None
+        out = fixed.rsd(obs, replay=replay, record=True) if rsd else fixed.plain(obs)
+        t0 = time.perf_counter()
+        actions = decode_actions(self.tokenizer, out.tokens)
+        timings = {**out.seconds, "detokenize": time.perf_counter() - t0}
+        timings["total"] = sum(timings.values())
+        t0 = time.perf_counter()
+        traces = graphed.traces(
+            out, prefix_layers=self.main.prefix_layers, gamma=self.spec.gamma if rsd else None,
+            drafter=self.drafter.name if rsd else None, timings=timings,
+        )  # fmt: skip
+        for trace in traces:  # building the traces is outside the decode, as in the eager engine
+            trace.timings["record"] = time.perf_counter() - t0
+        return DecodeResult(tokens=out.tokens, actions=actions, traces=traces)
 
     def _decode(
         self, observations: Observations, *, generator: torch.Generator | None, history: DepthHistory | None

@@ -30,6 +30,9 @@ from rsdlib.experiments.prepare import FAST_DIR, RFSQ_DIR
 from rsdlib.policies import checkpoints
 from rsdlib.policies.drafters import PolicyDrafter
 
+#: What a decoder on the fixed-shape engine adds to its method's name in the tables.
+FIXED_SUFFIX = " [fixed]"
+
 
 class ModelSet:
     """The models of a folder written by :func:`rsdlib.experiments.train_models.train_models`, on a device."""
@@ -78,8 +81,9 @@ class ModelSet:
             "parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()},
         }
 
-    def decoder(self, spec: MethodSpec | str) -> Decoder | None:
-        """The decoder of one method (None where it needs a tokenizer this machine cannot load)."""
+    def decoder(self, spec: MethodSpec | str, engine: str = "eager") -> Decoder | None:
+        """The decoder of one method (None where it needs a tokenizer this machine cannot load);
+        ``engine`` as :class:`~rsdlib.decoding.methods.Decoder` takes it."""
         spec = MethodSpec.parse(spec)
         if self.tokenizer is None and spec.method != "l1_regression":
             return None
@@ -87,13 +91,17 @@ class ModelSet:
         drafter = self.drafters[spec.drafter] if spec.is_rsd else None
         return Decoder(
             spec, self.heads[spec.head], drafter, tokenizer, self.tokenizer and self.tokenizer.normaliser,
-            self.depth_head,
+            self.depth_head, engine=engine,
         )  # fmt: skip
 
-    def decoders(self, specs: Sequence[MethodSpec | str]) -> dict[str, Decoder]:
-        """``{spec text: decoder}`` for the plain methods and each given RSD spec."""
+    def decoders(
+        self, specs: Sequence[MethodSpec | str], *, fixed: Sequence[MethodSpec | str] = ()
+    ) -> dict[str, Decoder]:
+        """``{spec text: decoder}`` for the plain methods and each given RSD spec, and
+        ``{spec text + FIXED_SUFFIX: decoder}`` for each spec in ``fixed`` on the fixed-shape engine."""
         specs = [MethodSpec(method=m) for m in PLAIN_METHODS] + [MethodSpec.parse(s) for s in specs]
         out = {str(s): self.decoder(s) for s in specs}
+        out |= {f"{MethodSpec.parse(s)}{FIXED_SUFFIX}": self.decoder(s, engine="fixed") for s in fixed}
         return {name: d for name, d in out.items() if d is not None}
 
     def env_actions(self, decoder: Decoder, result: DecodeResult) -> torch.Tensor | None:
@@ -164,12 +172,15 @@ def latency_rows(
     specs: Sequence[MethodSpec | str],
     *,
     warmup: int = 3,
+    fixed: Sequence[MethodSpec | str] = (),
 ) -> list[dict[str, Any]]:
     """Decode each observation alone (batch 1) with every method, round robin; time each decode.
 
     Args:
         observations: prepared single observations (``ObservationBatch`` of size 1) on the device.
         warmup: rounds run first and not timed.
+        fixed: specs also decoded on the fixed-shape engine (rows named ``<spec> [fixed]``,
+            timed in the same rounds as the eager ones, so their ratio is side by side).
 
     Returns:
         One row per method: ``latency_median_ms``, ``latency_p90_ms``, ``actions_per_s`` (H over
@@ -179,7 +190,7 @@ def latency_rows(
         and detokenize), and for RSD the ``predicted_speedup_time`` from its measured prefix, draft
         and pass times.
     """
-    decoders = models.decoders(specs)
+    decoders = models.decoders(specs, fixed=fixed)
     cuda = str(models.device).startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     main = models.main

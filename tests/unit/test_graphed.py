@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_rfsq import observations, tiny_llava_policy, tiny_policy
+from fake_rfsq import FakeRFSQ, observations, tiny_llava_policy, tiny_policy
 
 from rsdlib.decoding import decode_rfsq_ar, make_rule, speculative_decode
 from rsdlib.decoding.graphed import GraphedDecoder
+from rsdlib.decoding.methods import Decoder
+from rsdlib.decoding.spec import MethodSpec
+from rsdlib.decoding.trace import summarize
 from rsdlib.policies import HeadDrafter, HeadDrafterConfig, ReplayDrafter
 from rsdlib.policies.heads import per_layer_logits
 
@@ -135,6 +138,58 @@ def test_what_it_cannot_decode_is_refused_clearly(main5, obs5):
         GraphedDecoder(main5, "replay").rsd(obs5)
     with pytest.raises(ValueError, match="drafter must be"):
         GraphedDecoder(main5, ReplayDrafter(tokens=torch.zeros(1, 5, 2, dtype=torch.long), codebook_size=4))
+
+
+def _comparable(trace) -> dict:
+    """A trace without what only the eager engine computes (probabilities) or what varies (time)."""
+    out = trace.to_dict()
+    out.pop("timings")
+    for r in out["rounds"]:
+        for k in ("draft_probs", "main_probs", "main_top_tokens", "main_top_probs"):
+            r.pop(k)
+    return out
+
+
+@pytest.mark.parametrize("drafter", ["head", "replay"])
+@pytest.mark.parametrize("spec", ["rfsq_ar", "rsd_head:g1:exact", "rsd_head:g2:exact", "rsd_head:g3:exact"])
+def test_the_fixed_engine_as_a_decoder_gives_the_eager_traces(main5, obs5, spec, drafter):
+    """Decoder(engine="fixed"): same tokens, actions, passes, rounds, verdicts and sources as
+    the eager engine, so every table reads its traces as it reads the eager ones. The random head
+    is never right; the replayed drafts are right except at layer i of item i, so items accept
+    different layers, fall out of step, and get corrections and bonus layers."""
+    tokenizer = FakeRFSQ(num_layers=5, num_latents=2, levels=(2, 2))
+    if drafter == "head":
+        draft = head_for(main5)
+    else:
+        drafts = decode_rfsq_ar(main5, obs5).tokens.clone()
+        for i in range(5):
+            drafts[i, i] = (drafts[i, i] + 1) % 4
+        draft = ReplayDrafter(tokens=drafts, codebook_size=4)
+    eager = Decoder(MethodSpec.parse(spec), main5, draft, tokenizer).decode(obs5)
+    fixed_decoder = Decoder(MethodSpec.parse(spec), main5, draft, tokenizer, engine="fixed")
+    for _ in range(2):  # the second call reuses the buffers (graphs on a GPU)
+        fixed = fixed_decoder.decode(obs5)
+        assert torch.equal(fixed.tokens, eager.tokens) and torch.equal(fixed.actions, eager.actions)
+        assert [_comparable(t) for t in fixed.traces] == [_comparable(t) for t in eager.traces]
+    rounds = [len(t.rounds) for t in fixed.traces]
+    if spec != "rfsq_ar":  # the items fell out of step: the comparison covered rounds that differ
+        accepted = [t.accepted_layers for t in fixed.traces]
+        out_of_step = len(set(rounds)) > 1 or len(set(accepted)) > 1
+        assert (out_of_step and min(accepted) > 0) == (drafter == "replay"), (rounds, accepted)
+    timings = fixed.traces[0].timings
+    assert timings["total"] == pytest.approx(
+        sum(v for k, v in timings.items() if k not in ("total", "record"))
+    )
+    summarize(fixed.traces, baseline=eager.traces)  # the summary tables read these traces as they are
+
+
+def test_the_fixed_engine_refuses_what_it_does_not_decode(main5):
+    head, tokenizer = head_for(main5), FakeRFSQ(num_layers=5, num_latents=2, levels=(2, 2))
+    for spec in ("rfsq_ar@1", "rsd_head:g2:match_rate:0.5", "rfsq_ar+entropy:0.3", "rsd_head:g2:exact:once"):
+        with pytest.raises(ValueError, match="engine 'fixed' cannot decode"):
+            Decoder(MethodSpec.parse(spec), main5, head, tokenizer, engine="fixed")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        Decoder(MethodSpec.parse("rfsq_ar"), main5, tokenizer=tokenizer, engine="graphs")
 
 
 def test_per_layer_logits_equal_each_rows_own_layer():

@@ -240,8 +240,11 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         and quality["rfsq_parallel"]["main_passes_per_chunk"] == 1
     )
     singles = [data.batch(torch.tensor([i]), trunk_config=models.trunk)["obs"] for i in range(2)]
-    latency = {r["method"]: r for r in latency_rows(models, singles, settings, warmup=1)}
+    fixed = ["rfsq_ar", "rsd_head:g2:exact"]  # also timed on the fixed-shape engine, side by side
+    latency = {r["method"]: r for r in latency_rows(models, singles, settings, warmup=1, fixed=fixed)}
     assert latency["rfsq_ar"]["speedup_vs_plain"] == 1.0
+    assert {"rfsq_ar [fixed]", "rsd_head:g2:exact [fixed]"} <= set(latency)
+    assert {"prefix", "verify"} <= set(latency["rsd_head:g2:exact [fixed]"]["step_ms"])
     assert all(r["latency_median_ms"] > 0 and r["ratio_to_floor"] > 0 for r in latency.values())
     # where the time goes: plain decoding has no draft or verify step, RSD has both
     assert {"prefix", "plain"} <= set(latency["rfsq_ar"]["step_ms"]) and "verify" not in latency["rfsq_ar"][
