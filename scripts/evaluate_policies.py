@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--methods",
         nargs="*",
         type=MethodSpec.parse,
-        default=[*PLAIN_METHODS, "rsd_head:g2:exact", "rsd_tiny:g2:exact"],
+        default=[*PLAIN_METHODS, "rsd_head:g2:exact"],
         help="method specs, as notebook 08 writes them: rfsq_ar, rsd_head:g3:match_rate:0.5, rfsq_ar@1, ...",
     )
     parser.add_argument("--episodes", type=int, default=5, help="init states per task (the first ones)")

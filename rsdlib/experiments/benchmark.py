@@ -25,10 +25,9 @@ from rsdlib.decoding.methods import Decoder
 from rsdlib.decoding.result import DecodeResult
 from rsdlib.decoding.spec import PLAIN_METHODS, MethodSpec
 from rsdlib.decoding.trace import summarize
-from rsdlib.experiments.comparison import DEPTH_HEAD_DIR, DRAFTER_DIRS
+from rsdlib.experiments.comparison import DEPTH_HEAD_DIR, DRAFTER_DIRS, load_drafters, missing_drafter
 from rsdlib.experiments.prepare import FAST_DIR, RFSQ_DIR
 from rsdlib.policies import checkpoints
-from rsdlib.policies.drafters import PolicyDrafter
 
 #: What a decoder on the fixed-shape engine adds to its method's name in the tables.
 FIXED_SUFFIX = " [fixed]"
@@ -43,10 +42,8 @@ class ModelSet:
         load = lambda name: checkpoints.load(folder / name).to(device).eval()  # noqa: E731
         self.heads = {name: load(name) for name in PLAIN_METHODS}
         self.main = self.heads["rfsq_ar"]
-        self.drafters = {
-            "head": load(DRAFTER_DIRS["head"]),
-            "tiny": PolicyDrafter(policy=load(DRAFTER_DIRS["tiny"])),
-        }
+        self.folder = folder
+        self.drafters = load_drafters(folder, device)  # lowdim folders no longer hold the tiny policy
         # the learned depth monitor's head, where the folder has one (older folders do not)
         has_depth_head = (folder / DEPTH_HEAD_DIR / checkpoints.CONFIG).is_file()
         self.depth_head = load(DEPTH_HEAD_DIR) if has_depth_head else None
@@ -68,11 +65,8 @@ class ModelSet:
 
     def describe(self) -> dict[str, Any]:
         """What a latency table's caption names: the weights' dtype and each model's parameters."""
-        models = {
-            **self.heads,
-            "head_drafter": self.drafters["head"],
-            "tiny_policy": self.drafters["tiny"].policy,
-        }
+        drafters = {DRAFTER_DIRS[name]: getattr(d, "policy", d) for name, d in self.drafters.items()}
+        models = {**self.heads, **drafters}
         dtypes = sorted(
             {str(p.dtype).removeprefix("torch.") for m in models.values() for p in m.parameters()}
         )
@@ -88,6 +82,8 @@ class ModelSet:
         if self.tokenizer is None and spec.method != "l1_regression":
             return None
         tokenizer = self.fast_tokenizer if spec.method == "fast_ar" else self.tokenizer
+        if spec.is_rsd and spec.drafter not in self.drafters:
+            raise ValueError(missing_drafter(spec, self.folder))
         drafter = self.drafters[spec.drafter] if spec.is_rsd else None
         return Decoder(
             spec, self.heads[spec.head], drafter, tokenizer, self.tokenizer and self.tokenizer.normaliser,

@@ -19,11 +19,41 @@ from rsdlib.decoding.spec import MethodSpec
 from rsdlib.libero.evaluate import EvalOptions
 from rsdlib.libero.learned_policy import LearnedPolicy, from_checkpoint
 from rsdlib.libero.protocol import Protocol
+from rsdlib.policies import checkpoints
+from rsdlib.policies.drafters import Drafter, PolicyDrafter
 
-#: The checkpoint folder (under a models folder) of each drafter an RSD spec can name.
+#: The checkpoint folder (under a models folder) of each drafter an RSD spec can name. The lowdim
+#: recipe no longer trains ``tiny_policy`` (see ``recipe.LOWDIM_MINUTES``): a folder may hold only
+#: the head (:func:`drafter_folders`).
 DRAFTER_DIRS = {"head": "head_drafter", "tiny": "tiny_policy"}
 #: The checkpoint folder (under a models folder) of the depth head the ``learned`` monitor reads.
 DEPTH_HEAD_DIR = "depth_head"
+
+
+def drafter_folders(models: str | Path) -> dict[str, Path]:
+    """``{drafter name: checkpoint folder}`` for the drafters a models folder holds."""
+    folders = {name: Path(models) / sub for name, sub in DRAFTER_DIRS.items()}
+    return {name: path for name, path in folders.items() if (path / checkpoints.CONFIG).is_file()}
+
+
+def load_drafters(models: str | Path, device: str = "cpu") -> dict[str, Drafter]:
+    """``{drafter name: drafter}`` for the drafters a models folder holds, loaded, in eval mode."""
+    out: dict[str, Drafter] = {}
+    for name, path in drafter_folders(models).items():
+        model = checkpoints.load(path).to(device).eval()
+        out[name] = PolicyDrafter(policy=model) if name == "tiny" else model
+    return out
+
+
+def missing_drafter(spec: MethodSpec, models: str | Path) -> str:
+    """Why a models folder cannot decode an RSD ``spec`` with its drafter."""
+    have = sorted(drafter_folders(models))
+    why = (
+        " (the lowdim recipe no longer trains tiny_policy: it accepted no drafted layer)"
+        if spec.drafter == "tiny"
+        else ""
+    )
+    return f"{spec}: {models} holds the drafters {have}, not {spec.drafter!r}{why}"
 
 
 def policy_from_spec(spec: MethodSpec | str, models: str | Path) -> LearnedPolicy:
@@ -44,6 +74,8 @@ def policy_from_spec(spec: MethodSpec | str, models: str | Path) -> LearnedPolic
         raise ValueError(
             f"{spec}: a models folder holds the drafters {sorted(DRAFTER_DIRS)}, not {spec.drafter!r}"
         )
+    if spec.drafter not in drafter_folders(models) and models.is_dir():
+        raise ValueError(missing_drafter(spec, models))
     return from_checkpoint(
         models / "rfsq_ar", spec, drafter_path=models / DRAFTER_DIRS[spec.drafter], name=str(spec), **depth
     )

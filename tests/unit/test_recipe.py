@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -374,6 +375,18 @@ def test_the_lowdim_recipe_trains_on_object_poses_and_says_where_its_demonstrati
         assert np.all(np.isfinite(actions[method])), method
     np.testing.assert_array_equal(actions["rsd_head:g2:exact"], actions["rfsq_ar"])
     assert policy_from_spec("rfsq_ar", tmp_path / "models").model.config.trunk.proprio_orientation == "rot6d"
+    # A lowdim folder as the recipe now makes it, without the tiny policy: the head serves, the
+    # tiny drafter is refused by name wherever a spec asks for it.
+    shutil.rmtree(tmp_path / "models" / "tiny_policy")
+    models = ModelSet(tmp_path / "models")
+    assert set(models.drafters) == {"head"} and "tiny_policy" not in models.describe()["parameters"]
+    assert models.decoder("rsd_head:g2:exact") is not None
+    for refuse in (
+        lambda: models.decoder("rsd_tiny:g2:exact"),
+        lambda: policy_from_spec("rsd_tiny:g2:exact", tmp_path / "models"),
+    ):
+        with pytest.raises(ValueError, match=r"holds the drafters \['head'\], not 'tiny'"):
+            refuse()
     write_task(tmp_path / "demos", "open_the_drawer", [12, 13], seed=9, images=False, objects=True)
     assert "changed" in stale_reason(prepared, SUITE, tmp_path / "demos", None, [3, 3])
 
