@@ -13,7 +13,6 @@ that does not build, and any missing, unexpected or wrongly shaped tensor raise
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from rsdlib.half_weights import STORAGE_DTYPES, replace_file
+from rsdlib.half_weights import dtype_name as _dtype_name
+from rsdlib.half_weights import to_half as _to_storage
 from rsdlib.policies.configuration import HeadDrafterConfig, PolicyConfig
 from rsdlib.policies.depth_head import DepthHeadConfig, ResidualNormHead
 from rsdlib.policies.drafters import HeadDrafter, PolicyDrafter
@@ -30,8 +32,6 @@ from rsdlib.policies.heads import Policy, RFSQAutoregressive, build_policy
 
 FORMAT = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-#: The half types weights may be stored in, by the name the weights file's metadata records.
-STORAGE_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 #: What half-precision stored weights are loaded as: the dtype the models are trained and run in.
 COMPUTE_DTYPE = torch.float32
 #: The checkpoint kinds besides ``policy`` (which builds any head): the class and its config.
@@ -114,15 +114,8 @@ def compact(folder: str | Path, storage_dtype: torch.dtype = torch.float16) -> P
     _stored_dtype(header, w_file)  # an unknown storage marker is refused before anything is rewritten
     tensors = _to_storage(tensors, storage_dtype, where=str(w_file))
     header = {**header, "format": str(FORMAT), "kind": doc["kind"], "storage_dtype": name}
-    tmp = folder / f".{WEIGHTS}.{os.getpid()}.tmp"
-    try:
-        save_file(tensors, str(tmp), metadata=header)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        _read_weights(tmp, cfg_file)  # what replaces the weights must read back
-        os.replace(tmp, w_file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # what replaces the weights must read back
+    replace_file(w_file, tensors, metadata=header, check=lambda tmp: _read_weights(tmp, cfg_file))
     return folder
 
 
@@ -158,13 +151,6 @@ def _saved_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    for name, half in STORAGE_DTYPES.items():
-        if dtype == half:
-            return name
-    raise ValueError(f"storage_dtype must be torch.float16 or torch.bfloat16, not {dtype!r}")
-
-
 def _stored_dtype(header: dict[str, str], w_file: Path) -> torch.dtype | None:
     name = header.get("storage_dtype")
     if name is None:
@@ -174,28 +160,6 @@ def _stored_dtype(header: dict[str, str], w_file: Path) -> torch.dtype | None:
             f"{w_file}: its metadata's storage_dtype {name!r} is not one of {list(STORAGE_DTYPES)}"
         )
     return STORAGE_DTYPES[name]
-
-
-def _to_storage(
-    tensors: dict[str, torch.Tensor], dtype: torch.dtype, *, where: str
-) -> dict[str, torch.Tensor]:
-    """Floating-point tensors cast to the half type ``dtype``, refusing any that would overflow to inf."""
-    name = _dtype_name(dtype)
-    limit = torch.finfo(dtype).max
-    out = {}
-    for k, v in tensors.items():
-        if not v.is_floating_point():
-            out[k] = v
-            continue
-        finite = v[torch.isfinite(v)]
-        if finite.numel() and (peak := finite.abs().max().item()) > limit:
-            hint = "; store it as torch.bfloat16, which has float32's range" if dtype == torch.float16 else ""
-            raise ValueError(
-                f"{where}: {k} has |w| = {peak:.6g}, beyond {name}'s largest value {limit:.6g}, "
-                f"so it would be stored as inf{hint}"
-            )
-        out[k] = v.to(dtype).contiguous()
-    return out
 
 
 def _unreadable(w_file: Path, err: Exception) -> str:

@@ -23,7 +23,6 @@ per-vector statistics, which made the prototype's tokens undecodable), so
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
 from rsdlib.actions import ACTION_DIM
+from rsdlib.half_weights import dtype_name, replace_file, to_half
 from rsdlib.progress import progress as progress_bar
 from rsdlib.seeding import seeded
 from rsdlib.tokenizers.base import ActionTokenizer
@@ -513,23 +513,11 @@ def compact(directory: str | Path, storage_dtype: torch.dtype = torch.float16) -
         FileNotFoundError | TokenizerFileError: ``directory`` holds no readable RFSQ tokenizer.
         ValueError: ``storage_dtype`` is not a half type, or a weight does not fit in it.
     """
-    if storage_dtype not in (torch.float16, torch.bfloat16):
-        raise ValueError(f"storage_dtype must be torch.float16 or torch.bfloat16, not {storage_dtype!r}")
+    dtype_name(storage_dtype)  # refuses a type that is not a half one before anything is read
     directory = Path(directory)
     RFSQTokenizer.load(directory)  # refuses a missing, corrupt or mismatched tokenizer before rewriting
-    weights = load_file(str(directory / WEIGHTS_FILE))
-    half = {k: v.to(storage_dtype).contiguous() if v.is_floating_point() else v for k, v in weights.items()}
-    overflow = [k for k, v in half.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if overflow:
-        raise ValueError(
-            f"{directory}: {overflow} do not fit in {storage_dtype} (store them as torch.bfloat16)"
-        )
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    try:
-        save_file(half, str(tmp))
-        os.replace(tmp, directory / WEIGHTS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path = directory / WEIGHTS_FILE
+    replace_file(path, to_half(load_file(str(path)), storage_dtype, where=str(path)), check=load_file)
     return directory
 
 
