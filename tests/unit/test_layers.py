@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "actions",
         "observations",
         "metrics",
+        "half_weights",
         "pipeline",
     ),
     ("tokenizers",),
