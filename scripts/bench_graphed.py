@@ -54,12 +54,14 @@ def load_models(args: argparse.Namespace, size: str, dtype: torch.dtype) -> tupl
     """The shipped main policy and head (``size == "shipped"``), or random ones of ``size``."""
     if size == "shipped":
         main = checkpoints.load(args.models / "rfsq_ar").to(args.device, dtype).eval()
-        head = checkpoints.load(args.head or args.models / "head_drafter").to(args.device, dtype).eval()
+        head = checkpoints.load_drafter(args.head or args.models / "head_drafter", main=main)
+        head = head.to(args.device, dtype).eval()
         return main, head
     shipped = PolicyConfig.from_dict(checkpoints.read_config(args.models / "rfsq_ar")["config"])
     main = build_main(shipped, size, device=args.device, dtype=dtype)
     head_cfg = HeadDrafterConfig.from_dict(checkpoints.read_config(args.models / "head_drafter")["config"])
-    head_cfg = dataclasses.replace(head_cfg, trunk_hidden_size=main.trunk.hidden_size)
+    # its own embedding and output layer: a random main of another width has none it could share
+    head_cfg = dataclasses.replace(head_cfg, trunk_hidden_size=main.trunk.hidden_size, shares_main_io=False)
     torch.manual_seed(1)
     with torch.device(args.device):
         head = HeadDrafter(config=head_cfg)

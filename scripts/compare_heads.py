@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         chunks = chunks.subset(torch.linspace(0, len(chunks) - 1, min(args.chunks, len(chunks))).long())
         targets: dict[bool, Targets] = {}  # with the main model's block states or not, made once
         for path in args.heads:
-            head = checkpoints.load(path).eval()
+            head = checkpoints.load_drafter(path, main=main_policy).eval()
             blocks = head.config.reads_blocks  # its targets need the main model's block states too
             if blocks not in targets:
                 targets[blocks] = main_targets(main_policy, chunks, with_blocks=blocks, progress=False)

@@ -38,7 +38,7 @@ from rsdlib.experiments.comparison import (
     run_prefix,
 )
 from rsdlib.experiments.prepare import read_prepared
-from rsdlib.libero.evaluate import evaluate, format_table
+from rsdlib.libero.evaluate import WorkerPool, evaluate, format_table
 from rsdlib.libero.protocol import Protocol, deviation_lines, deviations
 from rsdlib.metrics import paired_outcomes
 from rsdlib.paths import repo_path
@@ -91,36 +91,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     prefix = run_prefix(info)
     tag = protocol_tag(options.protocol)
     first = None  # the first method's records: every other method is compared with it, paired
-    for method in args.methods:
-        policy = policy_from_spec(method, models)
-        config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
-        run_dir = new_run(
-            "libero_eval",
-            config,
-            run=f"{prefix}-{run_name(method)}{tag}",
-            root=repo_path(args.results),
-        )
-        result = evaluate(
-            policy,
-            [info["suite"]],
-            args.tasks,
-            args.episodes,
-            run_dir=run_dir,
-            options=options,
-            workers=args.workers,
-            threads=args.threads,
-        )
-        print(format_table(result.summary))
-        suite = result.summary["suites"][0]
-        line = {"method": str(method), "successes": suite["successes"], "n": suite["n"], "rate": suite["rate"],
-                "ci": [suite["ci_low"], suite["ci_high"]], "errors": result.summary["errors"],
-                "open_loop_steps": options.protocol.open_loop_steps,
-                "chunks_per_episode": sum(r["chunks"] for r in result.records) / len(result.records)}  # fmt: skip
-        print(json.dumps(line | chunk_stats(result.records)))
-        if first is None:
-            first = (str(method), result.records)
-        else:  # the same episodes (starts and seeds): a paired test says more than two intervals
-            print(json.dumps({"paired": [first[0], str(method)]} | paired_outcomes(first[1], result.records)))
+    # one pool for every method: its workers build each task's env once, not once per method
+    with WorkerPool(args.workers, threads=args.threads) as pool:
+        for method in args.methods:
+            policy = policy_from_spec(method, models)
+            config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
+            run_dir = new_run(
+                "libero_eval",
+                config,
+                run=f"{prefix}-{run_name(method)}{tag}",
+                root=repo_path(args.results),
+            )
+            result = evaluate(
+                policy,
+                [info["suite"]],
+                args.tasks,
+                args.episodes,
+                run_dir=run_dir,
+                options=options,
+                pool=pool,
+            )
+            print(format_table(result.summary))
+            suite = result.summary["suites"][0]
+            line = {"method": str(method), "successes": suite["successes"], "n": suite["n"], "rate": suite["rate"],
+                    "ci": [suite["ci_low"], suite["ci_high"]], "errors": result.summary["errors"],
+                    "open_loop_steps": options.protocol.open_loop_steps,
+                    "chunks_per_episode": sum(r["chunks"] for r in result.records) / len(result.records)}  # fmt: skip
+            print(json.dumps(line | chunk_stats(result.records)))
+            if first is None:
+                first = (str(method), result.records)
+            else:  # the same episodes (starts and seeds): a paired test says more than two intervals
+                print(
+                    json.dumps(
+                        {"paired": [first[0], str(method)]} | paired_outcomes(first[1], result.records)
+                    )
+                )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def main() -> None:
     for name in args.dtypes:
         dtype = getattr(torch, name)
         main_policy = checkpoints.load(args.models / "rfsq_ar", dtype=dtype)
-        head = checkpoints.load(args.models / "head_drafter", dtype=dtype)
+        head = checkpoints.load_drafter(args.models / "head_drafter", main=main_policy, dtype=dtype)
         obs = val.batch(torch.arange(len(val)), trunk_config=main_policy.config.trunk, dtype=dtype)["obs"]
         plain = Decoder(MethodSpec("rfsq_ar"), main_policy, tokenizer=tokenizer).decode(obs).tokens
         for gamma in args.gammas:

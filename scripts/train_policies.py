@@ -91,6 +91,10 @@ def main() -> None:
         help="the head also reads the main trunk's block states (EAGLE-style)",
     )
     d.add_argument(
+        "--share-main-io", action="store_true",
+        help="the head reads the main policy's token embedding and output layer (not stored: half its size)",
+    )  # fmt: skip
+    d.add_argument(
         "--closed-loop", default=None,
         help="policy rollouts (scripts/collect_policy_states.py): their states join the training chunks",
     )  # fmt: skip
@@ -138,7 +142,7 @@ def main() -> None:
     elif args.stage == "distill":
         report = distill_head_drafter(
             args.models, args.prepared, out=args.out, steps=args.steps, batch_size=args.batch_size,
-            reads_blocks=args.reads_blocks, closed_loop=args.closed_loop,
+            reads_blocks=args.reads_blocks, shares_main_io=args.share_main_io, closed_loop=args.closed_loop,
         )  # fmt: skip
         print(json.dumps(report, indent=1))
     else:

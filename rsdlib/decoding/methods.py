@@ -263,6 +263,11 @@ def check_drafter(drafter: Drafter, main: RFSQAutoregressive) -> None:
             f"drafter {drafter.name!r} proposes (L, N, V) = {have}, the main policy decodes "
             f"{(main.L, main.N, main.V)}"
         )
+    if isinstance(drafter, HeadDrafter) and drafter.config.shares_main_io and drafter.attached_to is not main:
+        raise ValueError(
+            "the head drafter reads another policy's token embedding and output layer than this main "
+            "policy's: attach it to the main policy it drafts for (head.attach(main))"
+        )
     if isinstance(drafter, HeadDrafter) and drafter.config.trunk_hidden_size != main.trunk.hidden_size:
         raise ValueError(
             f"head drafter reads trunk states of width {drafter.config.trunk_hidden_size}, the main "

@@ -43,7 +43,9 @@ class ModelSet:
         self.heads = {name: load(name) for name in PLAIN_METHODS}
         self.main = self.heads["rfsq_ar"]
         self.folder = folder
-        self.drafters = load_drafters(folder, device)  # lowdim folders no longer hold the tiny policy
+        self.drafters = load_drafters(
+            folder, device, self.main
+        )  # lowdim folders no longer hold the tiny policy
         # the learned depth monitor's head, where the folder has one (older folders do not)
         has_depth_head = (folder / DEPTH_HEAD_DIR / checkpoints.CONFIG).is_file()
         self.depth_head = load(DEPTH_HEAD_DIR) if has_depth_head else None

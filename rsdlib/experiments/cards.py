@@ -57,6 +57,7 @@ def write_cards(
         model = checkpoints.load(folder / name)
         if isinstance(model, HeadDrafter):
             main = checkpoints.load(folder / "rfsq_ar")
+            model = checkpoints.attach_head(model, main, folder / name)
             metrics = validation_loss(model, val_set, main.config.trunk, head_drafter_loss(main, model))
         elif isinstance(model, ResidualNormHead):
             main = checkpoints.load(folder / "rfsq_ar")

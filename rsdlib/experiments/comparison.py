@@ -20,7 +20,8 @@ from rsdlib.libero.evaluate import EvalOptions
 from rsdlib.libero.learned_policy import LearnedPolicy, from_checkpoint
 from rsdlib.libero.protocol import Protocol
 from rsdlib.policies import checkpoints
-from rsdlib.policies.drafters import Drafter, PolicyDrafter
+from rsdlib.policies.drafters import Drafter, HeadDrafter, PolicyDrafter
+from rsdlib.policies.heads import RFSQAutoregressive
 
 #: The checkpoint folder (under a models folder) of each drafter an RSD spec can name. The lowdim
 #: recipe no longer trains ``tiny_policy`` (see ``recipe.LOWDIM_MINUTES``): a folder may hold only
@@ -36,11 +37,21 @@ def drafter_folders(models: str | Path) -> dict[str, Path]:
     return {name: path for name, path in folders.items() if (path / checkpoints.CONFIG).is_file()}
 
 
-def load_drafters(models: str | Path, device: str = "cpu") -> dict[str, Drafter]:
-    """``{drafter name: drafter}`` for the drafters a models folder holds, loaded, in eval mode."""
+def load_drafters(
+    models: str | Path, device: str = "cpu", main: RFSQAutoregressive | None = None
+) -> dict[str, Drafter]:
+    """``{drafter name: drafter}`` for the drafters a models folder holds, loaded, in eval mode.
+
+    ``main``: the folder's main policy, already loaded on ``device`` (a head that shares its token
+    embedding and output layer reads them there); loaded from the folder when needed and not given.
+    """
     out: dict[str, Drafter] = {}
     for name, path in drafter_folders(models).items():
         model = checkpoints.load(path).to(device).eval()
+        if isinstance(model, HeadDrafter) and model.config.shares_main_io and main is None:
+            main = checkpoints.load(Path(models) / "rfsq_ar").to(device).eval()
+        if isinstance(model, HeadDrafter):
+            model = checkpoints.attach_head(model, main, path)
         out[name] = PolicyDrafter(policy=model) if name == "tiny" else model
     return out
 

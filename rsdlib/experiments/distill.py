@@ -153,6 +153,7 @@ def distill_head_drafter(
     lr: float = 1e-3,
     seed: int = 0,
     reads_blocks: bool = False,
+    shares_main_io: bool = False,
     closed_loop: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -166,6 +167,9 @@ def distill_head_drafter(
         steps, batch_size, lr: the schedule of :func:`rsdlib.train.train` (AdamW, warmup, cosine).
         reads_blocks: make the head read the main trunk's block states too (EAGLE-style): a head
             that does not yet is extended, its trained weights kept and the new inputs learnt.
+        shares_main_io: make the head read the main policy's token embedding and output layer
+            instead of its own (``HeadDrafterConfig.shares_main_io``; half the head's weights,
+            which it then no longer stores): a head with its own drops them and keeps the rest.
         closed_loop: a root of policy rollouts (``<root>/<suite>/*_demo.hdf5``, written by
             :func:`~rsdlib.libero.policy_rollouts.collect_policy_rollouts`): their states join the
             training chunks, split by episode as the prepared folder was, and the report gives the
@@ -188,6 +192,12 @@ def distill_head_drafter(
         missing = extended.load_state_dict(head.state_dict(), strict=False).missing_keys
         assert all(k.startswith(("block_proj.", "stale_embed.")) for k in missing), missing
         head = extended
+    if shares_main_io and not head.config.shares_main_io:
+        own_io = ("token_embed.", "out_weight", "out_bias")
+        kept = {k: v for k, v in head.state_dict().items() if not k.startswith(own_io)}
+        head = HeadDrafter(config=dataclasses.replace(head.config, shares_main_io=True))
+        head.load_state_dict(kept)
+    head = checkpoints.attach_head(head, main, models / "head_drafter")
     blocks = head.config.reads_blocks
     t0 = time.perf_counter()
     targets = main_targets(
@@ -222,6 +232,7 @@ def distill_head_drafter(
         "distilled": {
             "on": "rfsq_ar greedy tokens",
             "reads_blocks": blocks,
+            "shares_main_io": head.config.shares_main_io,
             "steps": steps,
             "batch_size": batch_size,
             "lr": lr,

@@ -148,7 +148,7 @@ def run_setting(
 
     t0 = time.perf_counter()
     main = checkpoints.load(models / "rfsq_ar").eval()
-    head = checkpoints.load(models / DISTILLED_DIR).eval()
+    head = checkpoints.load_drafter(models / DISTILLED_DIR, main=main).eval()
     chunks = val.subset(torch.linspace(0, len(val) - 1, min(budget.eval_chunks, len(val))).long())
     rsd = rsd_on_chunks(main, head, chunks, gammas=budget.gammas, batch_size=budget.batch_size)
     seconds["rsd"] = time.perf_counter() - t0

@@ -15,17 +15,23 @@ loses and repeats nothing. An exception inside one episode (policy or simulator)
 as that episode's failure with its error text, and the run goes on.
 
 Executors run the same episodes with the same seeds: ``serial`` (in this process: the way
-to evaluate a policy that lives on this process's GPU), ``pool`` (a local process pool, one
-env per worker, the default) and ``ray`` (``ray.init(address)``: a cluster, or local workers).
+to evaluate a policy that lives on this process's GPU), ``pool`` (a local process pool, the
+default) and ``ray`` (``ray.init(address)``: a cluster, or local workers). Several evaluations
+in a row (methods of a comparison) can share one :class:`WorkerPool`, whose workers keep their
+envs from one policy to the next: an env takes seconds to build, as long as a lowdim episode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import sys
 import time
 import traceback
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -303,14 +309,54 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 20) -> Path
 # -- workers ------------------------------------------------------------------------------------
 
 
+class EnvCache:
+    """The envs a process keeps, by suite, task and what shapes them (rendering, protocol, factory);
+    the least recently used is closed to make room beyond ``size``.
+
+    A libero_spatial env took ~4-6 s to build here and holds ~0.3 GB: keep as many as there is
+    memory for when one process runs several evaluations (see :class:`WorkerPool`).
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError(f"an env cache holds at least one env, got size={size}")
+        self.size = size
+        self._envs: OrderedDict[tuple, Any] = OrderedDict()
+        self.built = 0  # envs made so far (what the cache saves shows here)
+
+    def get(self, suite: str, task_id: int, options: EvalOptions, factory: EnvFactory):
+        # by value (pickled): the protocol holds dicts, and a worker gets a new copy of the
+        # factory with every group
+        key = (
+            suite,
+            task_id,
+            pickle.dumps((options.renders, options.fast_render, options.protocol, factory)),
+        )
+        env = self._envs.pop(key, None)
+        if env is None:
+            while len(self._envs) >= self.size:  # make room first: envs are large
+                self._envs.popitem(last=False)[1].close()
+            env = factory(suite, task_id, options)
+            self.built += 1
+        self._envs[key] = env
+        return env
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
 class EpisodeRunner:
-    """Runs episodes in one process, keeping one env alive while consecutive episodes share a task.
+    """Runs episodes in one process, taking envs from an :class:`EnvCache`.
 
     Args:
         policy: the policy (a copy per worker process).
         options: how episodes are run.
         env_factory: makes an env for ``(suite, task_id, options)``.
         video_dir: where MP4s go (None: no videos).
+        envs: the process's env cache, shared with other runners (a worker's); None: its own,
+            one env, kept while consecutive episodes share a task and closed with the runner.
         on_step: called after each env step with ``(steps, max_steps)`` (a progress display;
             set on the serial executor's runner, not sent to workers).
     """
@@ -318,14 +364,19 @@ class EpisodeRunner:
     on_step: StepCallback | None = None
 
     def __init__(
-        self, policy: EnvPolicy, options: EvalOptions, env_factory: EnvFactory, video_dir: str | None
+        self,
+        policy: EnvPolicy,
+        options: EvalOptions,
+        env_factory: EnvFactory,
+        video_dir: str | None,
+        envs: EnvCache | None = None,
     ) -> None:
         self.policy = policy
         self.options = options
         self.env_factory = env_factory
         self.video_dir = video_dir
-        self._env = None
-        self._env_key: tuple[str, int] | None = None
+        self._owns_envs = envs is None
+        self.envs = EnvCache(1) if envs is None else envs
         self._replay_env = None  # a rendering env for videos of non-rendering episodes
         self._replay_key: tuple[str, int] | None = None
 
@@ -357,11 +408,7 @@ class EpisodeRunner:
         return [self.run(s) for s in specs]
 
     def _env_for(self, suite: str, task_id: int):
-        if self._env_key != (suite, task_id):
-            self.close()
-            self._env = self.env_factory(suite, task_id, self.options)
-            self._env_key = (suite, task_id)
-        return self._env
+        return self.envs.get(suite, task_id, self.options, self.env_factory)
 
     def _maybe_video(self, record: dict[str, Any], footage: Footage) -> str | None:
         wanted = self.options.video == "all" or (self.options.video == "failures" and not record["success"])
@@ -382,33 +429,122 @@ class EpisodeRunner:
         return [video_frame(self._replay_env.observation_from_state(s), self.options) for s in states]
 
     def close(self) -> None:
-        for env in (self._env, self._replay_env):
-            if env is not None:
-                env.close()
-        self._env, self._env_key = None, None
+        """Close the envs this runner owns (a shared cache stays open) and its replay env."""
+        if self._owns_envs:
+            self.envs.close()
+        if self._replay_env is not None:
+            self._replay_env.close()
         self._replay_env, self._replay_key = None, None
 
 
-_WORKER: EpisodeRunner | None = None
+class WorkerPool:
+    """Local worker processes for :func:`evaluate`, reusable by several evaluations in a row.
+
+    Each worker keeps up to ``max_envs`` envs (:class:`EnvCache`) and the last policy it was sent,
+    so a comparison of seven methods on one suite builds each task's env once per worker instead
+    of once per method. Episodes go out in groups of one task's consecutive episodes; a policy
+    travels pickled with each group and is unpickled once per worker.
+
+    ::
+
+        with WorkerPool(2, threads=1) as pool:
+            for policy in policies:
+                evaluate(policy, "libero_spatial", episodes=5, run_dir=..., pool=pool)
+
+    Args:
+        workers: processes (spawned: no inherited GL context or threads).
+        threads: torch threads per worker (default: the CPUs shared out among the workers).
+        max_envs: envs kept per worker (~0.3 GB each for LIBERO's).
+    """
+
+    def __init__(self, workers: int = 2, *, threads: int | None = None, max_envs: int = 10) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if workers < 1:
+            raise ValueError(f"workers ({workers}) must be at least 1")
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self._executor = ProcessPoolExecutor(
+            workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(self.threads, max_envs, os.getpid()),
+        )
+
+    def run(
+        self,
+        policy: EnvPolicy,
+        options: EvalOptions,
+        env_factory: EnvFactory,
+        video_dir: str | None,
+        specs: list[EpisodeSpec],
+    ) -> Iterator[dict[str, Any]]:
+        """The records of ``specs``' episodes, in order."""
+        blob, token = pickle.dumps(policy), uuid.uuid4().hex
+        groups = task_groups(specs, max(1, min(10, len(specs) // (2 * self.workers))))
+        calls = [(token, blob, options, env_factory, video_dir, g) for g in groups]
+        for records in self._executor.map(_run_group, calls):
+            yield from records
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _pool_init(
-    policy: EnvPolicy,
-    options: EvalOptions,
-    env_factory: EnvFactory,
-    video_dir: str | None,
-    threads: int,
-    parent_pid: int | None = None,
-) -> None:
-    global _WORKER
+def pool_for(executor: str, workers: int, threads: int | None = None) -> WorkerPool | contextlib.nullcontext:
+    """A :class:`WorkerPool` to share among evaluations in a row with the ``pool`` executor (a
+    context manager either way: for ``serial`` and ``ray`` it gives None, and :func:`evaluate`
+    runs as it would alone)."""
+    return WorkerPool(workers, threads=threads) if executor == "pool" else contextlib.nullcontext()
+
+
+def task_groups(specs: Sequence[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
+    """Consecutive episodes of one suite and task, at most ``size`` (at least 1) per group."""
+    groups: list[list[EpisodeSpec]] = []
+    for spec in specs:
+        last = groups[-1] if groups else None
+        if last and len(last) < size and (last[0].suite, last[0].task_id) == (spec.suite, spec.task_id):
+            last.append(spec)
+        else:
+            groups.append([spec])
+    return groups
+
+
+#: A pool worker's env cache and the policy it was last sent (``(token, policy)``).
+_WORKER_ENVS: EnvCache | None = None
+_WORKER_POLICY: tuple[str, EnvPolicy] | None = None
+_WORKER_THREADS = 1
+
+
+def _worker_init(threads: int, max_envs: int, parent_pid: int | None = None) -> None:
+    global _WORKER_ENVS, _WORKER_THREADS
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
+    _WORKER_ENVS, _WORKER_THREADS = EnvCache(max_envs), threads
+
+
+def _run_group(call: tuple) -> list[dict[str, Any]]:
+    global _WORKER_POLICY
+    token, blob, options, env_factory, video_dir, specs = call
+    assert _WORKER_ENVS is not None, "pool worker was not initialised"
+    if _WORKER_POLICY is None or _WORKER_POLICY[0] != token:
+        _WORKER_POLICY = (token, pickle.loads(blob))
     # torch (imported when a learned policy was unpickled) starts one thread per core in every
     # worker: with a worker per core that oversubscribes the cores and slowed decoding tenfold.
     torch = sys.modules.get("torch")
     if torch is not None:
-        torch.set_num_threads(threads)
-    _WORKER = EpisodeRunner(policy, options, env_factory, video_dir)
+        torch.set_num_threads(_WORKER_THREADS)
+    runner = EpisodeRunner(_WORKER_POLICY[1], options, env_factory, video_dir, envs=_WORKER_ENVS)
+    try:
+        return [runner.run(spec) for spec in specs]
+    finally:
+        runner.close()  # its replay env; the worker's envs stay for the next group
 
 
 def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
@@ -428,11 +564,6 @@ def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _pool_run(spec: EpisodeSpec) -> dict[str, Any]:
-    assert _WORKER is not None, "pool worker was not initialised"
-    return _WORKER.run(spec)
-
-
 def _run_serial(runner: EpisodeRunner, specs: list[EpisodeSpec]) -> Iterator[dict[str, Any]]:
     try:
         for spec in specs:
@@ -444,19 +575,9 @@ def _run_serial(runner: EpisodeRunner, specs: list[EpisodeSpec]) -> Iterator[dic
 def _run_pool(
     args: tuple, specs: list[EpisodeSpec], workers: int, threads: int | None = None
 ) -> Iterator[dict[str, Any]]:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn: a fresh interpreter per worker, no inherited GL context or threads.
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=mp.get_context("spawn"),
-        initializer=_pool_init,
-        initargs=(*args, threads, os.getpid()),
-    ) as pool:
-        # chunksize keeps consecutive episodes of a task on one worker (one env per task per worker).
-        yield from pool.map(_pool_run, specs, chunksize=max(1, min(10, len(specs) // (4 * workers) or 1)))
+    """A pool for one evaluation: one env per worker, as the episodes come in task order."""
+    with WorkerPool(workers, threads=threads, max_envs=1) as pool:
+        yield from pool.run(*args, specs)
 
 
 def _run_ray(
@@ -562,6 +683,7 @@ def evaluate(
     threads: int | None = None,
     ray_address: str | None = None,
     env_factory: EnvFactory = make_libero_env,
+    pool: WorkerPool | None = None,
     progress: bool = True,
 ) -> EvalResult:
     """Evaluate ``policy`` on the chosen episodes, appending to ``run_dir/episodes.jsonl``.
@@ -587,6 +709,8 @@ def evaluate(
             threads competing with a busy core made each decode about 100 times slower.
         ray_address: a Ray cluster address; None starts Ray locally with ``workers`` CPUs.
         env_factory: makes an env per (suite, task); tests pass a fake.
+        pool: a :class:`WorkerPool` to run on (its workers and threads; ``executor`` must be
+            ``pool``): evaluations in a row that share one reuse its workers' envs.
         progress: show a progress bar (:func:`rsdlib.progress.progress`) with the success rate
             so far and, with the serial executor, the env step of the episode under way.
 
@@ -605,6 +729,8 @@ def evaluate(
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if workers < 1:
         raise ValueError(f"workers ({workers}) must be at least 1")
+    if pool is not None and executor != "pool":
+        raise ValueError(f"a WorkerPool runs the pool executor, not {executor!r}")
     options = options or EvalOptions()
     suites = suite_names(suites)
     check_episodes(suites, tasks, episodes, libero=env_factory is make_libero_env)
@@ -623,6 +749,8 @@ def evaluate(
     if executor == "serial" or not todo:
         runner = EpisodeRunner(*args)
         stream = _run_serial(runner, todo)
+    elif pool is not None:
+        stream = pool.run(*args, todo)
     elif executor == "pool":
         stream = _run_pool(args, todo, min(workers, len(todo)), threads)
     else:

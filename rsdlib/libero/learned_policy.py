@@ -305,7 +305,7 @@ def from_checkpoint(
             raise ValueError(
                 f"{str(spec)!r} needs drafter_path: a head-drafter checkpoint or a small rfsq_ar policy"
             )
-        drafter = checkpoints.load_drafter(drafter_path, dtype=dtype)
+        drafter = checkpoints.load_drafter(drafter_path, main=model, dtype=dtype)
         module = drafter if isinstance(drafter, HeadDrafter) else drafter.policy
         module.to(device=model.device, dtype=model.dtype)
         try:

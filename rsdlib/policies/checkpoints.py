@@ -271,20 +271,42 @@ def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | Head
     return model.eval()
 
 
+def attach_head(head: HeadDrafter, main: RFSQAutoregressive | None, path: str | Path) -> HeadDrafter:
+    """``head`` attached to ``main`` when it shares the main policy's embedding and output layer."""
+    if not head.config.shares_main_io:
+        return head
+    if main is None:
+        raise CheckpointError(
+            f"{Path(path) / CONFIG}: this head drafter uses its main policy's token embedding and "
+            "output layer and stores neither: load it with its main policy (load_drafter(path, main=...))"
+        )
+    try:
+        return head.attach(main)
+    except ValueError as err:
+        raise CheckpointError(f"{Path(path) / CONFIG}: {err}") from err
+
+
 def _short(items: list[str], n: int = 5) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return "[" + ", ".join(items[:n]) + "]" + more
 
 
-def load_drafter(path: str | Path, *, dtype: torch.dtype | None = None) -> HeadDrafter | PolicyDrafter:
+def load_drafter(
+    path: str | Path, *, main: RFSQAutoregressive | None = None, dtype: torch.dtype | None = None
+) -> HeadDrafter | PolicyDrafter:
     """Load a drafter checkpoint: a head drafter as is, an ``rfsq_ar`` policy as a ``tiny_policy`` drafter.
 
+    Args:
+        main: the main policy it drafts for; a head that shares its token embedding and output
+            layer (``shares_main_io``) is attached to it, and cannot be loaded without it.
+
     Raises:
-        CheckpointError: the checkpoint is neither (for example a baseline head).
+        CheckpointError: the checkpoint is neither (for example a baseline head), or a sharing
+            head without ``main`` or with a main policy it does not fit.
     """
     model = load(path, dtype=dtype)
     if isinstance(model, HeadDrafter):
-        return model
+        return attach_head(model, main, path)
     if isinstance(model, RFSQAutoregressive):
         return PolicyDrafter(policy=model)
     what = f"{model.config.head!r} policy" if isinstance(model, Policy) else type(model).__name__

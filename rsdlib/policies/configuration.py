@@ -306,6 +306,12 @@ class HeadDrafterConfig:
             block that produced the newest committed layer; free from the pass that verified it),
             as EAGLE reads the target model's features. False: the prefix alone (what heads made
             before this field read).
+        shares_main_io: embed drafted tokens and score codes with the main policy's token
+            embedding and output layer (frozen, as EAGLE shares the target's LM head), which the
+            head then neither learns nor stores; it needs ``hidden_size`` equal to the main
+            trunk's and is attached to its main policy when loaded
+            (:meth:`rsdlib.policies.drafters.HeadDrafter.attach`). False: its own (heads made
+            before this field).
         actions: the action tokenizer's shape (must match the main policy's).
         metadata: free JSON.
     """
@@ -314,6 +320,7 @@ class HeadDrafterConfig:
     hidden_size: int = 128
     num_blocks: int = 2
     reads_blocks: bool = False
+    shares_main_io: bool = False
     actions: ActionSpace = field(default_factory=ActionSpace)
     metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -91,6 +91,9 @@ class HeadDrafter(nn.Module, Drafter):
     of the main trunk's states of the last verified block b (latent n to latent n) and how many
     layers back that block is (``l - 1 - b``: 0 for the first layer of a round, more for the
     layers drafted after it on the same states).
+
+    With ``shares_main_io`` the token embedding and output layer are the main policy's, read
+    through :meth:`attach` and never registered here: the head's state holds only what it learns.
     """
 
     name = "head"
@@ -103,7 +106,9 @@ class HeadDrafter(nn.Module, Drafter):
         self.proj = nn.Linear(config.trunk_hidden_size, H)
         self.pool_queries = nn.Parameter(torch.randn(self.N, H) * 0.02)
         self.layer_embed = nn.Parameter(torch.randn(self.L, H) * 0.02)
-        self.token_embed = nn.Embedding(max(self.L - 1, 1) * self.V, H)
+        self.__dict__["_main"] = None  # the main policy a shares_main_io head reads (not a submodule)
+        if not config.shares_main_io:
+            self.token_embed = nn.Embedding(max(self.L - 1, 1) * self.V, H)
         self.mix = nn.Linear(self.N * H, H)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(H), nn.Linear(H, 2 * H), nn.GELU(), nn.Linear(2 * H, H))
@@ -113,10 +118,43 @@ class HeadDrafter(nn.Module, Drafter):
             self.block_proj = nn.Linear(config.trunk_hidden_size, H)
             self.stale_embed = nn.Embedding(self.L, H)
         self.norm = nn.LayerNorm(H)
-        self.out_weight = nn.Parameter(torch.randn(self.L, H, self.V) * H**-0.5)
-        self.out_bias = nn.Parameter(torch.zeros(self.L, self.V))
+        if not config.shares_main_io:
+            self.out_weight = nn.Parameter(torch.randn(self.L, H, self.V) * H**-0.5)
+            self.out_bias = nn.Parameter(torch.zeros(self.L, self.V))
         self.register_buffer("code_mask", a.code_mask(), persistent=False)
         self._pooled: torch.Tensor | None = None
+
+    def attach(self, main: RFSQAutoregressive) -> HeadDrafter:
+        """Read ``main``'s token embedding and output layer (a ``shares_main_io`` head); returns self.
+
+        Raises:
+            ValueError: the head has its own, or ``main`` decodes another token shape or width.
+        """
+        if not self.config.shares_main_io:
+            raise ValueError("this head has its own token embedding and output layer: nothing to attach")
+        width = main.config.trunk.hidden_size
+        if (main.L, main.N, main.V, width) != (self.L, self.N, self.V, self.config.hidden_size):
+            raise ValueError(
+                f"the head drafts (L, N, V) = {(self.L, self.N, self.V)} at width {self.config.hidden_size}; "
+                f"the main policy decodes {(main.L, main.N, main.V)} at width {width}"
+            )
+        self.__dict__["_main"] = main
+        return self
+
+    @property
+    def attached_to(self) -> RFSQAutoregressive | None:
+        """The main policy whose token embedding and output layer this head reads, if it shares them."""
+        return self.__dict__["_main"]
+
+    def _io(self) -> tuple[nn.Embedding, torch.Tensor, torch.Tensor]:
+        """Token embedding, output weight and output bias: the head's own or its main policy's."""
+        owner = self.__dict__["_main"] if self.config.shares_main_io else self
+        if owner is None:
+            raise RuntimeError(
+                "this head shares the main policy's token embedding and output layer and is not "
+                "attached to one: head.attach(main), or load it with load_drafter(path, main=main)"
+            )
+        return owner.token_embed, owner.out_weight, owner.out_bias
 
     def pool(self, prefix_hidden: torch.Tensor, prefix_valid: torch.Tensor) -> torch.Tensor:
         """``(B, P, D_trunk)`` prefix states -> ``(B, N, H)`` per-latent summaries."""
@@ -142,9 +180,10 @@ class HeadDrafter(nn.Module, Drafter):
 
         ``fixed``: never ask the host whether the batch shares one layer; every item takes its own
         layer's outputs (:func:`per_layer_logits`: no sync, for :mod:`rsdlib.decoding.graphed`)."""
+        token_embed, out_weight, out_bias = self._io()
         layer = layer.clamp(0, self.L - 1)
         prev_layer = (layer - 1).clamp(min=0)
-        emb = self.token_embed(prev + (prev_layer * self.V)[:, None])  # (B, N, H)
+        emb = token_embed(prev + (prev_layer * self.V)[:, None])  # (B, N, H)
         emb = emb * (layer > 0)[:, None, None].to(emb.dtype)  # layer 0 reads no tokens
         x = pooled + self.layer_embed[layer][:, None] + self.mix(emb.flatten(1))[:, None]  # (B, N, H)
         if self.config.reads_blocks:
@@ -154,10 +193,10 @@ class HeadDrafter(nn.Module, Drafter):
         for block in self.blocks:
             x = x + block(x)
         x = self.norm(x)
-        bias = output_bias(self.out_bias, self.code_mask)
+        bias = output_bias(out_bias, self.code_mask)
         if not fixed and bool((layer == layer[0]).all()):  # one layer for the batch: one matmul
-            return x @ self.out_weight[layer[0]] + bias[layer[0]]
-        return per_layer_logits(x, self.out_weight, bias, layer[:, None].expand(x.shape[:2]))
+            return x @ out_weight[layer[0]] + bias[layer[0]]
+        return per_layer_logits(x, out_weight, bias, layer[:, None].expand(x.shape[:2]))
 
     def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy on target tokens (demonstrations, or the main policy's greedy ones),

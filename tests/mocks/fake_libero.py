@@ -8,6 +8,8 @@ Init state :data:`CRASH_INIT` of task :data:`CRASH_TASK` raises inside ``step``.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from rsdlib.libero.policy import EnvPolicy, PolicyOutput
 
 CRASH_TASK, CRASH_INIT = 1, 4
 MAX_STEPS = 8
+_BUILDS = itertools.count()  # envs made in this process
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class FakeEnv:
         self.init_index = 0
         self.closed = False
         self.renders = bool(getattr(options, "renders", False))
+        self.build = [os.getpid(), next(_BUILDS)]  # which process made it, and its how-manieth env
 
     def reset(self, init_index: int):
         self.init_index = init_index
@@ -71,6 +75,7 @@ class FakeEnv:
             "proprio": np.array([self.position], dtype=np.float32),
             "instruction": self.task.language,
             "state": {},
+            "env_build": self.build,
         }
         if self.renders:  # a 16x16 picture whose brightness follows the step count
             level = np.uint8(min(255, 25 * self.steps))
@@ -107,6 +112,21 @@ class PushPolicy(EnvPolicy):
         chunk[:, 0] = 1.0
         chunk[:, 6] = -1.0
         return PolicyOutput(chunk, {"call": self.calls, "position": float(obs["proprio"][0])})
+
+
+class EnvProbePolicy(PushPolicy):
+    """PushPolicy of a given strength that records which env (process, build) it acted in."""
+
+    name = "probe"
+
+    def __init__(self, push: float = 1.0) -> None:
+        super().__init__()
+        self.push = push
+
+    def act(self, obs):
+        out = super().act(obs)
+        out.actions[:, 0] = self.push
+        return PolicyOutput(out.actions, out.diagnostics | {"env_build": list(obs["env_build"])})
 
 
 class TorchThreadsPolicy(PushPolicy):

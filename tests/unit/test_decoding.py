@@ -53,14 +53,17 @@ def drafters(main, kind):
     if kind == "other":
         return PolicyDrafter(policy=tiny_policy(seed=7, hidden=8))
     torch.manual_seed(11)
-    cfg = HeadDrafterConfig(trunk_hidden_size=16, hidden_size=8, num_blocks=1, actions=main.config.actions)
-    return HeadDrafter(config=cfg).double().eval()
+    shared = kind == "shared head"  # reads the main policy's token embedding and output layer
+    cfg = HeadDrafterConfig(trunk_hidden_size=16, hidden_size=16 if shared else 8, num_blocks=1,
+                            shares_main_io=shared, actions=main.config.actions)  # fmt: skip
+    head = HeadDrafter(config=cfg).double().eval()
+    return head.attach(main) if shared else head
 
 
 # -- the flagship: exact RSD returns the greedy tokens, whatever the drafter --------------------------
 
 
-@pytest.mark.parametrize("kind", ["self", "random", "other", "head"])
+@pytest.mark.parametrize("kind", ["self", "random", "other", "head", "shared head"])
 @pytest.mark.parametrize("gamma", [1, 2, L])
 def test_exact_rule_returns_greedy_tokens_for_any_drafter(main, obs, kind, gamma):
     greedy = decode_rfsq_ar(main, obs)

@@ -16,12 +16,16 @@ from mocks.fake_libero import CRASH_INIT, CRASH_TASK, PushPolicy, evaluation_scr
 
 from rsdlib.libero.evaluate import (
     EPISODES_FILE,
+    EnvCache,
+    EpisodeSpec,
     EvalOptions,
+    WorkerPool,
     episode_seed,
     episode_specs,
     evaluate,
     format_table,
     read_episodes,
+    task_groups,
 )
 from rsdlib.libero.policy import PolicyOutput, as_output
 from rsdlib.metrics import success_summary, wilson_interval
@@ -214,6 +218,63 @@ def test_pool_equals_serial(tmp_path):
     serial = run(tmp_path / "a", executor="serial")
     pool = run(tmp_path / "b", executor="pool", workers=2)
     assert comparable(serial.records) == comparable(pool.records)
+
+
+def test_a_shared_pool_runs_each_policy_and_keeps_its_envs_from_one_evaluation_to_the_next(tmp_path):
+    from mocks.fake_libero import EnvProbePolicy
+
+    def outcome(result):  # what the policy did, not where
+        return {k: (r["success"], r["steps"], [d["position"] for d in r["diagnostics"]]) for k, r in keyed(result.records).items()}  # fmt: skip
+
+    def evaluations(prefix, **kw):
+        return [
+            evaluate(
+                policy,
+                [SUITE],
+                [0, 2, 3],
+                4,
+                run_dir=tmp_path / f"{prefix}{i}",
+                env_factory=make_fake_env,
+                progress=False,
+                **kw,
+            )  # fmt: skip
+            for i, policy in enumerate((EnvProbePolicy(push=1.0), EnvProbePolicy(push=0.5)))
+        ]
+
+    alone = evaluations("serial", executor="serial")
+    assert outcome(alone[0]) != outcome(alone[1])  # a pool that ran the first policy twice would show
+    with WorkerPool(1, threads=1) as pool:
+        shared = evaluations("shared", pool=pool)
+    assert [outcome(r) for r in shared] == [outcome(r) for r in alone]
+    builds = {tuple(d["env_build"]) for result in shared for r in result.records for d in r["diagnostics"]}
+    assert len(builds) == 3  # one env per task, built in the first evaluation, kept for the second
+    with pytest.raises(ValueError, match="runs the pool executor"), WorkerPool(1) as pool:
+        evaluations("ray", pool=pool, executor="ray")
+
+
+def test_task_groups_keep_a_tasks_episodes_together_in_groups_of_at_most_size():
+    specs = episode_specs(["libero_spatial", "libero_object"], [0, 1], 3)
+    groups = task_groups(specs, 2)
+    assert [len(g) for g in groups] == [2, 1] * 4
+    assert [s for g in groups for s in g] == specs
+    assert all(len({(s.suite, s.task_id) for s in g}) == 1 for g in groups)
+    assert task_groups([EpisodeSpec(SUITE, 0, i, i) for i in range(3)], 10) == [
+        [EpisodeSpec(SUITE, 0, i, i) for i in range(3)]
+    ]
+
+
+def test_the_env_cache_closes_the_least_recently_used_env_to_make_room():
+    cache, options = EnvCache(2), EvalOptions()
+    a = cache.get(SUITE, 0, options, make_fake_env)
+    b = cache.get(SUITE, 1, options, make_fake_env)
+    assert cache.get(SUITE, 0, options, make_fake_env) is a  # kept, and now the most recent
+    c = cache.get(SUITE, 2, options, make_fake_env)
+    assert b.closed and not a.closed and not c.closed and cache.built == 3
+    assert cache.get(SUITE, 2, EvalOptions(render=True), make_fake_env) is not c  # rendering is another env
+    cache.close()
+    assert c.closed
+    with pytest.raises(ValueError, match="at least one env"):
+        EnvCache(0)
 
 
 def test_ray_equals_pool(tmp_path):

@@ -3,6 +3,7 @@ and kept apart from the standard protocol's runs (on the fake env: no simulator,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -49,6 +50,7 @@ def cli(monkeypatch):
     monkeypatch.setattr(module, "policy_from_spec", lambda method, models: TimedPush())
     fake = functools.partial(evaluate, executor="serial", env_factory=make_fake_env, progress=False)
     monkeypatch.setattr(module, "evaluate", fake)
+    monkeypatch.setattr(module, "WorkerPool", lambda *args, **kw: contextlib.nullcontext())  # serial: no pool
     return module
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -328,6 +329,48 @@ def test_load_drafter_wraps_policies_and_refuses_baselines(tmp_path):
     save(tiny_policy("l1_regression"), tmp_path / "l1")
     with pytest.raises(CheckpointError, match="'l1_regression' policy, which cannot draft"):
         load_drafter(tmp_path / "l1")
+
+
+def test_a_head_sharing_the_main_policys_io_stores_only_what_it_learns(tmp_path):
+    from rsdlib.decoding.methods import check_drafter
+    from rsdlib.policies import load_drafter
+
+    main = tiny_policy(seed=1, sharpen=3.0)
+    cfg = HeadDrafterConfig(
+        trunk_hidden_size=16, hidden_size=16, shares_main_io=True, actions=main.config.actions
+    )
+    torch.manual_seed(0)
+    head = HeadDrafter(config=cfg).double()
+    own = HeadDrafter(config=dataclasses.replace(cfg, shares_main_io=False))
+    # neither learnt nor stored: the embedding and output layer are the main policy's
+    assert not any(k.startswith(("token_embed", "out_")) for k in head.state_dict())
+    io = main.token_embed.weight.numel() + main.out_weight.numel() + main.out_bias.numel()
+    assert sum(p.numel() for p in own.parameters()) - sum(p.numel() for p in head.parameters()) == io
+    with pytest.raises(RuntimeError, match="not attached"):
+        head.begin(obs=main.prepare(observations(2)), main_state=main.prefix(main.prepare(observations(2))))
+        head.propose(tokens=torch.zeros(2, 3, 2, dtype=torch.long), committed=torch.zeros(2, dtype=torch.long),
+                     gamma=1, temperature=0.0, generator=None)  # fmt: skip
+    head.attach(main).eval()
+    obs = main.prepare(observations(3))
+    pooled = head.pool(main.prefix(obs).prefix_hidden, main.prefix(obs).prefix_valid)
+    layer, prev = torch.ones(3, dtype=torch.long), torch.tensor([[0, 1], [2, 3], [4, 5]])
+    logits = head.layer_logits(pooled, layer, prev)
+    with torch.no_grad():  # the main policy's output layer moves the head's logits with it
+        main.out_bias[1] += 1.0
+    assert torch.allclose(head.layer_logits(pooled, layer, prev), logits + 1.0)
+    save(head, tmp_path / "head")
+    with pytest.raises(CheckpointError, match="load it with its main policy"):
+        load_drafter(tmp_path / "head")
+    back = load_drafter(tmp_path / "head", main=main)
+    assert back.attached_to is main
+    assert torch.equal(back.layer_logits(pooled, layer, prev), head.layer_logits(pooled, layer, prev))
+    other = tiny_policy(seed=2, codebook_size=5)
+    with pytest.raises(CheckpointError, match=r"\(L, N, V\) = \(3, 2, 6\)"):
+        load_drafter(tmp_path / "head", main=other)
+    with pytest.raises(ValueError, match="another policy's token embedding"):
+        check_drafter(back, tiny_policy(seed=2))
+    with pytest.raises(ValueError, match="nothing to attach"):
+        own.attach(main)
 
 
 def test_the_cache_keyword_follows_the_models_signature():

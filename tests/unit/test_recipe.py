@@ -215,6 +215,16 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
     obs = main.prepare(data.batch(torch.arange(len(data)), trunk_config=main.config.trunk)["obs"])
     rsd = speculative_decode(main, eagle, obs, rule=make_rule("exact"), gamma=2)
     assert torch.equal(rsd.tokens, decode_rfsq_ar(main, obs).tokens)
+    # ... and one moved onto the main policy's embedding and output layer keeps what it learnt
+    # elsewhere, learns on, stores neither, and drafts for that main policy only.
+    report = distill_head_drafter(out, prepared, out=tmp_path / "shared", steps=40, batch_size=8, lr=3e-3,
+                                  shares_main_io=True, progress=False)  # fmt: skip
+    assert report["shares_main_io"] and report["val_after"]["loss"] < report["val_before"]["loss"]
+    stored = load_file(tmp_path / "shared" / checkpoints.WEIGHTS)
+    assert not any(k.startswith(("token_embed", "out_")) for k in stored)
+    shared = checkpoints.load_drafter(tmp_path / "shared", main=main)
+    rsd = speculative_decode(main, shared, obs, rule=make_rule("exact"), gamma=2)
+    assert torch.equal(rsd.tokens, decode_rfsq_ar(main, obs).tokens)
 
     # The benchmark over every method: exact RSD is lossless with either drafter and any gamma.
     models = ModelSet(out)
