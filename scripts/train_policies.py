@@ -101,6 +101,9 @@ def main() -> None:
     c = sub.add_parser("cards", help="validation metrics and cards")
     c.add_argument("--out", required=True)
     c.add_argument("--prepared", default=None)
+    c.add_argument(
+        "--only", nargs="+", default=None, help="measure these models again; the others keep their cards"
+    )
     args = parser.parse_args()
     if args.stage == "prepare":
         prepare(
@@ -146,7 +149,7 @@ def main() -> None:
         )  # fmt: skip
         print(json.dumps(report, indent=1))
     else:
-        cards = write_cards(args.out, prepared_dir=args.prepared)
+        cards = write_cards(args.out, prepared_dir=args.prepared, only=args.only)
         print(json.dumps({name: card["validation"] for name, card in cards.items()}, indent=1))
 
 

@@ -7,6 +7,7 @@ per model and a ``README.md`` table for the folder.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def write_cards(
     prepared_dir: str | Path | None = None,
     batch_size: int = 128,
     sample_size: int = 256,
+    only: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Decode the validation split with every trained model in ``folder``; write the cards.
 
@@ -42,6 +44,8 @@ def write_cards(
         folder: what :func:`train_models` wrote.
         prepared_dir: where ``val.npz`` is (default: ``folder``).
         sample_size: validation chunks saved as ``val_sample.npz`` beside the models.
+        only: the models to measure again (one retrained or distilled alone); the others keep
+            the cards they have. None: every model.
     """
 
     folder = Path(folder)
@@ -53,6 +57,9 @@ def write_cards(
     cards = {}
     for name in MODELS:
         if not (folder / name / checkpoints.WEIGHTS).is_file():
+            continue
+        if only is not None and name not in only and (folder / name / "card.json").is_file():
+            cards[name] = json.loads((folder / name / "card.json").read_text())
             continue
         model = checkpoints.load(folder / name)
         if isinstance(model, HeadDrafter):
@@ -83,6 +90,9 @@ def write_cards(
                 "demos_per_task": info.get("max_per_task") or "all",
             },  # fmt: skip
             "training": training,
+            # what it holds now (a head moved onto its main policy's embedding and output layer
+            # after training holds fewer than it trained with)
+            "parameters": sum(p.numel() for p in model.parameters()),
             "validation": metrics,
         }
         write_json(folder / name / "card.json", card)
@@ -166,7 +176,7 @@ def cards_markdown(cards: dict[str, dict[str, Any]], info: dict[str, Any]) -> st
         done, planned = t.get("steps_done", t["schedule"]["steps"]), t["schedule"]["steps"]
         row = [
             name,
-            f"{t['parameters']:,}",
+            f"{card.get('parameters', t['parameters']):,}",
             str(planned) if done == planned else f"{done} of {planned} (time limit)",
             f"{t['seconds'] / 60:.1f} min",
             t["device"],

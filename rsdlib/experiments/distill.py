@@ -192,7 +192,8 @@ def distill_head_drafter(
         missing = extended.load_state_dict(head.state_dict(), strict=False).missing_keys
         assert all(k.startswith(("block_proj.", "stale_embed.")) for k in missing), missing
         head = extended
-    if shares_main_io and not head.config.shares_main_io:
+    converted = shares_main_io and not head.config.shares_main_io
+    if converted:
         own_io = ("token_embed.", "out_weight", "out_bias")
         kept = {k: v for k, v in head.state_dict().items() if not k.startswith(own_io)}
         head = HeadDrafter(config=dataclasses.replace(head.config, shares_main_io=True))
@@ -233,6 +234,8 @@ def distill_head_drafter(
             "on": "rfsq_ar greedy tokens",
             "reads_blocks": blocks,
             "shares_main_io": head.config.shares_main_io,
+            # its embedding and output layer dropped for the main policy's, the rest kept
+            "converted_from_own_io": converted,
             "steps": steps,
             "batch_size": batch_size,
             "lr": lr,

@@ -151,6 +151,13 @@ def test_recipe_trains_every_model_and_each_loads_as_a_policy(prepared, tmp_path
         assert np.isfinite(cards[name]["validation"]["action_mae"])
     assert "fast_malformed" in cards["fast_ar"]["validation"]
     assert "| rfsq_ar |" in (out / "README.md").read_text()
+    # One model measured again (a head distilled alone): the others keep their cards as they are.
+    kept = out / "l1_regression" / "card.json"
+    kept.write_text(json.dumps(json.loads(kept.read_text()) | {"marker": 1}))
+    (out / "head_drafter" / "card.json").unlink()
+    again = write_cards(out, prepared_dir=prepared, only=["head_drafter"])
+    assert again["l1_regression"]["marker"] == 1 and (out / "head_drafter" / "card.json").is_file()
+    assert again["head_drafter"]["validation"] == cards["head_drafter"]["validation"]
 
     data = PackedChunks.load(prepared / "val.npz")
     obs = {
