@@ -214,12 +214,16 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | HeadDrafter | ResidualNormHead:
+def load(
+    path: str | Path, *, dtype: torch.dtype | None = None, main: RFSQAutoregressive | None = None
+) -> Policy | HeadDrafter | ResidualNormHead:
     """Load a checkpoint folder into the model it describes (in eval mode).
 
     Weights stored in half precision for shipping (``save``'s ``storage_dtype``, or
     :func:`compact`) come back in float32, so downstream code runs unchanged; other weights come
-    back in the precision they were saved in. ``dtype`` then casts the model.
+    back in the precision they were saved in. ``dtype`` then casts the model. A head drafter that
+    shares its main policy's embedding and output layer is attached to ``main`` when it is given
+    (:func:`load_drafter` insists on it).
 
     Raises:
         CheckpointError: naming the file and what is wrong with it.
@@ -268,6 +272,8 @@ def load(path: str | Path, *, dtype: torch.dtype | None = None) -> Policy | Head
     model.load_state_dict(tensors, strict=False)
     if dtype is not None:
         model.to(dtype)
+    if isinstance(model, HeadDrafter) and main is not None:
+        attach_head(model, main, path)
     return model.eval()
 
 
