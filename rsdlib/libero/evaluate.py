@@ -313,8 +313,8 @@ class EnvCache:
     """The envs a process keeps, by suite, task and what shapes them (rendering, protocol, factory);
     the least recently used is closed to make room beyond ``size``.
 
-    A libero_spatial env took ~4-6 s to build here and holds ~0.3 GB: keep as many as there is
-    memory for when one process runs several evaluations (see :class:`WorkerPool`).
+    A libero_spatial env took 4-9 s to build here (two processes busy) and holds ~0.3 GB: keep as
+    many as there is memory for when one process runs several evaluations (see :class:`WorkerPool`).
     """
 
     def __init__(self, size: int = 1) -> None:
