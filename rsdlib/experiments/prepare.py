@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rsdlib.libero.dataset import DEMOS_DIR, DemoDataset, demo_files, load_demos
-from rsdlib.libero.demos import demo_names
+from rsdlib.libero.demos import demo_names, demo_path
 from rsdlib.observations import MODALITIES
 from rsdlib.policies.configuration import ActionSpace
 from rsdlib.policies.packed import PackedChunks
@@ -105,6 +105,10 @@ def prepare(
         max_objects = max(max_objects, packed.max_objects)
         if lowdim and split == "train":
             stats = observation_stats(packed, PROPRIO_ORIENTATION)
+    undemonstrated = scenes_without_demos(suite, demo_files(suite, demos_root or DEMOS_DIR)) if lowdim else {}
+    for scene in undemonstrated.values():
+        kinds |= set(scene)
+        max_objects = max(max_objects, len(scene))
     instructions = sorted({r.instruction for r in data.train.refs} | {r.instruction for r in data.val.refs})
     info = {
         "generation": _generation_config(data.train.refs[0].path),
@@ -116,6 +120,7 @@ def prepare(
         "modality": modality,
         "object_kinds": sorted(kinds),
         "max_objects": max_objects,
+        "tasks_without_demos": sorted(undemonstrated),
         "observation_stats": stats,
         "proprio_orientation": PROPRIO_ORIENTATION,
         "image_size": packed.image_size,
@@ -162,6 +167,34 @@ def retokenize(
     }
     (out / PREPARED_FILE).write_text(json.dumps(info | {"retokenized_from": str(prepared_dir)}, indent=1))
     return out
+
+
+def scenes_without_demos(suite: str, files: list[Path]) -> dict[int, tuple[str, ...]]:
+    """The object kinds of each of ``suite``'s tasks that has no file among ``files``, by task id.
+
+    The expert cannot demonstrate every task (libero_10 task 9 puts a mug under a microwave's
+    roof). A lowdim policy refuses a scene with object kinds it does not know, so without this it
+    would end every episode of such a task in an error; with their kinds in its vocabulary it reads
+    the scene and fails the task, which is what the success rate should count. Only when
+    ``files`` are the suite's own tasks (a folder of made-up tasks, as in the tests, has none
+    missing); each missing task's env is built once to list its objects.
+    """
+    from rsdlib.libero.env import LiberoEnv, RenderOptions
+    from rsdlib.libero.protocol import SUITES
+    from rsdlib.libero.tasks import list_tasks
+
+    if suite not in SUITES:
+        return {}
+    have = {Path(f).name for f in files}
+    tasks = {demo_path(suite, t.name, ".").name: t.task_id for t in list_tasks(suite)}
+    if not have & set(tasks):
+        return {}
+    scenes = {}
+    for name, task_id in tasks.items():
+        if name not in have:
+            with LiberoEnv(suite, task_id, render=RenderOptions(enabled=False)) as env:
+                scenes[task_id] = tuple(env.object_kinds)
+    return scenes
 
 
 def demos_fingerprint(suite: str, demos_root: str | Path) -> dict[str, int]:

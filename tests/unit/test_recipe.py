@@ -445,3 +445,18 @@ def test_a_levels_per_layer_sweep_setting_trains_measures_and_resumes(prepared, 
     fig = layer_levels.plot_layer_levels([row, {**row, "name": "other"}], gamma=2)
     mse_ax, agree_ax, known_ax, passes_ax = fig.axes
     assert len(mse_ax.get_lines()) >= 2 and len(passes_ax.patches) == 2
+
+
+@pytest.mark.libero
+def test_a_task_the_expert_cannot_demonstrate_still_brings_its_object_kinds(tmp_path):
+    """libero_10 task 9 has no demonstrations; its scene's kinds go into the vocabulary so that
+    the policy fails its episodes instead of refusing their objects with an error."""
+    from rsdlib.experiments.prepare import scenes_without_demos
+    from rsdlib.libero.demos import demo_path
+    from rsdlib.libero.tasks import list_tasks
+
+    files = [demo_path("libero_10", task.name, tmp_path) for task in list_tasks("libero_10")[:9]]
+    scenes = scenes_without_demos("libero_10", files)
+    assert list(scenes) == [9] and "microwave" in scenes[9], scenes
+    made_up = [tmp_path / "libero_10" / "made_up_task_demo.hdf5"]
+    assert scenes_without_demos("libero_10", made_up) == {}  # not the suite's own files: nothing to add
