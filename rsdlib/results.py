@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ def new_run(
     run: str | None = None,
     root: str | Path = RESULTS_DIR,
     exist_ok: bool = True,
+    retired: Sequence[str] = (),
 ) -> Path:
     """Create (or reopen) ``root/<experiment>/<run>/`` and write its config and provenance.
 
@@ -153,6 +155,8 @@ def new_run(
         run: run name; defaults to a UTC timestamp.
         root: results root (the notebooks' ``results_dir`` parameter).
         exist_ok: reopen an existing run (to resume it) if its config is the same.
+        retired: top-level keys that older runs wrote into their config but that no longer tell
+            runs apart; a reopened run's old config is compared without them.
 
     Returns:
         The run folder.
@@ -170,7 +174,7 @@ def new_run(
     if (folder / "config.json").exists():
         if not exist_ok:
             raise FileExistsError(f"run folder {folder} exists; pick another run name")
-        old = read_json(folder / "config.json")
+        old = {k: v for k, v in read_json(folder / "config.json").items() if k not in retired}
         if old != config_json:
             changed = "; ".join(
                 f"{key}: {was!r} there, {now!r} now" for key, was, now in config_changes(old, config_json)

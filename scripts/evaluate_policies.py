@@ -95,12 +95,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     with WorkerPool(args.workers, threads=args.threads) as pool:
         for method in args.methods:
             policy = policy_from_spec(method, models)
-            config = {"policy": policy.config(), "episodes": args.episodes, "options": options}
+            # Not the episode count: an episode is known by its task, init state and seed, so a
+            # folder grows when asked for more (folders made before 2026-12-01 recorded it).
+            config = {"policy": policy.config(), "options": options}
             run_dir = new_run(
                 "libero_eval",
                 config,
                 run=f"{prefix}-{run_name(method)}{tag}",
                 root=repo_path(args.results),
+                retired=("episodes",),
             )
             result = evaluate(
                 policy,

@@ -115,6 +115,25 @@ def test_resuming_a_run_folder_with_other_open_loop_steps_is_refused(cli, models
         new_run("libero_eval", config, run="libero_spatial-lowdim-rfsq_ar-ol2", root=results)
 
 
+def test_asking_for_more_episodes_adds_only_the_missing_ones(cli, models, tmp_path, capsys):
+    """The documented way to grow a run (``--episodes 50`` after 5) was refused because the
+    count was part of the run's config; a folder written that way still resumes."""
+    results = tmp_path / "results"
+    run_dir = run_cli(cli, models, results, "--episodes", "2") / "libero_spatial-lowdim-rfsq_ar"
+    first = read_episodes(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps(config | {"episodes": 2}))  # as written before
+    run_cli(cli, models, results)  # --episodes 3
+    records = read_episodes(run_dir)
+    assert [r["init_index"] for r in records] == [0, 1, 2]
+    assert records[:2] == first  # kept, not run again
+    assert json.loads((run_dir / "metrics.json").read_text())["suites"][0]["n"] == 3
+    assert "episodes" not in json.loads((run_dir / "config.json").read_text())
+    run_cli(cli, models, results, "--episodes", "1")  # fewer: a summary of the first only
+    assert json.loads((run_dir / "metrics.json").read_text())["suites"][0]["n"] == 1
+    assert len(read_episodes(run_dir)) == 3
+
+
 def _record(task: int, init: int, success: bool, chunks: int, depth: int | None = None) -> dict:
     diagnostics = [{"latency_ms": {"total": 10.0}, "main_passes": 3 if depth is None else depth - 1}
                    | ({} if depth is None else {"depth": depth, "num_layers": 4}) for _ in range(chunks)]  # fmt: skip
