@@ -492,19 +492,16 @@ def slide_drawer(motion: Motion, region: str, *, open_it: bool = True) -> Iterat
         start = grip_point
         end = grip_point - travel * out
     yield from motion.grip(OPEN if open_it else CLOSE, steps=0)
+    clear = start + 0.16 * out  # in front of the handle, where the hand has turned to face it
     if handle[2] - floor > HIGH_HANDLE:
         # Turning the hand on the way out to a high handle stretched the arm to its elbow limit
         # (joint 4 at -0.07 rad, joint 2 at +1.76), where it stalled with the hand short of the
         # pitch and closed on air 4 cm before the handle: 37% of sampled libero_goal starts for
         # the middle drawer, 74% for the top one. Turned 15 cm nearer the robot (it stands on -x)
         # and 10 cm higher first, the elbow stays bent (joint 4 below -0.9 rad).
-        yield from motion.move(
-            start + 0.16 * out + [-0.15, 0.0, 0.10], yaw=0.0, tilt=tilt, tolerance=0.02, max_steps=60
-        )
+        yield from motion.move(clear + [-0.15, 0.0, 0.10], yaw=0.0, tilt=tilt, tolerance=0.02, max_steps=60)
     # Turn the wrist well clear of the cabinet, then come in straight along the slide axis.
-    yield from motion.move(
-        start + 0.16 * out + [0, 0, 0.03], yaw=0.0, tilt=tilt, tolerance=0.015, max_steps=80
-    )
+    yield from motion.move(clear + [0, 0, 0.03], yaw=0.0, tilt=tilt, tolerance=0.015, max_steps=80)
     yield from motion.move(start + 0.09 * out, tolerance=0.006, max_steps=30)
     yield from motion.move(start, speed=0.5, tolerance=0.006, max_steps=40)
     if open_it:
