@@ -107,15 +107,52 @@ def _layers(first: int, last: int) -> str:
     return f"layer {first}" if first == last else f"layers {first}..{last}"
 
 
+def suite_blocks(run: Mapping[str, Any], suite: str | None = None) -> dict[str, Mapping[str, Any]]:
+    """``{suite: block}`` of a comparison (08) or latency (07) run, one block per suite it covered
+    (its first folder's block is also the top level); a run from before runs covered several
+    suites is one block, named ``suite`` where it did not record its own."""
+    blocks = run.get("suites") or [{**run, "suite": run.get("suite", suite)}]
+    return {b["suite"]: b for b in blocks}
+
+
 def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) -> plt.Figure:
     """Figure 3: LIBERO success (95% Wilson interval) against median chunk latency, one marker per
     method of the comparison whose latency was measured (plain methods, ``fast_ar`` among them,
     as circles; RSD settings as diamonds; adaptive-depth settings as triangles), the RSD frontiers
-    and the floor. The latency axis
-    starts at 0; the legend, under the axes, names only what is drawn."""
+    and the floor; one panel per suite that both runs covered, side by side. The latency axes
+    start at 0; the legend, under the axes, names only what is drawn."""
+    timed = suite_blocks(latency, comparison["suite"])
+    panels = [(block, timed[s]) for s, block in suite_blocks(comparison).items() if s in timed]
+    if not panels:
+        raise ValueError(
+            f"no suite was both evaluated ({list(suite_blocks(comparison))}) and timed ({list(timed)})"
+        )
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    size = (4.6, 3.4) if len(panels) == 1 else (3.4 * cols, 2.7 * rows + 0.5)
+    fig, axes = plt.subplots(rows, cols, figsize=size, layout="constrained", sharey=True, squeeze=False)
+    axes = axes.ravel()
+    for ax, (block, timing_block) in zip(axes, panels, strict=False):
+        _iso_latency_panel(ax, block, timing_block)
+        ax.set_xlabel(f"chunk latency, ms (median, batch 1, {device_label(latency['device'])})")
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    axes[0].set_ylabel("LIBERO success, %")
+    if rows > 1:
+        axes[cols].set_ylabel("LIBERO success, %")
+    fig.suptitle("models: " + "; ".join(dict.fromkeys(trained_on(block) for block, _ in panels)), fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles, labels, loc="outside lower center", ncol=min(2, len(handles)), fontsize=6, frameon=False
+        )
+    return fig
+
+
+def _iso_latency_panel(ax: plt.Axes, comparison: Mapping[str, Any], latency: Mapping[str, Any]) -> None:
+    """One suite's panel of :func:`plot_iso_latency`."""
     timing = _timing(comparison["rows"], latency["rows"])
     rows = [r for r in comparison["rows"] if r["method"] in timing]
-    fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
     for r in rows:
         fmt, colour = _marker(r["method"])
         ax.errorbar(
@@ -139,23 +176,16 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
                 floor, ls=":", color="black", lw=0.8, label="floor (prefix + one block pass)", zorder=0
             )
         )
-    n = sorted({r["n"] for r in comparison["rows"]})
-    ax.set_title(f"models: {trained_on(comparison)}", fontsize=6)
-    ax.set(xlabel=f"chunk latency, ms (median, batch 1, {device_label(latency['device'])})",
-           ylabel=f"{comparison['suite']} success, % (n = {', '.join(map(str, n))})", ylim=(-3, 103))  # fmt: skip
+    n = ", ".join(map(str, sorted({r["n"] for r in comparison["rows"]})))
+    ax.set_title(f"{comparison['suite']} (n = {n})", fontsize=7)
+    ax.set_ylim(-3, 103)
     ax.set_xlim(0, 1.08 * max([timing[r["method"]]["latency_median_ms"] for r in rows] + [floor or 0, 1.0]))
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles, labels, loc="outside lower center", ncol=min(2, len(handles)), fontsize=6, frameon=False
-        )
     place_labels(
         ax,
         [(timing[r["method"]]["latency_median_ms"], 100 * r["rate"]) for r in rows],
         [_short(r["method"]) for r in rows],
         avoid=floor_line,
     )
-    return fig
 
 
 def _marker(method: str) -> tuple[str, str]:

@@ -71,6 +71,7 @@ def check_06_step_through_rsd(out: dict) -> None:
 
 
 def check_07_latency(out: dict) -> None:
+    assert out["suites"] == ["libero_spatial", "libero_object"]  # more_checkpoints times a second folder
     assert out["methods"] == 4 + 1 * 2 + 1  # four plain methods, the head x two rules, one adaptive depth
     assert (
         out["exact_is_lossless"] is True and out["plain_passes"] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
@@ -62,6 +63,20 @@ def test_paper_figures_are_byte_identical_when_redrawn(tmp_path):
             assert a.read_bytes() == b.read_bytes(), a.name
     fig3 = plot_iso_latency(COMPARISON, LATENCY)
     assert len(fig3.axes[0].texts) == 3  # every method with a latency gets a labelled marker
+
+
+def test_iso_latency_has_a_panel_per_suite_that_was_both_evaluated_and_timed():
+    blocks = [{**COMPARISON, "suite": s} for s in ("libero_spatial", "libero_object", "libero_goal")]
+    comparison = {**COMPARISON, "suites": blocks}
+    latency = {**LATENCY, "suites": [{**LATENCY, "suite": s} for s in ("libero_spatial", "libero_goal")]}
+    titles = [ax.get_title() for ax in plot_iso_latency(comparison, latency).axes]
+    assert titles == ["libero_spatial (n = 10)", "libero_goal (n = 10)"]  # libero_object was not timed
+    # a latency run from before 07 timed several folders timed the comparison's first suite
+    assert [ax.get_title() for ax in plot_iso_latency(comparison, LATENCY).axes] == [
+        "libero_spatial (n = 10)"
+    ]
+    with pytest.raises(ValueError, match="timed"):
+        plot_iso_latency(comparison, {**LATENCY, "suite": "libero_10"})
 
 
 def test_frontiers_trace_plain_and_lossless_settings_and_the_lossy_thresholds():
