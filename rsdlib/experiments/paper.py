@@ -134,13 +134,14 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
     axes = axes.ravel()
     for ax, (block, timing_block) in zip(axes, panels, strict=False):
         _iso_latency_panel(ax, block, timing_block)
-        ax.set_xlabel(f"chunk latency, ms (median, batch 1, {device_label(latency['device'])})")
+        ax.set_xlabel("chunk latency, ms (median, batch 1)")
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     axes[0].set_ylabel("LIBERO success, %")
     if rows > 1:
         axes[cols].set_ylabel("LIBERO success, %")
-    fig.suptitle("models: " + "; ".join(dict.fromkeys(trained_on(block) for block, _ in panels)), fontsize=6)
+    models = "; ".join(dict.fromkeys(trained_on(block) for block, _ in panels))
+    fig.suptitle(f"latency on {device_label(latency['device'])}; models: {models}", fontsize=6)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(
