@@ -200,7 +200,8 @@ def test_iso_latency_draws_fast_like_any_plain_method_from_zero():
                for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)}  # fmt: skip
     assert (46.7, 30.0) in markers
     assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > 46.7
-    assert "1 thread)" in ax.get_xlabel() and "threads" not in ax.get_xlabel()
+    title = fig.get_suptitle()  # the device, once for every panel
+    assert "CPU x86_64, 1 thread;" in title and "threads" not in title
 
 
 def test_iso_latency_legend_names_only_what_is_drawn():
