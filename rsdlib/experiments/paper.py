@@ -119,7 +119,7 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
     """Figure 3: LIBERO success (95% Wilson interval) against median chunk latency, one marker per
     method of the comparison whose latency was measured (plain methods, ``fast_ar`` among them,
     as circles; RSD settings as diamonds; adaptive-depth settings as triangles), the RSD frontiers
-    and the floor; one panel per suite that both runs covered, side by side. The latency axes
+    and the floor; one panel per suite that both runs covered, two to a row. The latency axes
     start at 0; the legend, under the axes, names only what is drawn."""
     timed = suite_blocks(latency, comparison["suite"])
     panels = [(block, timed[s]) for s, block in suite_blocks(comparison).items() if s in timed]
@@ -142,7 +142,11 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
         axes[cols].set_ylabel("LIBERO success, %")
     models = "; ".join(dict.fromkeys(trained_on(block) for block, _ in panels))
     fig.suptitle(f"latency on {device_label(latency['device'])}; models: {models}", fontsize=6)
-    handles, labels = axes[0].get_legend_handles_labels()
+    drawn = {}  # label -> handle, over every panel (one may have a frontier another lacks)
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            drawn.setdefault(label, handle)
+    handles, labels = list(drawn.values()), list(drawn)
     if handles:
         fig.legend(
             handles, labels, loc="outside lower center", ncol=min(2, len(handles)), fontsize=6, frameon=False

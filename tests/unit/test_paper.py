@@ -69,8 +69,22 @@ def test_iso_latency_has_a_panel_per_suite_that_was_both_evaluated_and_timed():
     blocks = [{**COMPARISON, "suite": s} for s in ("libero_spatial", "libero_object", "libero_goal")]
     comparison = {**COMPARISON, "suites": blocks}
     latency = {**LATENCY, "suites": [{**LATENCY, "suite": s} for s in ("libero_spatial", "libero_goal")]}
-    titles = [ax.get_title() for ax in plot_iso_latency(comparison, latency).axes]
-    assert titles == ["libero_spatial (n = 10)", "libero_goal (n = 10)"]  # libero_object was not timed
+    fig = plot_iso_latency(comparison, latency)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "libero_spatial (n = 10)",
+        "libero_goal (n = 10)",
+    ]  # object: untimed
+    assert "lossy RSD frontier" not in [t.get_text() for t in fig.legends[0].get_texts()]
+    # a frontier drawn in any panel is in the legend, not only the first panel's
+    lossy = {"method": "rsd_head:g2:match_rate:0.5", "rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 10}
+    blocks[2] = {**blocks[2], "rows": [*blocks[2]["rows"], lossy]}
+    latency["suites"][1] = {
+        **LATENCY,
+        "suite": "libero_goal",
+        "rows": [*LATENCY["rows"], {"method": lossy["method"], "latency_median_ms": 15.0}],
+    }
+    fig = plot_iso_latency({**comparison, "suites": blocks}, latency)
+    assert "lossy RSD frontier" in [t.get_text() for t in fig.legends[0].get_texts()]
     # a latency run from before 07 timed several folders timed the comparison's first suite
     assert [ax.get_title() for ax in plot_iso_latency(comparison, LATENCY).axes] == [
         "libero_spatial (n = 10)"
