@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: The repository root (the folder holding ``rsdlib/``). ``RSD_ROOT`` overrides it.
-REPO_ROOT = Path(os.environ.get("RSD_ROOT", Path(__file__).resolve().parent.parent))
+#: The checkout whose ``rsdlib/`` is running (its commit is what provenance records).
+CODE_ROOT = Path(__file__).resolve().parent.parent
+#: The repository root: data, checkpoints, results and figures. ``RSD_ROOT`` overrides it (a
+#: snapshot of the code can then run on the main checkout's files).
+REPO_ROOT = Path(os.environ.get("RSD_ROOT", CODE_ROOT))
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_DIR = REPO_ROOT / "figures"
 RESULTS_DIR = REPO_ROOT / "results"

@@ -22,7 +22,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from rsdlib.paths import REPO_ROOT, RESULTS_DIR
+from rsdlib.paths import CODE_ROOT, RESULTS_DIR
 
 #: Distributions whose versions are recorded in every run's provenance.
 TRACKED_PACKAGES = (
@@ -33,8 +33,9 @@ TRACKED_PACKAGES = (
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def git_sha(root: Path = REPO_ROOT) -> str | None:
-    """The checked-out commit, with ``-dirty`` when tracked files changed; None outside git."""
+def git_sha(root: Path = CODE_ROOT) -> str | None:
+    """The commit of the code that runs (``root``: its checkout, whatever ``RSD_ROOT`` says), with
+    ``-dirty`` when tracked files changed; None outside git."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True

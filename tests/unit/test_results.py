@@ -1,10 +1,13 @@
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from rsdlib.results import new_run, provenance, read_json, write_json
+from rsdlib.results import git_sha, new_run, provenance, read_json, write_json
 
 
 @dataclass
@@ -65,3 +68,14 @@ def test_json_helpers_convert_numpy_and_name_bad_files(tmp_path):
 def test_provenance_records_the_render_backend(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     assert provenance()["render"]["MUJOCO_GL"] == "osmesa"
+
+
+def test_provenance_records_the_running_code_s_commit_whatever_rsd_root_says(tmp_path):
+    # A snapshot of the code run on the main checkout's files (RSD_ROOT) recorded the main
+    # checkout's commit; tmp_path is no git repository, so reading it would give None.
+    if git_sha() is None:
+        pytest.skip("not a git checkout")
+    code = "from rsdlib.results import git_sha; print(git_sha())"
+    env = {**os.environ, "RSD_ROOT": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == git_sha()
