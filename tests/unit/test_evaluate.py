@@ -24,6 +24,7 @@ from rsdlib.libero.evaluate import (
     episode_specs,
     evaluate,
     format_table,
+    group_size,
     read_episodes,
     task_groups,
 )
@@ -261,6 +262,20 @@ def test_task_groups_keep_a_tasks_episodes_together_in_groups_of_at_most_size():
     assert task_groups([EpisodeSpec(SUITE, 0, i, i) for i in range(3)], 10) == [
         [EpisodeSpec(SUITE, 0, i, i) for i in range(3)]
     ]
+
+
+def test_group_size_gives_each_worker_several_groups_within_one_to_ten_episodes():
+    # 50 episodes on 2 workers: groups of 3, so an evaluation's last group (the tail the other
+    # worker idles through) is short; a big run keeps groups of 10, a tiny one groups of 1
+    assert group_size(50, 2) == 3
+    assert group_size(500, 2) == 10
+    assert group_size(5, 2) == 1
+    for episodes in (1, 7, 50, 350, 5000):
+        for workers in (1, 2, 8):
+            size = group_size(episodes, workers)
+            assert 1 <= size <= 10
+            if size < 10:  # capped or not, every worker gets about eight groups
+                assert episodes // size >= min(episodes, 8 * workers)
 
 
 def test_the_env_cache_closes_the_least_recently_used_env_to_make_room():
