@@ -120,3 +120,17 @@ def test_every_notebooks_parameters_cell_holds_the_default_profiles_values():
             if written != value:
                 differ.append(f"{notebook.name}: {name} = {written!r}, the default profile sets {value!r}")
     assert not differ, "set these in the notebooks' parameters cells:\n  " + "\n  ".join(differ)
+
+
+def test_every_profile_whose_02_reads_01s_demonstrations_makes_three_per_task():
+    """02 holds one episode per task out for its test, then one of the rest for its sweep's
+    validation: with two starts per task from 01 it stopped (too few episodes to hold any out)."""
+    import ast
+
+    def value(stem, name, per_notebook):
+        declared = declared_parameters(NOTEBOOKS_DIR / f"{stem}.ipynb")[name]["default"]
+        return per_notebook.get(stem, {}).get(name, ast.literal_eval(declared))
+
+    for profile, per_notebook in load_profiles().items():
+        if value("02_action_tokenizers", "data_source", per_notebook) == "demos":
+            assert value("01_demonstrations", "episodes", per_notebook) >= 3, profile
