@@ -193,10 +193,10 @@ def _iso_latency_panel(ax: plt.Axes, comparison: Mapping[str, Any], latency: Map
     ax.set_ylim(-3, 103)
     xs = [timing[r["method"]]["latency_median_ms"] for r in rows] + ([floor] if floor else [])
     ax.set_xscale("log")
-    ax.set_xlim(0.8 * min(xs), 1.25 * max(xs))
-    ax.xaxis.set_major_locator(
-        FixedLocator([t for t in LATENCY_TICKS_MS if 0.8 * min(xs) <= t <= 1.25 * max(xs)])
-    )
+    # from a labelled tick, so that every panel has one on each side of its points
+    lo = max([t for t in LATENCY_TICKS_MS if t <= 0.8 * min(xs)], default=0.8 * min(xs))
+    ax.set_xlim(lo, 1.25 * max(xs))
+    ax.xaxis.set_major_locator(FixedLocator([t for t in LATENCY_TICKS_MS if lo <= t <= 1.25 * max(xs)]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     place_labels(
