@@ -125,8 +125,8 @@ def plot_iso_latency(comparison: Mapping[str, Any], latency: Mapping[str, Any]) 
     method of the comparison whose latency was measured (plain methods, ``fast_ar`` among them,
     as circles; RSD settings as diamonds; adaptive-depth settings as triangles), the RSD frontiers
     and the floor; one panel per suite that both runs covered, two to a row. The latency axes are
-    logarithmic: a speedup is a distance, the same anywhere on the axis, and ``fast_ar`` (five to
-    ten times ``rfsq_ar``) no longer squeezes every other method into the left fifth of a linear
+    logarithmic: a speedup is a distance, the same anywhere on the axis, and ``fast_ar`` (three to
+    six times ``rfsq_ar``'s latency) no longer squeezes every other method into the left fifth of a linear
     axis. The legend, under the axes, names only what is drawn."""
     timed = suite_blocks(latency, comparison["suite"])
     panels = [(block, timed[s]) for s, block in suite_blocks(comparison).items() if s in timed]
@@ -194,9 +194,10 @@ def _iso_latency_panel(ax: plt.Axes, comparison: Mapping[str, Any], latency: Map
     xs = [timing[r["method"]]["latency_median_ms"] for r in rows] + ([floor] if floor else [])
     ax.set_xscale("log")
     # from a labelled tick, so that every panel has one on each side of its points
-    lo = max([t for t in LATENCY_TICKS_MS if t <= 0.8 * min(xs)], default=0.8 * min(xs))
-    ax.set_xlim(lo, 1.25 * max(xs))
-    ax.xaxis.set_major_locator(FixedLocator([t for t in LATENCY_TICKS_MS if lo <= t <= 1.25 * max(xs)]))
+    lo, hi = 0.8 * min(xs), 1.25 * max(xs)
+    lo = max([t for t in LATENCY_TICKS_MS if t <= lo], default=lo)
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(FixedLocator([t for t in LATENCY_TICKS_MS if lo <= t <= hi]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     place_labels(

@@ -127,10 +127,12 @@ def test_every_profile_whose_02_reads_01s_demonstrations_makes_three_per_task():
     validation: with two starts per task from 01 it stopped (too few episodes to hold any out)."""
     import ast
 
-    def value(stem, name, per_notebook):
-        declared = declared_parameters(NOTEBOOKS_DIR / f"{stem}.ipynb")[name]["default"]
-        return per_notebook.get(stem, {}).get(name, ast.literal_eval(declared))
-
+    source = ast.literal_eval(
+        declared_parameters(NOTEBOOKS_DIR / "02_action_tokenizers.ipynb")["data_source"]["default"]
+    )
+    starts = ast.literal_eval(
+        declared_parameters(NOTEBOOKS_DIR / "01_demonstrations.ipynb")["episodes"]["default"]
+    )
     for profile, per_notebook in load_profiles().items():
-        if value("02_action_tokenizers", "data_source", per_notebook) == "demos":
-            assert value("01_demonstrations", "episodes", per_notebook) >= 3, profile
+        if per_notebook.get("02_action_tokenizers", {}).get("data_source", source) == "demos":
+            assert per_notebook.get("01_demonstrations", {}).get("episodes", starts) >= 3, profile
